@@ -1,0 +1,47 @@
+// test.h: a tiny test harness. Each test binary calls T_CHECK for every
+// assertion and returns t_summary() from main, which prints the closing line
+// "N passed, N failed" (ctest also reports the binary's exit status).
+#pragma once
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int t_passed, t_failed, t_skipped;
+
+#define T_CHECK(cond, ...)                                                   \
+    do {                                                                     \
+        if (cond) {                                                          \
+            t_passed++;                                                      \
+        } else {                                                             \
+            t_failed++;                                                      \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);  \
+            fprintf(stderr, __VA_ARGS__);                                    \
+            fprintf(stderr, "\n");                                           \
+        }                                                                    \
+    } while (0)
+
+#define T_SKIP(...)                              \
+    do {                                         \
+        t_skipped++;                             \
+        fprintf(stderr, "SKIP: ");               \
+        fprintf(stderr, __VA_ARGS__);            \
+        fprintf(stderr, "\n");                   \
+    } while (0)
+
+static inline int t_summary(void) {
+    printf("%d passed, %d failed, %d skipped\n", t_passed, t_failed, t_skipped);
+    return t_failed ? 1 : 0;
+}
+
+// Path of the shared data folder (../shared/data beside the repo), or NULL when
+// absent; POSTSHARE_DATA overrides it.
+static inline const char *t_shared_data(void) {
+    static char buf[4096];
+    const char *env = getenv("POSTSHARE_DATA");
+    if (env) snprintf(buf, sizeof buf, "%s", env);
+    else snprintf(buf, sizeof buf, "%s/../shared/data", PS_SOURCE_DIR);
+    struct stat st;
+    if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) return NULL;
+    return buf;
+}

@@ -1,0 +1,95 @@
+// backend.h: the op table ("one model, two op sets").
+//
+// The forward/backward sequence in model.c is written once against this table
+// of function pointers. The CPU backend (cpu_ops.c) is the fp32 reference; the
+// CUDA backend implements the same table with bf16 activations. Buffers passed
+// to ops are backend memory ("device pointers"): the model never dereferences
+// them. Activation/parameter/gradient buffers hold elements of the backend's
+// compute type (act_bytes each: 4 on the CPU, 2 for bf16); buffers named *_f32
+// are always fp32 (master weights, optimizer state, RMSNorm rstd, losses).
+//
+// Shapes use: B batch, T time, BT = B*T rows, C model width, nh query heads,
+// nkv key/value heads, hd head dim, F ffn width, V vocab. Matrices are
+// row-major; weights are HF-shaped (out x in).
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Backend {
+    const char *name;
+    size_t act_bytes;  // bytes per element of activations, params and grads
+
+    // ---- memory ----
+    void *(*alloc)(size_t bytes);  // zero-initialized
+    void (*free)(void *p);
+    void (*zero)(void *p, size_t bytes);
+    void (*upload)(void *dst, const void *src, size_t bytes);    // host -> backend, raw bytes
+    void (*download)(void *dst, const void *src, size_t bytes);  // backend -> host, raw bytes
+    // Convert between host fp32 and backend compute-type buffers (n elements).
+    void (*upload_f32)(void *dst, const float *src, size_t n);
+    void (*download_f32)(float *dst, const void *src, size_t n);
+    void (*synchronize)(void);
+
+    // ---- forward ops ----
+    // out[BT,C] = wte[tokens[i], :]
+    void (*embedding_fwd)(void *out, const int *tokens, const void *wte, int BT, int C);
+    // out[BT,C] = inp * rstd * w; rstd[BT] (fp32) saved for backward.
+    void (*rmsnorm_fwd)(void *out, float *rstd, const void *inp, const void *w, int BT, int C,
+                        float eps);
+    // out[N,OC] = inp[N,IC] @ W[OC,IC]^T
+    void (*matmul_fwd)(void *out, const void *inp, const void *W, int N, int IC, int OC);
+    // RoPE (HF rotate_half convention) in place on x[B,T,nheads,hd], positions 0..T-1.
+    void (*rope_fwd)(void *x, int B, int T, int nheads, int hd, float theta);
+    // Causal GQA attention. q[B,T,nh,hd], k,v[B,T,nkv,hd] -> out[B,T,nh,hd].
+    // state: backend-defined saved data (attn_state_bytes) for the backward.
+    void (*attention_fwd)(void *out, void *state, const void *q, const void *k, const void *v,
+                          int B, int T, int nh, int nkv, int hd);
+    size_t (*attn_state_bytes)(int B, int T, int nh);
+    // out = silu(gate) * up, n elements
+    void (*swiglu_fwd)(void *out, const void *gate, const void *up, size_t n);
+    // a += b, n elements (residual stream)
+    void (*add_inplace)(void *a, const void *b, size_t n);
+    // Cross-entropy per row of logits[BT,V] against targets[BT] (target < 0 is
+    // ignored: loss 0) into losses[BT] (fp32 backend buffer). tokens and
+    // targets are int32 backend buffers.
+    void (*crossentropy_fwd)(float *losses, const void *logits, const int *targets, int BT, int V);
+
+    // ---- backward ops (parameter gradients accumulate: +=) ----
+    // In place: logits[BT,V] becomes dlogits = scale * (softmax - onehot(target)), 0 on ignored rows.
+    void (*crossentropy_bwd)(void *logits, const int *targets, int BT, int V, float scale);
+    // dinp[N,IC] (= or += when accumulate) dout @ W;  dW[OC,IC] += dout^T @ inp.
+    // Either output may be NULL to skip it.
+    void (*matmul_bwd)(void *dinp, void *dW, const void *dout, const void *inp, const void *W,
+                       int N, int IC, int OC, int accumulate);
+    // dinp[BT,C] += d/dinp, dw[C] += d/dw, given dout, inp, w and saved rstd.
+    void (*rmsnorm_bwd)(void *dinp, void *dw, const void *dout, const void *inp, const void *w,
+                        const float *rstd, int BT, int C);
+    // Inverse rotation in place on dx[B,T,nheads,hd].
+    void (*rope_bwd)(void *dx, int B, int T, int nheads, int hd, float theta);
+    // dq[B,T,nh,hd] (=), dk, dv[B,T,nkv,hd] (=) from dout and the saved state.
+    void (*attention_bwd)(void *dq, void *dk, void *dv, const void *dout, const void *state,
+                          const void *q, const void *k, const void *v, int B, int T, int nh,
+                          int nkv, int hd);
+    // dgate, dup (=) from dout and the forward inputs.
+    void (*swiglu_bwd)(void *dgate, void *dup, const void *dout, const void *gate, const void *up,
+                       size_t n);
+    // dwte[V,C] += scatter of dout[BT,C] by tokens (deterministic order).
+    void (*embedding_bwd)(void *dwte, const void *dout, const int *tokens, int BT, int C);
+
+    // ---- optimizer ops ----
+    // Sum of squares of n elements of a compute-type buffer, in fp64 accumulation.
+    double (*sumsq)(const void *x, size_t n);
+    // AdamW on n elements: master_f32, m_f32, v_f32 updated from grad * grad_scale;
+    // params (compute type) receives the new master value. params may alias
+    // master on backends whose compute type is fp32.
+    void (*adamw)(float *master, void *params, const void *grad, float *m, float *v, size_t n,
+                  float lr, float beta1, float beta2, float eps, float weight_decay,
+                  float grad_scale, int t);
+} Backend;
+
+// The CPU reference backend (fp32, BLAS, OpenMP).
+const Backend *backend_cpu(void);
+// Pick a backend by name: "cpu", "cuda" or "auto" (CUDA when built and a GPU is
+// present, else CPU). Dies with a clear message if "cuda" is asked and absent.
+const Backend *backend_get(const char *name);

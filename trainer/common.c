@@ -1,0 +1,281 @@
+// common.c: error reporting, checked allocation, files, time, RNG and
+// floating-point format conversions (see common.h).
+#define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void ps_die_at(const char *file, int line, const char *fmt, ...) {
+    fflush(stdout);
+    fprintf(stderr, "postshare: error: ");
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " [%s:%d]\n", file, line);
+    exit(1);
+}
+
+static char g_err[2048];
+
+int ps_err_set(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_err, sizeof g_err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *ps_err_msg(void) { return g_err; }
+
+void *xmalloc_at(const char *file, int line, size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) ps_die_at(file, line, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *xcalloc_at(const char *file, int line, size_t count, size_t size) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) ps_die_at(file, line, "out of memory allocating %zu x %zu bytes", count, size);
+    return p;
+}
+
+void *xrealloc_at(const char *file, int line, void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) ps_die_at(file, line, "out of memory reallocating %zu bytes", n);
+    return q;
+}
+
+FILE *xfopen_at(const char *file, int line, const char *path, const char *mode) {
+    FILE *f = fopen(path, mode);
+    if (!f) ps_die_at(file, line, "cannot open '%s' (mode %s): %s", path, mode, strerror(errno));
+    return f;
+}
+
+char *xstrdup_at(const char *file, int line, const char *s) {
+    size_t n = strlen(s) + 1;
+    char *p = xmalloc_at(file, line, n);
+    memcpy(p, s, n);
+    return p;
+}
+
+char *ps_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        ps_err_set("%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (fseek(f, 0, SEEK_END) != 0) {
+        fclose(f);
+        ps_err_set("%s: cannot seek", path);
+        return NULL;
+    }
+    long n = ftell(f);
+    if (n < 0) {
+        fclose(f);
+        ps_err_set("%s: cannot tell size (is it a directory?)", path);
+        return NULL;
+    }
+    rewind(f);
+    char *buf = xmalloc((size_t)n + 1);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    fclose(f);
+    if (got != (size_t)n) {
+        free(buf);
+        ps_err_set("%s: short read (%zu of %ld bytes)", path, got, n);
+        return NULL;
+    }
+    buf[n] = 0;
+    if (len) *len = (size_t)n;
+    return buf;
+}
+
+static int fsync_dir_of(const char *path) {
+    char *tmp = xstrdup(path);
+    char *dir = dirname(tmp);
+    int fd = open(dir, O_RDONLY);
+    int rc = 0;
+    if (fd >= 0) {
+        if (fsync(fd) != 0 && errno != EINVAL) rc = -1;
+        close(fd);
+    }
+    free(tmp);
+    return rc;
+}
+
+int ps_write_file_atomic(const char *path, const void *data, size_t len) {
+    size_t n = strlen(path) + 32;
+    char *tmp = xmalloc(n);
+    snprintf(tmp, n, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        ps_err_set("%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            ps_err_set("%s: write failed: %s", tmp, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            free(tmp);
+            return -1;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        ps_err_set("%s: fsync/close failed: %s", tmp, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+        ps_err_set("%s: rename to %s failed: %s", tmp, path, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    free(tmp);
+    fsync_dir_of(path);
+    return 0;
+}
+
+int ps_mkdirs(const char *path) {
+    char *p = xstrdup(path);
+    for (char *s = p + 1; *s; s++) {
+        if (*s == '/') {
+            *s = 0;
+            if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+                ps_err_set("%s: cannot create directory: %s", p, strerror(errno));
+                free(p);
+                return -1;
+            }
+            *s = '/';
+        }
+    }
+    if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+        ps_err_set("%s: cannot create directory: %s", p, strerror(errno));
+        free(p);
+        return -1;
+    }
+    free(p);
+    return 0;
+}
+
+double ps_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+char *ps_path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = xmalloc(n);
+    if (dir[0] && dir[strlen(dir) - 1] == '/')
+        snprintf(p, n, "%s%s", dir, name);
+    else
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+void rng_seed(Rng *r, uint64_t seed) {
+    // splitmix64 scramble so that nearby seeds give unrelated streams
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z = z ^ (z >> 31);
+    r->state = z ? z : 0x2545F4914F6CDD1Dull;
+}
+
+uint64_t rng_u64(Rng *r) {
+    r->state ^= r->state >> 12;
+    r->state ^= r->state << 25;
+    r->state ^= r->state >> 27;
+    return r->state * 0x2545F4914F6CDD1Dull;
+}
+
+float rng_uniform(Rng *r) { return (float)(rng_u64(r) >> 40) / 16777216.0f; }
+
+float rng_normal(Rng *r) {
+    float u1 = rng_uniform(r), u2 = rng_uniform(r);
+    if (u1 < 1e-7f) u1 = 1e-7f;
+    return sqrtf(-2.0f * logf(u1)) * cosf(6.28318530718f * u2);
+}
+
+float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
+    uint32_t rounding = 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)((u + rounding) >> 16);
+}
+
+float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    uint32_t u;
+    if (exp == 0) {
+        if (mant == 0) {
+            u = sign;
+        } else {  // subnormal: normalize
+            int e = -1;
+            do {
+                e++;
+                mant <<= 1;
+            } while (!(mant & 0x400u));
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((mant & 0x3ffu) << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (mant << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000u;
+    int32_t exp = (int32_t)((u >> 23) & 0xff) - 127 + 15;
+    uint32_t mant = u & 0x7fffffu;
+    if (((u >> 23) & 0xff) == 0xff) return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u : 0));
+    if (exp >= 31) return (uint16_t)(sign | 0x7c00u);
+    if (exp <= 0) {
+        if (exp < -10) return (uint16_t)sign;
+        mant |= 0x800000u;
+        uint32_t shift = (uint32_t)(14 - exp);
+        uint32_t half = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1);
+        uint32_t mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t h = sign | ((uint32_t)exp << 10) | (mant >> 13);
+    uint32_t rem = mant & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
+    return (uint16_t)h;
+}

@@ -1,0 +1,71 @@
+// common.h: error handling and small helpers shared by every host module.
+//
+// Every call that can fail goes through CHECK (a condition) or a checked
+// wrapper (xmalloc, xfopen, ...). A failure prints file:line, what failed and a
+// hint, then exits non-zero. Modules that must report errors to a caller
+// instead of exiting (readers of user files) use ps_err_set / the int return.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+// ps_die: print "postshare: error: <msg>" with the source location and exit 1.
+__attribute__((noreturn, format(printf, 3, 4))) void ps_die_at(const char *file, int line,
+                                                               const char *fmt, ...);
+#define ps_die(...) ps_die_at(__FILE__, __LINE__, __VA_ARGS__)
+
+// CHECK(cond, "hint %d", x): abort with file:line, the failed condition and a hint.
+#define CHECK(cond, ...)                                                                \
+    do {                                                                                \
+        if (!(cond)) ps_die_at(__FILE__, __LINE__, "check failed: " #cond ": " __VA_ARGS__); \
+    } while (0)
+
+// Error reporting for readers of user input: ps_err_set stores a message that the
+// caller can print (ps_err_msg) after a function returned non-zero.
+__attribute__((format(printf, 1, 2))) int ps_err_set(const char *fmt, ...);
+const char *ps_err_msg(void);
+
+void *xmalloc_at(const char *file, int line, size_t n);
+void *xcalloc_at(const char *file, int line, size_t count, size_t size);
+void *xrealloc_at(const char *file, int line, void *p, size_t n);
+FILE *xfopen_at(const char *file, int line, const char *path, const char *mode);
+char *xstrdup_at(const char *file, int line, const char *s);
+#define xmalloc(n) xmalloc_at(__FILE__, __LINE__, (n))
+#define xcalloc(c, s) xcalloc_at(__FILE__, __LINE__, (c), (s))
+#define xrealloc(p, n) xrealloc_at(__FILE__, __LINE__, (p), (n))
+#define xfopen(p, m) xfopen_at(__FILE__, __LINE__, (p), (m))
+#define xstrdup(s) xstrdup_at(__FILE__, __LINE__, (s))
+
+// Read a whole file into memory (NUL-terminated for text use). Returns NULL and
+// sets ps_err on failure; *len receives the size in bytes.
+char *ps_read_file(const char *path, size_t *len);
+
+// Write a whole buffer to path atomically: write to "path.tmp.<pid>", fsync,
+// rename over path, fsync the directory. Returns 0 or -1 with ps_err set.
+int ps_write_file_atomic(const char *path, const void *data, size_t len);
+
+// mkdir -p. Returns 0 or -1 with ps_err set.
+int ps_mkdirs(const char *path);
+
+// Wall-clock seconds (monotonic).
+double ps_now(void);
+
+// Join dir and name into a freshly allocated path.
+char *ps_path_join(const char *dir, const char *name);
+
+// Deterministic RNG (xorshift64*), used for init, shuffling and tests.
+typedef struct {
+    uint64_t state;
+} Rng;
+void rng_seed(Rng *r, uint64_t seed);
+uint64_t rng_u64(Rng *r);
+float rng_uniform(Rng *r);  // [0, 1)
+float rng_normal(Rng *r);   // N(0, 1), Box-Muller
+
+// bf16 / fp16 <-> fp32 conversions (round to nearest even for bf16).
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);

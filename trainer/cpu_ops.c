@@ -1,0 +1,394 @@
+// cpu_ops.c: the CPU reference backend: every op of the table in backend.h in
+// fp32, matmuls through BLAS (OpenBLAS), other loops with OpenMP.
+//
+// Determinism: every reduction has a fixed order that does not depend on the
+// number of threads (parallel loops only split independent outputs), so the
+// same inputs give bitwise the same outputs on any thread count. This is what
+// makes bit-exact resume and rank-count-independent runs possible.
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "backend.h"
+#include "common.h"
+
+// ---------------------------------------------------------------- memory
+
+static void *cpu_alloc(size_t bytes) { return xcalloc(1, bytes); }
+static void cpu_free(void *p) { free(p); }
+static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
+static void cpu_copy(void *dst, const void *src, size_t bytes) {
+    if (dst != src) memmove(dst, src, bytes);
+}
+static void cpu_upload_f32(void *dst, const float *src, size_t n) { cpu_copy(dst, src, n * 4); }
+static void cpu_download_f32(float *dst, const void *src, size_t n) { cpu_copy(dst, src, n * 4); }
+static void cpu_sync(void) {}
+
+// ---------------------------------------------------------------- forward
+
+static void cpu_embedding_fwd(void *out_, const int *tokens, const void *wte_, int BT, int C) {
+    float *out = out_;
+    const float *wte = wte_;
+#pragma omp parallel for
+    for (int i = 0; i < BT; i++) memcpy(out + (size_t)i * C, wte + (size_t)tokens[i] * C, 4 * (size_t)C);
+}
+
+static void cpu_rmsnorm_fwd(void *out_, float *rstd, const void *inp_, const void *w_, int BT, int C,
+                            float eps) {
+    float *out = out_;
+    const float *inp = inp_, *w = w_;
+#pragma omp parallel for
+    for (int i = 0; i < BT; i++) {
+        const float *x = inp + (size_t)i * C;
+        float *y = out + (size_t)i * C;
+        double ss = 0.0;
+        for (int j = 0; j < C; j++) ss += (double)x[j] * x[j];
+        float r = (float)(1.0 / sqrt(ss / C + eps));
+        rstd[i] = r;
+        for (int j = 0; j < C; j++) y[j] = x[j] * r * w[j];
+    }
+}
+
+static void cpu_matmul_fwd(void *out, const void *inp, const void *W, int N, int IC, int OC) {
+    // out[N,OC] = inp[N,IC] @ W[OC,IC]^T
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, W, IC, 0.0f, out,
+                OC);
+}
+
+// cos/sin of position t and frequency i (HF: inv_freq[i] = theta^(-2i/hd)), in
+// double for accuracy; tables are [T, hd/2].
+static void rope_tables(float *cosv, float *sinv, int T, int hd, float theta) {
+    int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        double inv = pow((double)theta, -2.0 * i / hd);
+        for (int t = 0; t < T; t++) {
+            double a = t * inv;
+            cosv[t * half + i] = (float)cos(a);
+            sinv[t * half + i] = (float)sin(a);
+        }
+    }
+}
+
+// dir = +1: forward rotation; dir = -1: its transpose (the backward).
+static void rope_apply(float *x, int B, int T, int nheads, int hd, float theta, float dir) {
+    int half = hd / 2;
+    float *cosv = xmalloc(sizeof(float) * (size_t)T * half);
+    float *sinv = xmalloc(sizeof(float) * (size_t)T * half);
+    rope_tables(cosv, sinv, T, hd, theta);
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *c = cosv + (size_t)t * half, *s = sinv + (size_t)t * half;
+            for (int h = 0; h < nheads; h++) {
+                float *v = x + (((size_t)b * T + t) * nheads + h) * hd;
+                for (int i = 0; i < half; i++) {
+                    // HF rotate_half: [x1, x2] -> [x1 c - x2 s, x2 c + x1 s]
+                    float x1 = v[i], x2 = v[i + half], si = dir * s[i];
+                    v[i] = x1 * c[i] - x2 * si;
+                    v[i + half] = x2 * c[i] + x1 * si;
+                }
+            }
+        }
+    free(cosv);
+    free(sinv);
+}
+
+static void cpu_rope_fwd(void *x, int B, int T, int nheads, int hd, float theta) {
+    rope_apply(x, B, T, nheads, hd, theta, 1.0f);
+}
+
+static size_t cpu_attn_state_bytes(int B, int T, int nh) {
+    return sizeof(float) * (size_t)B * nh * T * T;  // softmax probabilities [B,nh,T,T]
+}
+
+static void cpu_attention_fwd(void *out_, void *state, const void *q_, const void *k_,
+                              const void *v_, int B, int T, int nh, int nkv, int hd) {
+    float *out = out_, *att = state;
+    const float *q = q_, *k = k_, *v = v_;
+    int group = nh / nkv;  // query heads per KV head: K/V are indexed, never copied
+    float scale = 1.0f / sqrtf((float)hd);
+    size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd;  // row strides of q and k/v
+#pragma omp parallel for collapse(3)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++)
+            for (int t = 0; t < T; t++) {
+                int kh = h / group;
+                const float *qt = q + ((size_t)b * T + t) * qs + (size_t)h * hd;
+                float *p = att + (((size_t)b * nh + h) * T + t) * T;
+                float mx = -INFINITY;
+                for (int s = 0; s <= t; s++) {
+                    const float *ks_ = k + ((size_t)b * T + s) * ks + (size_t)kh * hd;
+                    float d = 0.0f;
+                    for (int i = 0; i < hd; i++) d += qt[i] * ks_[i];
+                    d *= scale;
+                    p[s] = d;
+                    if (d > mx) mx = d;
+                }
+                float sum = 0.0f;
+                for (int s = 0; s <= t; s++) {
+                    p[s] = expf(p[s] - mx);
+                    sum += p[s];
+                }
+                float inv = 1.0f / sum;
+                for (int s = 0; s <= t; s++) p[s] *= inv;
+                for (int s = t + 1; s < T; s++) p[s] = 0.0f;
+                float *o = out + ((size_t)b * T + t) * qs + (size_t)h * hd;
+                for (int i = 0; i < hd; i++) o[i] = 0.0f;
+                for (int s = 0; s <= t; s++) {
+                    const float *vs = v + ((size_t)b * T + s) * ks + (size_t)kh * hd;
+                    for (int i = 0; i < hd; i++) o[i] += p[s] * vs[i];
+                }
+            }
+}
+
+static void cpu_swiglu_fwd(void *out_, const void *gate_, const void *up_, size_t n) {
+    float *out = out_;
+    const float *g = gate_, *u = up_;
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void cpu_add_inplace(void *a_, const void *b_, size_t n) {
+    float *a = a_;
+    const float *b = b_;
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) a[i] += b[i];
+}
+
+static void cpu_crossentropy_fwd(float *losses, const void *logits_, const int *targets, int BT,
+                                 int V) {
+    const float *logits = logits_;
+#pragma omp parallel for
+    for (int i = 0; i < BT; i++) {
+        if (targets[i] < 0) {
+            losses[i] = 0.0f;
+            continue;
+        }
+        const float *l = logits + (size_t)i * V;
+        float mx = -INFINITY;
+        for (int j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j < V; j++) sum += exp((double)(l[j] - mx));
+        losses[i] = (float)(log(sum) + mx - l[targets[i]]);
+    }
+}
+
+// ---------------------------------------------------------------- backward
+
+static void cpu_crossentropy_bwd(void *logits_, const int *targets, int BT, int V, float scale) {
+    float *logits = logits_;
+#pragma omp parallel for
+    for (int i = 0; i < BT; i++) {
+        float *l = logits + (size_t)i * V;
+        if (targets[i] < 0) {
+            memset(l, 0, sizeof(float) * (size_t)V);
+            continue;
+        }
+        float mx = -INFINITY;
+        for (int j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j < V; j++) sum += exp((double)(l[j] - mx));
+        float inv = (float)(1.0 / sum);
+        for (int j = 0; j < V; j++) l[j] = expf(l[j] - mx) * inv * scale;
+        l[targets[i]] -= scale;
+    }
+}
+
+static void cpu_matmul_bwd(void *dinp, void *dW, const void *dout, const void *inp, const void *W,
+                           int N, int IC, int OC, int accumulate) {
+    // dinp[N,IC] = dout[N,OC] @ W[OC,IC]
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC, W, IC,
+                    accumulate ? 1.0f : 0.0f, dinp, IC);
+    // dW[OC,IC] += dout^T[OC,N] @ inp[N,IC]
+    if (dW)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC,
+                    1.0f, dW, IC);
+}
+
+static void cpu_rmsnorm_bwd(void *dinp_, void *dw_, const void *dout_, const void *inp_,
+                            const void *w_, const float *rstd, int BT, int C) {
+    float *dinp = dinp_, *dw = dw_;
+    const float *dout = dout_, *inp = inp_, *w = w_;
+    // y_j = w_j x_j r, r = (mean(x^2) + eps)^(-1/2)
+    // dx_j = r w_j dy_j - r^3 / C * x_j * sum_k(dy_k w_k x_k)
+#pragma omp parallel for
+    for (int i = 0; i < BT; i++) {
+        const float *x = inp + (size_t)i * C, *dy = dout + (size_t)i * C;
+        float *dx = dinp + (size_t)i * C;
+        float r = rstd[i];
+        double dot = 0.0;
+        for (int j = 0; j < C; j++) dot += (double)dy[j] * w[j] * x[j];
+        float coef = (float)(dot * r * r * r / C);
+        for (int j = 0; j < C; j++) dx[j] += r * w[j] * dy[j] - coef * x[j];
+    }
+    // dw_j += sum_i dy_ij x_ij r_i: parallel over column blocks, rows in order.
+    const int blk = 64;
+#pragma omp parallel for
+    for (int j0 = 0; j0 < C; j0 += blk) {
+        int j1 = j0 + blk < C ? j0 + blk : C;
+        float acc[64] = {0};
+        for (int i = 0; i < BT; i++) {
+            const float *x = inp + (size_t)i * C, *dy = dout + (size_t)i * C;
+            for (int j = j0; j < j1; j++) acc[j - j0] += dy[j] * x[j] * rstd[i];
+        }
+        for (int j = j0; j < j1; j++) dw[j] += acc[j - j0];
+    }
+}
+
+static void cpu_rope_bwd(void *dx, int B, int T, int nheads, int hd, float theta) {
+    rope_apply(dx, B, T, nheads, hd, theta, -1.0f);
+}
+
+static void cpu_attention_bwd(void *dq_, void *dk_, void *dv_, const void *dout_,
+                              const void *state, const void *q_, const void *k_, const void *v_,
+                              int B, int T, int nh, int nkv, int hd) {
+    float *dq = dq_, *dk = dk_, *dv = dv_;
+    const float *dout = dout_, *att = state, *q = q_, *k = k_, *v = v_;
+    int group = nh / nkv;
+    float scale = 1.0f / sqrtf((float)hd);
+    size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd;
+    // One task per (b, kv head): the query heads of a group all add into the
+    // same dk/dv rows, so they run in one task in a fixed order.
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int kh = 0; kh < nkv; kh++) {
+            float *dp = xmalloc(sizeof(float) * (size_t)T);
+            for (int s = 0; s < T; s++) {
+                memset(dk + ((size_t)b * T + s) * ks + (size_t)kh * hd, 0, sizeof(float) * hd);
+                memset(dv + ((size_t)b * T + s) * ks + (size_t)kh * hd, 0, sizeof(float) * hd);
+            }
+            for (int h = kh * group; h < (kh + 1) * group; h++)
+                for (int t = 0; t < T; t++) {
+                    const float *p = att + (((size_t)b * nh + h) * T + t) * T;
+                    const float *go = dout + ((size_t)b * T + t) * qs + (size_t)h * hd;
+                    const float *qt = q + ((size_t)b * T + t) * qs + (size_t)h * hd;
+                    float *dqt = dq + ((size_t)b * T + t) * qs + (size_t)h * hd;
+                    // dp_s = dout_t . v_s ; ds_s = p_s (dp_s - sum_s' p_s' dp_s')
+                    float pdp = 0.0f;
+                    for (int s = 0; s <= t; s++) {
+                        const float *vs = v + ((size_t)b * T + s) * ks + (size_t)kh * hd;
+                        float d = 0.0f;
+                        for (int i = 0; i < hd; i++) d += go[i] * vs[i];
+                        dp[s] = d;
+                        pdp += p[s] * d;
+                    }
+                    for (int i = 0; i < hd; i++) dqt[i] = 0.0f;
+                    for (int s = 0; s <= t; s++) {
+                        float ds = p[s] * (dp[s] - pdp) * scale;
+                        const float *ksr = k + ((size_t)b * T + s) * ks + (size_t)kh * hd;
+                        float *dks = dk + ((size_t)b * T + s) * ks + (size_t)kh * hd;
+                        float *dvs = dv + ((size_t)b * T + s) * ks + (size_t)kh * hd;
+                        for (int i = 0; i < hd; i++) {
+                            dqt[i] += ds * ksr[i];
+                            dks[i] += ds * qt[i];
+                            dvs[i] += p[s] * go[i];
+                        }
+                    }
+                }
+            free(dp);
+        }
+}
+
+static void cpu_swiglu_bwd(void *dgate_, void *dup_, const void *dout_, const void *gate_,
+                           const void *up_, size_t n) {
+    float *dg = dgate_, *du = dup_;
+    const float *dout = dout_, *g = gate_, *u = up_;
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float sig = 1.0f / (1.0f + expf(-g[i]));
+        float silu = g[i] * sig;
+        du[i] = dout[i] * silu;
+        dg[i] = dout[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
+    }
+}
+
+static void cpu_embedding_bwd(void *dwte_, const void *dout_, const int *tokens, int BT, int C) {
+    float *dwte = dwte_;
+    const float *dout = dout_;
+    // Parallel over column blocks; rows are added in order (deterministic).
+    const int blk = 64;
+#pragma omp parallel for
+    for (int j0 = 0; j0 < C; j0 += blk) {
+        int j1 = j0 + blk < C ? j0 + blk : C;
+        for (int i = 0; i < BT; i++) {
+            float *d = dwte + (size_t)tokens[i] * C;
+            const float *g = dout + (size_t)i * C;
+            for (int j = j0; j < j1; j++) d[j] += g[j];
+        }
+    }
+}
+
+// ---------------------------------------------------------------- optimizer
+
+// Fixed chunking: the sum does not depend on the thread count.
+#define SUMSQ_CHUNKS 64
+static double cpu_sumsq(const void *x_, size_t n) {
+    const float *x = x_;
+    double part[SUMSQ_CHUNKS];
+    size_t per = (n + SUMSQ_CHUNKS - 1) / SUMSQ_CHUNKS;
+#pragma omp parallel for
+    for (int c = 0; c < SUMSQ_CHUNKS; c++) {
+        size_t a = (size_t)c * per, b = a + per < n ? a + per : n;
+        double s = 0.0;
+        for (size_t i = a; i < b; i++) s += (double)x[i] * x[i];
+        part[c] = s;
+    }
+    double s = 0.0;
+    for (int c = 0; c < SUMSQ_CHUNKS; c++) s += part[c];
+    return s;
+}
+
+static void cpu_adamw(float *master, void *params_, const void *grad_, float *m, float *v,
+                      size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+                      float grad_scale, int t) {
+    float *params = params_;
+    const float *grad = grad_;
+    // PyTorch AdamW: p *= 1 - lr wd; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
+    float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
+    float step = lr / bc1, sbc2 = sqrtf(bc2), decay = 1.0f - lr * weight_decay;
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float g = grad[i] * grad_scale;
+        m[i] = beta1 * m[i] + (1.0f - beta1) * g;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
+        float p = master[i] * decay;
+        p -= step * m[i] / (sqrtf(v[i]) / sbc2 + eps);
+        master[i] = p;
+        params[i] = p;
+    }
+}
+
+static const Backend CPU = {
+    .name = "cpu",
+    .act_bytes = 4,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .zero = cpu_zero,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .upload_f32 = cpu_upload_f32,
+    .download_f32 = cpu_download_f32,
+    .synchronize = cpu_sync,
+    .embedding_fwd = cpu_embedding_fwd,
+    .rmsnorm_fwd = cpu_rmsnorm_fwd,
+    .matmul_fwd = cpu_matmul_fwd,
+    .rope_fwd = cpu_rope_fwd,
+    .attention_fwd = cpu_attention_fwd,
+    .attn_state_bytes = cpu_attn_state_bytes,
+    .swiglu_fwd = cpu_swiglu_fwd,
+    .add_inplace = cpu_add_inplace,
+    .crossentropy_fwd = cpu_crossentropy_fwd,
+    .crossentropy_bwd = cpu_crossentropy_bwd,
+    .matmul_bwd = cpu_matmul_bwd,
+    .rmsnorm_bwd = cpu_rmsnorm_bwd,
+    .rope_bwd = cpu_rope_bwd,
+    .attention_bwd = cpu_attention_bwd,
+    .swiglu_bwd = cpu_swiglu_bwd,
+    .embedding_bwd = cpu_embedding_bwd,
+    .sumsq = cpu_sumsq,
+    .adamw = cpu_adamw,
+};
+
+const Backend *backend_cpu(void) { return &CPU; }

@@ -1,0 +1,239 @@
+// model.c: the LLaMA forward and backward passes, written once against the op
+// table (backend.h). Nothing here knows whether the ops run on a CPU or a GPU.
+//
+// Per layer l (x = residual stream [BT,C]):
+//   ln1 = rmsnorm(x, w_attn_norm)
+//   q = ln1 Wq^T [BT,nh*hd]   k = ln1 Wk^T, v = ln1 Wv^T [BT,nkv*hd]
+//   q, k = rope(q), rope(k)
+//   ao = causal_gqa_attention(q, k, v) [BT,nh*hd]
+//   x_mid = x + ao Wo^T
+//   ln2 = rmsnorm(x_mid, w_ffn_norm)
+//   h = silu(ln2 Wgate^T) * (ln2 Wup^T) [BT,F]
+//   x_next = x_mid + h Wdown^T
+// then lnf = rmsnorm(x_L), logits = lnf Whead^T [BT,V], loss = mean CE.
+#include "model.h"
+
+#include <string.h>
+
+#include "common.h"
+
+// Pointer to slab l of a per-layer buffer with `per` elements of `bytes` each.
+static inline void *slab(void *base, int l, size_t per, size_t bytes) {
+    return (char *)base + (size_t)l * per * bytes;
+}
+// Pointer to tensor e inside a flat compute-type buffer.
+static inline void *pview(const Model *M, void *flat, const ParamEntry *e) {
+    return (char *)flat + e->offset * M->be->act_bytes;
+}
+
+void model_init(Model *M, const Backend *be, const LlamaConfig *cfg) {
+    memset(M, 0, sizeof *M);
+    M->be = be;
+    M->cfg = *cfg;
+    param_table_build(&M->t, cfg);
+    M->params = be->alloc(M->t.total * be->act_bytes);
+    M->grads = be->alloc(M->t.total * be->act_bytes);
+}
+
+static void free_acts(Model *M) {
+    const Backend *be = M->be;
+    Activations *a = &M->a;
+    void *bufs[] = {a->x,      a->x_mid,  a->ln1,  a->ln2,   a->rstd1,  a->rstd2, a->q,
+                    a->k,      a->v,      a->att,  a->ao,    a->gate,   a->up,    a->h,
+                    a->lnf,    a->rstdf,  a->logits, a->losses, a->tokens, a->targets, a->dres,
+                    a->dln,    a->dq,     a->dk,   a->dv,    a->dao,    a->dgate, a->dup,
+                    a->dh,     a->tmp};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) be->free(bufs[i]);
+    memset(a, 0, sizeof *a);
+}
+
+void model_free(Model *M) {
+    free_acts(M);
+    M->be->free(M->params);
+    M->be->free(M->grads);
+    free(M->host_targets);
+    param_table_free(&M->t);
+    memset(M, 0, sizeof *M);
+}
+
+void model_reserve(Model *M, int B, int T) {
+    Activations *a = &M->a;
+    if (a->x && B <= a->B && T <= a->T) return;
+    free_acts(M);
+    const Backend *be = M->be;
+    const LlamaConfig *c = &M->cfg;
+    size_t L = (size_t)c->n_layers, BT = (size_t)B * T, C = (size_t)c->dim, F = (size_t)c->ffn_dim;
+    size_t hd = (size_t)cfg_head_dim(c), qd = hd * c->n_heads, kvd = hd * c->n_kv_heads;
+    size_t V = (size_t)c->vocab_size, e = be->act_bytes;
+    a->B = B;
+    a->T = T;
+    M->attn_state_per_layer = be->attn_state_bytes(B, T, c->n_heads);
+    a->x = be->alloc((L + 1) * BT * C * e);
+    a->x_mid = be->alloc(L * BT * C * e);
+    a->ln1 = be->alloc(L * BT * C * e);
+    a->ln2 = be->alloc(L * BT * C * e);
+    a->rstd1 = be->alloc(L * BT * 4);
+    a->rstd2 = be->alloc(L * BT * 4);
+    a->q = be->alloc(L * BT * qd * e);
+    a->k = be->alloc(L * BT * kvd * e);
+    a->v = be->alloc(L * BT * kvd * e);
+    a->att = be->alloc(L * M->attn_state_per_layer);
+    a->ao = be->alloc(L * BT * qd * e);
+    a->gate = be->alloc(L * BT * F * e);
+    a->up = be->alloc(L * BT * F * e);
+    a->h = be->alloc(L * BT * F * e);
+    a->lnf = be->alloc(BT * C * e);
+    a->rstdf = be->alloc(BT * 4);
+    a->logits = be->alloc(BT * V * e);
+    a->losses = be->alloc(BT * 4);
+    a->tokens = be->alloc(BT * 4);
+    a->targets = be->alloc(BT * 4);
+    a->dres = be->alloc(BT * C * e);
+    a->dln = be->alloc(BT * C * e);
+    a->dq = be->alloc(BT * qd * e);
+    a->dk = be->alloc(BT * kvd * e);
+    a->dv = be->alloc(BT * kvd * e);
+    a->dao = be->alloc(BT * qd * e);
+    a->dgate = be->alloc(BT * F * e);
+    a->dup = be->alloc(BT * F * e);
+    a->dh = be->alloc(BT * F * e);
+    a->tmp = be->alloc(BT * (C > F ? C : F) * e);
+    M->host_targets = xrealloc(M->host_targets, BT * sizeof(int));
+}
+
+void model_set_params(Model *M, const float *host) {
+    M->be->upload_f32(M->params, host, M->t.total);
+}
+void model_get_params(const Model *M, float *host) {
+    M->be->download_f32(host, M->params, M->t.total);
+}
+void model_get_grads(const Model *M, float *host) {
+    M->be->download_f32(host, M->grads, M->t.total);
+}
+void model_zero_grads(Model *M) { M->be->zero(M->grads, M->t.total * M->be->act_bytes); }
+
+float model_forward(Model *M, const int *tokens, const int *targets, int B, int T) {
+    const Backend *be = M->be;
+    const LlamaConfig *c = &M->cfg;
+    model_reserve(M, B, T);
+    Activations *a = &M->a;
+    int L = c->n_layers, BT = B * T, C = c->dim, F = c->ffn_dim, V = c->vocab_size;
+    int nh = c->n_heads, nkv = c->n_kv_heads, hd = cfg_head_dim(c);
+    int qd = nh * hd, kvd = nkv * hd;
+    size_t e = be->act_bytes, capBT = (size_t)a->B * a->T;
+    M->B = B;
+    M->T = T;
+    for (int i = 0; i < BT; i++)
+        CHECK(tokens[i] >= 0 && tokens[i] < V, "token %d at position %d is outside the vocab (%d)",
+              tokens[i], i, V);
+    be->upload(a->tokens, tokens, (size_t)BT * sizeof(int));
+
+    be->embedding_fwd(a->x, a->tokens, pview(M, M->params, &M->t.e[M->t.embed]), BT, C);
+    for (int l = 0; l < L; l++) {
+#define W(kind) pview(M, M->params, param_layer(&M->t, l, kind))
+        void *x = slab(a->x, l, capBT * C, e), *xmid = slab(a->x_mid, l, capBT * C, e);
+        void *xnext = slab(a->x, l + 1, capBT * C, e);
+        void *ln1 = slab(a->ln1, l, capBT * C, e), *ln2 = slab(a->ln2, l, capBT * C, e);
+        float *rstd1 = slab(a->rstd1, l, capBT, 4), *rstd2 = slab(a->rstd2, l, capBT, 4);
+        void *q = slab(a->q, l, capBT * qd, e), *k = slab(a->k, l, capBT * kvd, e);
+        void *v = slab(a->v, l, capBT * kvd, e), *ao = slab(a->ao, l, capBT * qd, e);
+        void *att = slab(a->att, l, M->attn_state_per_layer, 1);
+        void *gate = slab(a->gate, l, capBT * F, e), *up = slab(a->up, l, capBT * F, e);
+        void *h = slab(a->h, l, capBT * F, e);
+
+        // attention block
+        be->rmsnorm_fwd(ln1, rstd1, x, W(P_ATTN_NORM), BT, C, c->norm_eps);
+        be->matmul_fwd(q, ln1, W(P_WQ), BT, C, qd);
+        be->matmul_fwd(k, ln1, W(P_WK), BT, C, kvd);
+        be->matmul_fwd(v, ln1, W(P_WV), BT, C, kvd);
+        be->rope_fwd(q, B, T, nh, hd, c->rope_theta);
+        be->rope_fwd(k, B, T, nkv, hd, c->rope_theta);
+        be->attention_fwd(ao, att, q, k, v, B, T, nh, nkv, hd);
+        be->matmul_fwd(xmid, ao, W(P_WO), BT, qd, C);
+        be->add_inplace(xmid, x, (size_t)BT * C);  // x_mid = x + ao Wo^T
+        // MLP block
+        be->rmsnorm_fwd(ln2, rstd2, xmid, W(P_FFN_NORM), BT, C, c->norm_eps);
+        be->matmul_fwd(gate, ln2, W(P_W_GATE), BT, C, F);
+        be->matmul_fwd(up, ln2, W(P_W_UP), BT, C, F);
+        be->swiglu_fwd(h, gate, up, (size_t)BT * F);
+        be->matmul_fwd(xnext, h, W(P_W_DOWN), BT, F, C);
+        be->add_inplace(xnext, xmid, (size_t)BT * C);  // x_next = x_mid + h Wdown^T
+#undef W
+    }
+    void *xL = slab(a->x, L, capBT * C, e);
+    be->rmsnorm_fwd(a->lnf, a->rstdf, xL, pview(M, M->params, &M->t.e[M->t.final_norm]), BT, C,
+                    c->norm_eps);
+    be->matmul_fwd(a->logits, a->lnf, pview(M, M->params, param_lm_head(&M->t)), BT, C, V);
+
+    M->n_valid = 0;
+    if (!targets) return 0.0f;
+    memcpy(M->host_targets, targets, (size_t)BT * sizeof(int));
+    for (int i = 0; i < BT; i++) {
+        CHECK(targets[i] < V, "target %d at position %d is outside the vocab (%d)", targets[i], i, V);
+        if (targets[i] >= 0) M->n_valid++;
+    }
+    be->upload(a->targets, targets, (size_t)BT * sizeof(int));
+    be->crossentropy_fwd(a->losses, a->logits, a->targets, BT, V);
+    float *losses = xmalloc(sizeof(float) * (size_t)BT);
+    be->download(losses, a->losses, sizeof(float) * (size_t)BT);
+    double sum = 0.0;
+    for (int i = 0; i < BT; i++) sum += losses[i];
+    free(losses);
+    return M->n_valid ? (float)(sum / M->n_valid) : 0.0f;
+}
+
+void model_get_logits(const Model *M, float *host) {
+    M->be->download_f32(host, M->a.logits, (size_t)M->B * M->T * M->cfg.vocab_size);
+}
+
+void model_backward(Model *M, float loss_scale) {
+    const Backend *be = M->be;
+    const LlamaConfig *c = &M->cfg;
+    Activations *a = &M->a;
+    int B = M->B, T = M->T, L = c->n_layers, BT = B * T, C = c->dim, F = c->ffn_dim;
+    int V = c->vocab_size, nh = c->n_heads, nkv = c->n_kv_heads, hd = cfg_head_dim(c);
+    int qd = nh * hd, kvd = nkv * hd;
+    size_t e = be->act_bytes, capBT = (size_t)a->B * a->T;
+
+    // classifier: dlogits in place, then into the LM head and the final norm
+    be->crossentropy_bwd(a->logits, a->targets, BT, V, loss_scale);
+    be->matmul_bwd(a->dln, pview(M, M->grads, param_lm_head(&M->t)), a->logits, a->lnf,
+                   pview(M, M->params, param_lm_head(&M->t)), BT, C, V, 0);
+    const ParamEntry *fn = &M->t.e[M->t.final_norm];
+    be->zero(a->dres, (size_t)BT * C * e);
+    be->rmsnorm_bwd(a->dres, pview(M, M->grads, fn), a->dln, slab(a->x, L, capBT * C, e),
+                    pview(M, M->params, fn), a->rstdf, BT, C);
+
+    for (int l = L - 1; l >= 0; l--) {
+#define W(kind) pview(M, M->params, param_layer(&M->t, l, kind))
+#define G(kind) pview(M, M->grads, param_layer(&M->t, l, kind))
+        void *x = slab(a->x, l, capBT * C, e), *xmid = slab(a->x_mid, l, capBT * C, e);
+        void *ln1 = slab(a->ln1, l, capBT * C, e), *ln2 = slab(a->ln2, l, capBT * C, e);
+        float *rstd1 = slab(a->rstd1, l, capBT, 4), *rstd2 = slab(a->rstd2, l, capBT, 4);
+        void *q = slab(a->q, l, capBT * qd, e), *k = slab(a->k, l, capBT * kvd, e);
+        void *v = slab(a->v, l, capBT * kvd, e), *ao = slab(a->ao, l, capBT * qd, e);
+        void *att = slab(a->att, l, M->attn_state_per_layer, 1);
+        void *gate = slab(a->gate, l, capBT * F, e), *up = slab(a->up, l, capBT * F, e);
+        void *h = slab(a->h, l, capBT * F, e);
+
+        // MLP block: dres holds d(x_next); it flows unchanged into d(x_mid) plus the norm path
+        be->matmul_bwd(a->dh, G(P_W_DOWN), a->dres, h, W(P_W_DOWN), BT, F, C, 0);
+        be->swiglu_bwd(a->dgate, a->dup, a->dh, gate, up, (size_t)BT * F);
+        be->matmul_bwd(a->dln, G(P_W_GATE), a->dgate, ln2, W(P_W_GATE), BT, C, F, 0);
+        be->matmul_bwd(a->dln, G(P_W_UP), a->dup, ln2, W(P_W_UP), BT, C, F, 1);
+        be->rmsnorm_bwd(a->dres, G(P_FFN_NORM), a->dln, xmid, W(P_FFN_NORM), rstd2, BT, C);
+        // attention block: dres now holds d(x_mid)
+        be->matmul_bwd(a->dao, G(P_WO), a->dres, ao, W(P_WO), BT, qd, C, 0);
+        be->attention_bwd(a->dq, a->dk, a->dv, a->dao, att, q, k, v, B, T, nh, nkv, hd);
+        be->rope_bwd(a->dq, B, T, nh, hd, c->rope_theta);
+        be->rope_bwd(a->dk, B, T, nkv, hd, c->rope_theta);
+        be->matmul_bwd(a->dln, G(P_WQ), a->dq, ln1, W(P_WQ), BT, C, qd, 0);
+        be->matmul_bwd(a->dln, G(P_WK), a->dk, ln1, W(P_WK), BT, C, kvd, 1);
+        be->matmul_bwd(a->dln, G(P_WV), a->dv, ln1, W(P_WV), BT, C, kvd, 1);
+        be->rmsnorm_bwd(a->dres, G(P_ATTN_NORM), a->dln, x, W(P_ATTN_NORM), rstd1, BT, C);
+#undef W
+#undef G
+    }
+    be->embedding_bwd(pview(M, M->grads, &M->t.e[M->t.embed]), a->dres, a->tokens, BT, C);
+}

@@ -1,0 +1,69 @@
+// model.h: the LLaMA model: parameters, gradients and activations in backend
+// memory, and the forward/backward pass written once against the op table.
+#pragma once
+
+#include "backend.h"
+#include "params.h"
+
+// Saved activations of the forward pass, one slab per layer (sized for the
+// largest B x T the model was set up for). Compute-type backend buffers unless
+// marked f32.
+typedef struct {
+    int B, T;         // capacity
+    void *x;          // [L+1][BT,C] residual stream: x[l] enters layer l, x[L] leaves the last
+    void *x_mid;      // [L][BT,C]   residual after attention
+    void *ln1, *ln2;  // [L][BT,C]   RMSNorm outputs
+    float *rstd1, *rstd2;  // [L][BT] f32
+    void *q;          // [L][BT,nh*hd]  after RoPE
+    void *k, *v;      // [L][BT,nkv*hd] (k after RoPE)
+    void *att;        // [L][attn_state_bytes] backend-defined attention state
+    void *ao;         // [L][BT,nh*hd]  attention output before Wo
+    void *gate, *up, *h;  // [L][BT,F]  SwiGLU: h = silu(gate) * up
+    void *lnf;        // [BT,C]
+    float *rstdf;     // [BT] f32
+    void *logits;     // [BT,V] (dlogits after the backward's first op)
+    float *losses;    // [BT] f32
+    int *tokens, *targets;  // [BT] int32
+    // backward scratch (reused across layers)
+    void *dres;       // [BT,C] gradient of the residual stream
+    void *dln;        // [BT,C]
+    void *dq, *dk, *dv, *dao;  // like q, k, v, ao (one layer)
+    void *dgate, *dup, *dh;    // [BT,F]
+    void *tmp;        // [BT,max(C,F)] matmul output scratch
+} Activations;
+
+typedef struct {
+    const Backend *be;
+    ParamTable t;     // layout of params and grads (and of master/m/v in the optimizer)
+    LlamaConfig cfg;
+    void *params;     // [t.total] compute type
+    void *grads;      // [t.total] compute type, accumulated by backward
+    Activations a;
+    size_t attn_state_per_layer;  // bytes
+    // last forward
+    int B, T;
+    int n_valid;      // number of targets that count toward the loss
+    int *host_targets;  // [B*T] copy of the last targets
+} Model;
+
+// Create a model on backend be with the given config; params are zero.
+void model_init(Model *M, const Backend *be, const LlamaConfig *cfg);
+void model_free(Model *M);
+// Upload / download the flat fp32 parameter buffer (t.total floats).
+void model_set_params(Model *M, const float *host);
+void model_get_params(const Model *M, float *host);
+void model_get_grads(const Model *M, float *host);
+void model_zero_grads(Model *M);
+// Allocate activations for up to B x T (no-op if already large enough).
+void model_reserve(Model *M, int B, int T);
+
+// Forward on tokens[B,T]. With targets (ignore index: any negative value), returns
+// the mean cross-entropy over counted targets (0 when none count); without
+// targets returns 0 and only the logits are computed.
+float model_forward(Model *M, const int *tokens, const int *targets, int B, int T);
+// Backward of the last forward (which must have had targets): grads +=
+// d(loss_scale * sum of per-token losses)/dparams. For a mean over one
+// micro-batch, loss_scale = 1 / n_valid; with accumulation divide by the steps too.
+void model_backward(Model *M, float loss_scale);
+// Copy the last forward's logits [B,T,V] to host memory (fp32).
+void model_get_logits(const Model *M, float *host);

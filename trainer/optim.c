@@ -1,0 +1,87 @@
+// optim.c: AdamW with decoupled weight decay (not on norm weights), warmup +
+// cosine schedule, and global-norm clipping (see optim.h).
+#include "optim.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "common.h"
+
+void optim_init(Optim *o, Model *M, const OptimConfig *cfg) {
+    memset(o, 0, sizeof *o);
+    o->cfg = *cfg;
+    o->be = M->be;
+    size_t n = M->t.total;
+    o->m = o->be->alloc(n * 4);
+    o->v = o->be->alloc(n * 4);
+    if (o->be->act_bytes == 4) {
+        // fp32 compute: the parameters are the master weights
+        o->master = M->params;
+        o->master_is_params = 1;
+    } else {
+        o->master = o->be->alloc(n * 4);
+        float *tmp = xmalloc(n * 4);
+        model_get_params(M, tmp);  // exact when the params came from fp32 masters
+        o->be->upload(o->master, tmp, n * 4);
+        free(tmp);
+    }
+    o->lo = 0;
+    o->hi = n;
+}
+
+void optim_free(Optim *o) {
+    o->be->free(o->m);
+    o->be->free(o->v);
+    if (!o->master_is_params) o->be->free(o->master);
+    memset(o, 0, sizeof *o);
+}
+
+float optim_lr(const OptimConfig *c, int step) {
+    if (c->warmup > 0 && step < c->warmup) return c->lr * (float)(step + 1) / (float)c->warmup;
+    if (step >= c->total_steps) return c->min_lr;
+    int span = c->total_steps - c->warmup;
+    if (span <= 0) return c->lr;
+    double progress = (double)(step - c->warmup) / span;
+    double coeff = 0.5 * (1.0 + cos(3.14159265358979323846 * progress));
+    return (float)(c->min_lr + coeff * (c->lr - c->min_lr));
+}
+
+float optim_grad_norm(const Model *M) {
+    return (float)sqrt(M->be->sumsq(M->grads, M->t.total));
+}
+
+float optim_step(Optim *o, Model *M, int step, float grad_norm) {
+    const OptimConfig *c = &o->cfg;
+    float lr = optim_lr(c, step);
+    float scale = 1.0f;
+    if (c->clip > 0 && grad_norm > c->clip) scale = c->clip / (grad_norm + 1e-6f);
+    o->t++;
+    size_t e = M->be->act_bytes;
+    for (int i = 0; i < M->t.n; i++) {
+        const ParamEntry *pe = &M->t.e[i];
+        size_t a = pe->offset, b = pe->offset + pe->numel;
+        if (a < o->lo) a = o->lo;
+        if (b > o->hi) b = o->hi;
+        if (a >= b) continue;
+        o->be->adamw(o->master + a, (char *)M->params + a * e, (const char *)M->grads + a * e,
+                     o->m + a, o->v + a, b - a, lr, c->beta1, c->beta2, c->eps,
+                     pe->decay ? c->weight_decay : 0.0f, scale, o->t);
+    }
+    return lr;
+}
+
+void optim_get_state(const Optim *o, float *master, float *m, float *v) {
+    size_t n = o->hi - o->lo;
+    if (master) o->be->download(master, o->master + o->lo, n * 4);
+    if (m) o->be->download(m, o->m + o->lo, n * 4);
+    if (v) o->be->download(v, o->v + o->lo, n * 4);
+}
+
+void optim_set_state(Optim *o, Model *M, const float *master, const float *m, const float *v) {
+    size_t n = o->hi - o->lo;
+    o->be->upload(o->master + o->lo, master, n * 4);
+    o->be->upload(o->m + o->lo, m, n * 4);
+    o->be->upload(o->v + o->lo, v, n * 4);
+    if (!o->master_is_params)
+        M->be->upload_f32((char *)M->params + o->lo * M->be->act_bytes, master, n);
+}

@@ -1,0 +1,43 @@
+// optim.h: AdamW over the flat parameter buffer, the learning-rate schedule
+// and global-norm gradient clipping.
+//
+// State (fp32 master weights, m, v) lives in flat backend buffers with the
+// parameter table's layout, so a contiguous range [lo, hi) of it is a shard
+// that one data-parallel rank can own (ZeRO-1). optim_step updates exactly
+// that range, walking the table so that each tensor gets its own decay.
+#pragma once
+
+#include "model.h"
+
+typedef struct {
+    float lr, min_lr;      // peak and final learning rate
+    int warmup;            // linear warmup steps (from lr/warmup to lr)
+    int total_steps;       // cosine decay from warmup to total_steps
+    float beta1, beta2, eps, weight_decay;
+    float clip;            // global-norm clip threshold; <= 0 disables
+} OptimConfig;
+
+typedef struct {
+    OptimConfig cfg;
+    const Backend *be;
+    float *master;         // [total] fp32 (aliases model params when the compute type is fp32)
+    float *m, *v;          // [total] fp32
+    int master_is_params;
+    size_t lo, hi;         // the range this process updates (whole buffer for one rank)
+    int t;                 // number of steps taken
+} Optim;
+
+void optim_init(Optim *o, Model *M, const OptimConfig *cfg);
+void optim_free(Optim *o);
+// Learning rate at step (0-based): linear warmup to lr over `warmup` steps,
+// then cosine decay to min_lr at total_steps (and min_lr after).
+float optim_lr(const OptimConfig *cfg, int step);
+// Global L2 norm of the model's gradients.
+float optim_grad_norm(const Model *M);
+// One AdamW step at `step` (0-based) using the model's gradients, clipped to
+// cfg.clip by global norm `grad_norm`. Writes new parameters into the model.
+// Returns the learning rate used.
+float optim_step(Optim *o, Model *M, int step, float grad_norm);
+// Host copies of the optimizer state (for checkpoints and tests).
+void optim_get_state(const Optim *o, float *master, float *m, float *v);
+void optim_set_state(Optim *o, Model *M, const float *master, const float *m, const float *v);

@@ -1,0 +1,117 @@
+// params.c: builds the parameter table (names, shapes, offsets) from a config.
+#include "params.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+
+int llama_config_validate(const LlamaConfig *c) {
+    if (c->dim <= 0) return ps_err_set("model.dim must be > 0 (got %d)", c->dim);
+    if (c->n_layers <= 0) return ps_err_set("model.n_layers must be > 0 (got %d)", c->n_layers);
+    if (c->n_heads <= 0) return ps_err_set("model.n_heads must be > 0 (got %d)", c->n_heads);
+    if (c->dim % c->n_heads)
+        return ps_err_set("model.dim (%d) must be divisible by n_heads (%d)", c->dim, c->n_heads);
+    if (cfg_head_dim(c) % 2)
+        return ps_err_set("head dim dim/n_heads = %d must be even for RoPE", cfg_head_dim(c));
+    if (c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads)
+        return ps_err_set("model.n_kv_heads (%d) must divide n_heads (%d)", c->n_kv_heads,
+                          c->n_heads);
+    if (c->ffn_dim <= 0) return ps_err_set("model.ffn_dim must be > 0 (got %d)", c->ffn_dim);
+    if (c->vocab_size <= 0)
+        return ps_err_set("model.vocab_size must be > 0 (got %d)", c->vocab_size);
+    if (c->max_seq_len <= 0)
+        return ps_err_set("model.max_seq_len must be > 0 (got %d)", c->max_seq_len);
+    if (!(c->rope_theta > 0)) return ps_err_set("model.rope_theta must be > 0");
+    if (!(c->norm_eps > 0)) return ps_err_set("model.norm_eps must be > 0");
+    return 0;
+}
+
+static void add(ParamTable *t, ParamKind kind, int layer, const char *name, int64_t rows,
+                int64_t cols) {
+    ParamEntry *e = &t->e[t->n];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->kind = kind;
+    e->layer = layer;
+    e->ndim = cols > 0 ? 2 : 1;
+    e->shape[0] = rows;
+    e->shape[1] = cols > 0 ? cols : 1;
+    e->numel = (size_t)rows * (size_t)e->shape[1];
+    e->offset = t->total;
+    e->decay = e->ndim == 2;
+    t->total += e->numel;
+    if (layer >= 0) t->layer_idx[layer * P_NUM_KINDS + kind] = t->n;
+    t->n++;
+}
+
+void param_table_build(ParamTable *t, const LlamaConfig *cfg) {
+    CHECK(llama_config_validate(cfg) == 0, "%s", ps_err_msg());
+    memset(t, 0, sizeof *t);
+    t->cfg = *cfg;
+    int L = cfg->n_layers, C = cfg->dim, F = cfg->ffn_dim, V = cfg->vocab_size;
+    int hd = cfg_head_dim(cfg);
+    int qd = cfg->n_heads * hd, kvd = cfg->n_kv_heads * hd;
+    t->e = xcalloc((size_t)(3 + 9 * L), sizeof(ParamEntry));
+    t->layer_idx = xmalloc(sizeof(int) * (size_t)L * P_NUM_KINDS);
+    for (int i = 0; i < L * P_NUM_KINDS; i++) t->layer_idx[i] = -1;
+    char nm[96];
+    t->embed = t->n;
+    add(t, P_EMBED, -1, "model.embed_tokens.weight", V, C);
+    for (int l = 0; l < L; l++) {
+#define LNAME(s) (snprintf(nm, sizeof nm, "model.layers.%d.%s", l, s), nm)
+        add(t, P_ATTN_NORM, l, LNAME("input_layernorm.weight"), C, 0);
+        add(t, P_WQ, l, LNAME("self_attn.q_proj.weight"), qd, C);
+        add(t, P_WK, l, LNAME("self_attn.k_proj.weight"), kvd, C);
+        add(t, P_WV, l, LNAME("self_attn.v_proj.weight"), kvd, C);
+        add(t, P_WO, l, LNAME("self_attn.o_proj.weight"), C, qd);
+        add(t, P_FFN_NORM, l, LNAME("post_attention_layernorm.weight"), C, 0);
+        add(t, P_W_GATE, l, LNAME("mlp.gate_proj.weight"), F, C);
+        add(t, P_W_UP, l, LNAME("mlp.up_proj.weight"), F, C);
+        add(t, P_W_DOWN, l, LNAME("mlp.down_proj.weight"), C, F);
+#undef LNAME
+    }
+    t->final_norm = t->n;
+    add(t, P_FINAL_NORM, -1, "model.norm.weight", C, 0);
+    if (cfg->tie_embeddings) {
+        t->lm_head = t->embed;
+    } else {
+        t->lm_head = t->n;
+        add(t, P_LM_HEAD, -1, "lm_head.weight", V, C);
+    }
+}
+
+void param_table_free(ParamTable *t) {
+    free(t->e);
+    free(t->layer_idx);
+    memset(t, 0, sizeof *t);
+}
+
+int param_table_find(const ParamTable *t, const char *name) {
+    for (int i = 0; i < t->n; i++)
+        if (strcmp(t->e[i].name, name) == 0) return i;
+    return -1;
+}
+
+const ParamEntry *param_layer(const ParamTable *t, int layer, ParamKind kind) {
+    CHECK(layer >= 0 && layer < t->cfg.n_layers, "layer %d out of range", layer);
+    int i = t->layer_idx[layer * P_NUM_KINDS + kind];
+    CHECK(i >= 0, "no tensor of kind %d in layer %d", (int)kind, layer);
+    return &t->e[i];
+}
+
+const ParamEntry *param_lm_head(const ParamTable *t) { return &t->e[t->lm_head]; }
+
+void param_init_random(const ParamTable *t, float *params, uint64_t seed, float init_std) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < t->n; i++) {
+        const ParamEntry *e = &t->e[i];
+        float *p = params + e->offset;
+        if (e->ndim == 1) {
+            for (size_t j = 0; j < e->numel; j++) p[j] = 1.0f;
+        } else {
+            for (size_t j = 0; j < e->numel; j++) p[j] = init_std * rng_normal(&r);
+        }
+    }
+}
