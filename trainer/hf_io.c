@@ -1,0 +1,533 @@
+// hf_io.c: HF LLaMA directory import/export (config.json + safetensors) and
+// model_load_any (see hf_io.h).
+//
+// Loading is strict on purpose: a checkpoint is accepted only when it is
+// exactly the model the config describes (every table tensor present once with
+// its HF shape, nothing unknown), because a silently ignored tensor (a bias, a
+// scaling factor) would make our forward pass differ from the one the weights
+// were trained with.
+#define _POSIX_C_SOURCE 200809L
+#include "hf_io.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "llama2c.h"
+#include "safetensors.h"
+
+// ---------------------------------------------------------------------------
+// config.json
+
+// Integer field: absent/null -> def (or an error when def < 0); else a
+// positive integer.
+static int cfg_int(const cJSON *root, const char *path, const char *key, int def, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (def < 0) return ps_err_set("%s: required key \"%s\" is missing", path, key);
+        *out = def;
+        return 0;
+    }
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    if (!(d > 0) || d != floor(d) || d > 2147483647.0)
+        return ps_err_set("%s: \"%s\" must be a positive integer", path, key);
+    *out = (int)d;
+    return 0;
+}
+
+static int cfg_pos_float(const cJSON *root, const char *path, const char *key, float def,
+                         float *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v || cJSON_IsNull(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0))
+        return ps_err_set("%s: \"%s\" must be a positive number", path, key);
+    *out = (float)v->valuedouble;
+    return 0;
+}
+
+static int cfg_bool(const cJSON *root, const char *path, const char *key, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v || cJSON_IsNull(v)) {
+        *out = 0;
+        return 0;
+    }
+    if (!cJSON_IsBool(v)) return ps_err_set("%s: \"%s\" must be true or false", path, key);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+// Check that this is a plain LLaMA and that no unsupported feature is on.
+static int check_arch(const cJSON *root, const char *path) {
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    const cJSON *ar = cJSON_GetObjectItemCaseSensitive(root, "architectures");
+    const char *first_arch = NULL;
+    int has_llama = 0;
+    if (cJSON_IsArray(ar)) {
+        const cJSON *a;
+        cJSON_ArrayForEach(a, ar) {
+            if (!cJSON_IsString(a)) continue;
+            if (!first_arch) first_arch = a->valuestring;
+            if (strcmp(a->valuestring, "LlamaForCausalLM") == 0) has_llama = 1;
+        }
+    }
+    if (mt && !cJSON_IsNull(mt)) {
+        if (!cJSON_IsString(mt)) return ps_err_set("%s: \"model_type\" must be a string", path);
+        if (strcmp(mt->valuestring, "llama") != 0)
+            return ps_err_set(
+                "%s: unsupported architecture: model_type \"%s\"%s%s%s; only "
+                "LLaMA (model_type \"llama\", LlamaForCausalLM) is supported",
+                path, mt->valuestring, first_arch ? " (architectures: " : "",
+                first_arch ? first_arch : "", first_arch ? ")" : "");
+    }
+    if (first_arch && !has_llama)
+        return ps_err_set(
+            "%s: unsupported architecture \"%s\"; only LlamaForCausalLM is "
+            "supported",
+            path, first_arch);
+    if ((!mt || cJSON_IsNull(mt)) && !has_llama)
+        return ps_err_set(
+            "%s: neither \"model_type\": \"llama\" nor \"architectures\": "
+            "[\"LlamaForCausalLM\"] is given; cannot tell this is a LLaMA model",
+            path);
+
+    // Features our LLaMA does not implement: refuse rather than compute something else.
+    const char *bias_keys[] = {"attention_bias", "mlp_bias"};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(root, bias_keys[i]);
+        if (cJSON_IsTrue(b))
+            return ps_err_set("%s: %s = true is not supported (the model has no biases)", path,
+                              bias_keys[i]);
+    }
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (act && !cJSON_IsNull(act) &&
+        !(cJSON_IsString(act) && strcmp(act->valuestring, "silu") == 0))
+        return ps_err_set("%s: hidden_act \"%s\" is not supported; only \"silu\"", path,
+                          cJSON_IsString(act) ? act->valuestring : "?");
+    return 0;
+}
+
+// rope_scaling (transformers 4) / rope_parameters (transformers 5): only plain
+// RoPE is supported, i.e. null or {"rope_type": "default", "rope_theta": x}.
+// A rope_theta given there overrides *theta.
+static int check_rope(const cJSON *root, const char *path, const char *key, float *theta) {
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!rs || cJSON_IsNull(rs)) return 0;
+    if (!cJSON_IsObject(rs)) return ps_err_set("%s: \"%s\" must be an object or null", path, key);
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!ty) ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    if (ty && !(cJSON_IsString(ty) && strcmp(ty->valuestring, "default") == 0))
+        return ps_err_set("%s: %s of type \"%s\" is not supported; only plain RoPE", path, key,
+                          cJSON_IsString(ty) ? ty->valuestring : "?");
+    for (const cJSON *e = rs->child; e; e = e->next) {
+        if (!strcmp(e->string, "rope_type") || !strcmp(e->string, "type")) continue;
+        if (!strcmp(e->string, "rope_theta") && cJSON_IsNumber(e) && e->valuedouble > 0) {
+            *theta = (float)e->valuedouble;
+            continue;
+        }
+        return ps_err_set("%s: %s with \"%s\" is not supported; only plain RoPE", path, key,
+                          e->string);
+    }
+    return 0;
+}
+
+int hf_read_config(const char *path, LlamaConfig *cfg) {
+    size_t len;
+    char *txt = ps_read_file(path, &len);
+    if (!txt) return -1;
+    cJSON *root = cJSON_ParseWithLength(txt, len);
+    if (!root) {
+        const char *ep = cJSON_GetErrorPtr();
+        long at = (ep && ep >= txt && ep <= txt + len) ? (long)(ep - txt) : -1;
+        free(txt);
+        return ps_err_set("%s: malformed config: not valid JSON (error near byte %ld)", path, at);
+    }
+    free(txt);
+    int rc = -1;
+    LlamaConfig c;
+    memset(&c, 0, sizeof c);
+    if (!cJSON_IsObject(root)) {
+        ps_err_set("%s: malformed config: not a JSON object", path);
+        goto done;
+    }
+    if (check_arch(root, path)) goto done;
+    if (cfg_int(root, path, "hidden_size", -1, &c.dim) ||
+        cfg_int(root, path, "num_hidden_layers", -1, &c.n_layers) ||
+        cfg_int(root, path, "num_attention_heads", -1, &c.n_heads) ||
+        cfg_int(root, path, "intermediate_size", -1, &c.ffn_dim) ||
+        cfg_int(root, path, "vocab_size", -1, &c.vocab_size))
+        goto done;
+    if (cfg_int(root, path, "num_key_value_heads", c.n_heads, &c.n_kv_heads)) goto done;
+    // very old conversions call it max_sequence_length; 2048 is LLaMA-1's context
+    int msl = 2048;
+    if (cfg_int(root, path, "max_sequence_length", 2048, &msl) ||
+        cfg_int(root, path, "max_position_embeddings", msl, &c.max_seq_len))
+        goto done;
+    if (cfg_pos_float(root, path, "rope_theta", 10000.0f, &c.rope_theta) ||
+        cfg_pos_float(root, path, "rms_norm_eps", 1e-6f, &c.norm_eps) ||
+        cfg_bool(root, path, "tie_word_embeddings", &c.tie_embeddings) ||
+        check_rope(root, path, "rope_scaling", &c.rope_theta) ||
+        check_rope(root, path, "rope_parameters", &c.rope_theta))
+        goto done;
+    const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
+    if (hd && !cJSON_IsNull(hd) && c.n_heads > 0 &&
+        !(cJSON_IsNumber(hd) && hd->valuedouble == (double)(c.dim / c.n_heads) &&
+          c.dim % c.n_heads == 0)) {
+        ps_err_set(
+            "%s: head_dim %g differs from hidden_size / num_attention_heads = %d / %d; "
+            "not supported",
+            path, cJSON_IsNumber(hd) ? hd->valuedouble : -1.0, c.dim, c.n_heads);
+        goto done;
+    }
+    if (llama_config_validate(&c) != 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", ps_err_msg());
+        ps_err_set("%s: invalid config: %s", path, msg);
+        goto done;
+    }
+    *cfg = c;
+    rc = 0;
+done:
+    cJSON_Delete(root);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// loading
+
+void host_weights_free(HostWeights *w) {
+    if (w->t.e) param_table_free(&w->t);
+    free(w->params);
+    memset(w, 0, sizeof *w);
+}
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// "model.layers.<N>.self_attn.rotary_emb.inv_freq" (old transformers saved the
+// RoPE frequencies as a buffer) or "model.rotary_emb.inv_freq": derived from the
+// config, never trained, so ignored.
+static int is_inv_freq(const char *name) {
+    if (strcmp(name, "model.rotary_emb.inv_freq") == 0) return 1;
+    const char *pre = "model.layers.", *suf = ".self_attn.rotary_emb.inv_freq";
+    size_t np = strlen(pre);
+    if (strncmp(name, pre, np) != 0) return 0;
+    const char *p = name + np;
+    if (!isdigit((unsigned char)*p)) return 0;
+    while (isdigit((unsigned char)*p)) p++;
+    return strcmp(p, suf) == 0;
+}
+
+static const char *fmt_shape(char *buf, size_t cap, int ndim, const int64_t *s) {
+    size_t k = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)s[i]);
+    if (k < cap) snprintf(buf + k, cap - k, "]");
+    return buf;
+}
+
+typedef struct {
+    HostWeights *w;
+    unsigned char *seen;      // [t.n]
+    const cJSON *weight_map;  // sharded only: name -> file
+    int n_processed;          // tensors met in the files (ignored ones included)
+} LoadCtx;
+
+// Copy every tensor of one safetensors file into the flat buffer.
+static int load_file(LoadCtx *L, const char *path, const char *fname) {
+    StFile f;
+    if (st_open(path, &f) != 0) return -1;
+    const ParamTable *t = &L->w->t;
+    char a[128], b[128];
+    for (int i = 0; i < f.n; i++) {
+        const StTensor *st = &f.t[i];
+        L->n_processed++;
+        if (L->weight_map) {
+            const cJSON *m = cJSON_GetObjectItemCaseSensitive(L->weight_map, st->name);
+            if (!cJSON_IsString(m) || strcmp(m->valuestring, fname) != 0) {
+                ps_err_set("%s: tensor '%s' is in this shard but the index maps it to %s", path,
+                           st->name, cJSON_IsString(m) ? m->valuestring : "no file");
+                goto fail;
+            }
+        }
+        if (is_inv_freq(st->name)) continue;
+        int idx = param_table_find(t, st->name);
+        if (idx < 0) {
+            // Tied checkpoints may still carry lm_head.weight (a copy of the embedding);
+            // like transformers, the embedding wins and the copy is ignored.
+            if (t->cfg.tie_embeddings && strcmp(st->name, "lm_head.weight") == 0) continue;
+            ps_err_set(
+                "%s: unexpected tensor '%s' (shape %s): not part of a LLaMA model with "
+                "this config",
+                path, st->name, fmt_shape(a, sizeof a, st->ndim, st->shape));
+            goto fail;
+        }
+        const ParamEntry *e = &t->e[idx];
+        if (L->seen[idx]) {
+            ps_err_set("%s: tensor '%s' appears in more than one shard", path, st->name);
+            goto fail;
+        }
+        int ok = st->ndim == e->ndim && st->shape[0] == e->shape[0] &&
+                 (e->ndim == 1 || st->shape[1] == e->shape[1]);
+        if (!ok) {
+            ps_err_set("%s: tensor '%s' has shape %s, expected %s", path, st->name,
+                       fmt_shape(a, sizeof a, st->ndim, st->shape),
+                       fmt_shape(b, sizeof b, e->ndim, e->shape));
+            goto fail;
+        }
+        if (st_read_f32(&f, st, L->w->params + e->offset) != 0) goto fail;
+        L->seen[idx] = 1;
+    }
+    st_close(&f);
+    return 0;
+fail:
+    st_close(&f);
+    return -1;
+}
+
+// Shard file names come from the index: plain names inside DIR only.
+static int bad_shard_name(const char *s) {
+    return !s[0] || strchr(s, '/') || strcmp(s, ".") == 0 || strcmp(s, "..") == 0;
+}
+
+int hf_load(const char *dir, HostWeights *w) {
+    memset(w, 0, sizeof *w);
+    if (!is_dir(dir)) return ps_err_set("%s: not a directory (expected an HF model folder)", dir);
+    char *cfg_path = ps_path_join(dir, "config.json");
+    char *single = ps_path_join(dir, "model.safetensors");
+    char *index = ps_path_join(dir, "model.safetensors.index.json");
+    char *index_txt = NULL;
+    cJSON *index_root = NULL;
+    LoadCtx L = {w, NULL, NULL, 0};
+    int rc = -1;
+    LlamaConfig cfg;
+    if (!is_file(cfg_path)) {
+        ps_err_set("%s: missing config.json in the model folder", cfg_path);
+        goto done;
+    }
+    if (hf_read_config(cfg_path, &cfg) != 0) goto done;
+    param_table_build(&w->t, &cfg);
+    w->params = xmalloc(sizeof(float) * w->t.total);
+    L.seen = xcalloc((size_t)w->t.n, 1);
+    const char *where;  // for "missing" messages
+    if (is_file(single)) {
+        where = single;
+        if (load_file(&L, single, "model.safetensors") != 0) goto done;
+    } else if (is_file(index)) {
+        where = index;
+        size_t len;
+        index_txt = ps_read_file(index, &len);
+        if (!index_txt) goto done;
+        index_root = cJSON_ParseWithLength(index_txt, len);
+        const cJSON *wm = cJSON_GetObjectItemCaseSensitive(index_root, "weight_map");
+        if (!cJSON_IsObject(wm)) {
+            ps_err_set("%s: malformed index: %s", index,
+                       index_root ? "no \"weight_map\" object" : "not valid JSON");
+            goto done;
+        }
+        L.weight_map = wm;
+        // Check every shard name before reading anything.
+        for (const cJSON *m = wm->child; m; m = m->next) {
+            if (!cJSON_IsString(m) || bad_shard_name(m->valuestring)) {
+                ps_err_set("%s: weight_map entry '%s' must name a file in the folder", index,
+                           m->string);
+                goto done;
+            }
+            char *shard = ps_path_join(dir, m->valuestring);
+            int ok = is_file(shard);
+            free(shard);
+            if (!ok) {
+                ps_err_set("%s: weight_map puts '%s' in %s, which does not exist", index, m->string,
+                           m->valuestring);
+                goto done;
+            }
+        }
+        // Load each distinct shard once, in order of first mention.
+        for (const cJSON *m = wm->child; m; m = m->next) {
+            int first = 1;
+            for (const cJSON *p = wm->child; p != m; p = p->next)
+                if (strcmp(p->valuestring, m->valuestring) == 0) first = 0;
+            if (!first) continue;
+            char *shard = ps_path_join(dir, m->valuestring);
+            int r = load_file(&L, shard, m->valuestring);
+            free(shard);
+            if (r != 0) goto done;
+        }
+    } else {
+        char *ptbin = ps_path_join(dir, "pytorch_model.bin");
+        int has_pt = is_file(ptbin);
+        free(ptbin);
+        ps_err_set("%s: no model.safetensors or model.safetensors.index.json in the folder%s", dir,
+                   has_pt ? " (only pytorch_model.bin, which is not supported: convert "
+                            "it to safetensors)"
+                          : "");
+        goto done;
+    }
+    char a[128];
+    for (int i = 0; i < w->t.n; i++) {
+        if (!L.seen[i]) {
+            const ParamEntry *e = &w->t.e[i];
+            ps_err_set("%s: missing tensor '%s' (expected shape %s)", where, e->name,
+                       fmt_shape(a, sizeof a, e->ndim, e->shape));
+            goto done;
+        }
+    }
+    if (L.weight_map && L.n_processed != cJSON_GetArraySize(L.weight_map)) {
+        ps_err_set("%s: the index lists %d tensors but the shards hold %d", index,
+                   cJSON_GetArraySize(L.weight_map), L.n_processed);
+        goto done;
+    }
+    rc = 0;
+done:
+    if (rc != 0) host_weights_free(w);
+    free(L.seen);
+    cJSON_Delete(index_root);
+    free(index_txt);
+    free(cfg_path);
+    free(single);
+    free(index);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// saving
+
+// A JSON number for a float, in its shortest decimal form that reads back as the
+// same float, with ".0" kept on whole numbers (1e-05 rather than
+// 9.99999974737875e-06, 10000.0 rather than 10000).
+static cJSON *json_float(float x) {
+    char buf[64];
+    if (x == floorf(x) && fabsf(x) < 1e15f) {
+        snprintf(buf, sizeof buf, "%.1f", (double)x);
+    } else {
+        for (int p = 1; p <= 9; p++) {
+            snprintf(buf, sizeof buf, "%.*g", p, (double)x);
+            if (strtof(buf, NULL) == x) break;
+        }
+    }
+    return cJSON_CreateRaw(buf);
+}
+
+int hf_save(const char *dir, const HostWeights *w, const char *dtype) {
+    StDtype dt;
+    const char *torch_dtype;
+    if (!strcmp(dtype, "float32") || !strcmp(dtype, "f32") || !strcmp(dtype, "fp32")) {
+        dt = ST_F32;
+        torch_dtype = "float32";
+    } else if (!strcmp(dtype, "bfloat16") || !strcmp(dtype, "bf16")) {
+        dt = ST_BF16;
+        torch_dtype = "bfloat16";
+    } else {
+        return ps_err_set("hf_save: unsupported dtype \"%s\" (use float32 or bfloat16)", dtype);
+    }
+    if (ps_mkdirs(dir) != 0) return -1;
+    char *cfg_path = ps_path_join(dir, "config.json");
+    char *st_path = ps_path_join(dir, "model.safetensors");
+    int rc = -1;
+    cJSON *root = NULL;
+    char *txt = NULL;
+    // No config.json until the matching weights are complete.
+    if (unlink(cfg_path) != 0 && errno != ENOENT) {
+        ps_err_set("%s: cannot remove the old config: %s", cfg_path, strerror(errno));
+        goto done;
+    }
+    const ParamTable *t = &w->t;
+    StWriteTensor *wt = xcalloc((size_t)t->n, sizeof *wt);
+    for (int i = 0; i < t->n; i++) {
+        const ParamEntry *e = &t->e[i];
+        wt[i].name = e->name;
+        wt[i].dtype = dt;
+        wt[i].ndim = e->ndim;
+        wt[i].shape[0] = e->shape[0];
+        wt[i].shape[1] = e->shape[1];
+        wt[i].f32 = w->params + e->offset;
+    }
+    int r = st_write(st_path, t->n, wt);
+    free(wt);
+    if (r != 0) goto done;
+
+    const LlamaConfig *c = &t->cfg;
+    root = cJSON_CreateObject();
+    cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("LlamaForCausalLM"));
+    cJSON_AddStringToObject(root, "model_type", "llama");
+    cJSON_AddNumberToObject(root, "hidden_size", c->dim);
+    cJSON_AddNumberToObject(root, "intermediate_size", c->ffn_dim);
+    cJSON_AddNumberToObject(root, "num_hidden_layers", c->n_layers);
+    cJSON_AddNumberToObject(root, "num_attention_heads", c->n_heads);
+    cJSON_AddNumberToObject(root, "num_key_value_heads", c->n_kv_heads);
+    cJSON_AddNumberToObject(root, "head_dim", cfg_head_dim(c));
+    cJSON_AddNumberToObject(root, "vocab_size", c->vocab_size);
+    cJSON_AddNumberToObject(root, "max_position_embeddings", c->max_seq_len);
+    cJSON_AddItemToObject(root, "rope_theta", json_float(c->rope_theta));
+    cJSON_AddNullToObject(root, "rope_scaling");
+    cJSON_AddItemToObject(root, "rms_norm_eps", json_float(c->norm_eps));
+    cJSON_AddBoolToObject(root, "tie_word_embeddings", c->tie_embeddings);
+    cJSON_AddStringToObject(root, "hidden_act", "silu");
+    cJSON_AddBoolToObject(root, "attention_bias", 0);
+    cJSON_AddItemToObject(root, "attention_dropout", json_float(0.0f));
+    cJSON_AddBoolToObject(root, "mlp_bias", 0);
+    cJSON_AddNumberToObject(root, "bos_token_id", 1);
+    cJSON_AddNumberToObject(root, "eos_token_id", 2);
+    cJSON_AddItemToObject(root, "initializer_range", json_float(0.02f));
+    cJSON_AddNumberToObject(root, "pretraining_tp", 1);
+    cJSON_AddBoolToObject(root, "use_cache", 1);
+    // transformers < 4.56 reads torch_dtype, later versions dtype
+    cJSON_AddStringToObject(root, "torch_dtype", torch_dtype);
+    cJSON_AddStringToObject(root, "dtype", torch_dtype);
+    txt = cJSON_Print(root);
+    CHECK(txt, "cJSON_Print failed");
+    size_t n = strlen(txt);
+    txt = xrealloc(txt, n + 2);
+    txt[n] = '\n';
+    txt[n + 1] = 0;
+    if (ps_write_file_atomic(cfg_path, txt, n + 1) != 0) goto done;
+    rc = 0;
+done:
+    free(txt);
+    cJSON_Delete(root);
+    free(cfg_path);
+    free(st_path);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// spec dispatch
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+int model_load_any(const char *spec, HostWeights *w) {
+    memset(w, 0, sizeof *w);
+    if (strncmp(spec, "hf:", 3) == 0) return hf_load(spec + 3, w);
+    if (strncmp(spec, "llama2c:", 8) == 0) return llama2c_load(spec + 8, w);
+    struct stat st;
+    if (stat(spec, &st) != 0)
+        return ps_err_set(
+            "%s: cannot load model: %s (give an HF folder, a llama2.c .bin "
+            "file, or hf:DIR / llama2c:FILE)",
+            spec, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return hf_load(spec, w);
+    if (S_ISREG(st.st_mode) && ends_with(spec, ".bin")) return llama2c_load(spec, w);
+    return ps_err_set(
+        "%s: cannot tell the model format: expected an HF folder or a llama2.c "
+        ".bin file; prefix hf: or llama2c: to choose",
+        spec);
+}

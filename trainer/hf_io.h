@@ -1,0 +1,44 @@
+// hf_io.h: import and export of HF LLaMA model directories (config.json +
+// safetensors weights), and model_load_any, which picks the loader from a spec.
+//
+// The weights live on the host as one flat fp32 buffer laid out by the
+// ParamTable (params.h); loading fills it tensor by tensor by HF name, saving
+// walks the table in order.
+#pragma once
+
+#include "params.h"
+
+typedef struct {
+    ParamTable t;
+    float *params;  // [t.total] fp32, layout from the table
+} HostWeights;
+
+// Parse a transformers config.json into cfg. Only plain LLaMA is accepted
+// (model_type "llama" / architectures containing "LlamaForCausalLM"); features
+// the model does not implement (rope_scaling, attention/mlp biases, a head_dim
+// other than hidden/heads, hidden_act other than silu) are rejected.
+// 0, or -1 with ps_err naming the file and the problem.
+int hf_read_config(const char *config_json_path, LlamaConfig *cfg);
+
+// Load DIR/config.json and DIR/model.safetensors (or the shards listed in
+// DIR/model.safetensors.index.json). Every tensor of the table must be present
+// with exactly its HF shape (F32, F16 or BF16). Ignored: the rotary
+// "inv_freq" buffers, and lm_head.weight in a tied checkpoint (the embedding is
+// the one source, as in transformers). Any other tensor is an error.
+// 0, or -1 with ps_err set (w is then left empty).
+int hf_load(const char *dir, HostWeights *w);
+
+// Write DIR/config.json and DIR/model.safetensors; dtype is "float32" or
+// "bfloat16" ("f32"/"fp32"/"bf16" also accepted). DIR is created if needed.
+// Crash safety: an existing DIR/config.json is removed first, the weights are
+// written atomically, and config.json is written (atomically) last, so a
+// directory with a config.json always has complete, matching weights.
+// 0, or -1 with ps_err set.
+int hf_save(const char *dir, const HostWeights *w, const char *dtype);
+
+void host_weights_free(HostWeights *w);
+
+// Load a model from a spec: "hf:DIR", "llama2c:FILE", or a bare path (a
+// directory loads as HF, a file ending in .bin as llama2.c).
+// 0, or -1 with ps_err set.
+int model_load_any(const char *spec, HostWeights *w);
