@@ -1,0 +1,111 @@
+// job.h: the job configuration of `postshare train CONFIG.yaml [--set k=v ...]`.
+//
+// A job is a YAML mapping of sections (run, model, data, train) plus a few
+// top-level scalars (backend, threads). Every key the trainer understands is one
+// row of a static table in job.c: its dotted path ("train.lr"), type, place in
+// JobConfig, default, flags, allowed range and a one-line doc. Parsing, the
+// --set overrides, defaults, range checks, the "did you mean" suggestions and
+// the resolved-YAML writer all walk that table, so adding a key (or a whole new
+// section such as share.reg.weight) is one struct field plus one table row.
+//
+// Loading never exits: errors return -1 with ps_err_set, and the message names
+// the file (or the --set option), the line when known and the key path.
+#pragma once
+
+#include <stdio.h>
+
+#include "params.h"
+
+#define JOB_NAME_MAX 128   // run names, backend names
+#define JOB_PATH_MAX 1024  // paths, globs, init/tokenizer specs
+
+typedef struct {
+    char name[JOB_NAME_MAX];     // run directory is out_dir/name
+    char out_dir[JOB_PATH_MAX];
+    int seed;                    // model init, data order, everything random
+} JobRun;
+
+typedef struct {
+    char init[JOB_PATH_MAX];  // "scratch" | "hf:DIR" | "llama2c:FILE"
+    // The scratch shape: only with init == scratch (error otherwise, the shape
+    // then comes from the checkpoint). After job_load n_kv_heads is resolved.
+    int dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size, max_seq_len;
+    float rope_theta, norm_eps;
+    int tie_embeddings;  // bool
+    float init_std;      // N(0, init_std) for matrices at scratch init
+} JobModel;
+
+typedef struct {
+    char train[JOB_PATH_MAX];  // glob of training shards
+    char val[JOB_PATH_MAX];    // glob of validation shards
+    int seq_len;               // tokens per sequence (T)
+    int batch_size;            // sequences per micro-batch (B)
+    int val_batches;           // micro-batches per evaluation
+    int shuffle;               // bool
+    char tokenizer[JOB_PATH_MAX];  // "byte" | "llama2c:PATH" (used by generate)
+} JobData;
+
+typedef struct {
+    int steps;           // optimizer steps
+    int grad_accum;      // micro-batches per optimizer step
+    float lr, min_lr;    // cosine from lr to min_lr after warmup; min_lr resolved by job_load
+    int warmup;          // linear warmup steps (may exceed steps: the schedule clamps)
+    float weight_decay;  // AdamW, matrices only
+    float betas[2];
+    float eps;
+    float clip;          // global grad-norm clip; 0 disables
+    int eval_every;      // 0: only at the end
+    int log_every;
+    int save_final;      // bool
+} JobTrain;
+
+typedef struct {
+    JobRun run;
+    JobModel model;
+    JobData data;
+    JobTrain train;
+    char backend[JOB_NAME_MAX];  // "cpu" | "cuda" | "auto"
+    int threads;                 // CPU threads; 0 = all cores
+} JobConfig;
+
+// Zero the struct and apply every table default. Always returns 0.
+int job_set_defaults(JobConfig *cfg);
+
+// Defaults, then path, then the overrides in order, then the required-key
+// check, job_resolve and job_validate. Returns 0 or -1 with ps_err set.
+int job_load(const char *path, int n_overrides, char **overrides, JobConfig *out);
+
+// Same as job_load on YAML text held in memory; `name` stands for the file in
+// error messages.
+int job_load_string(const char *yaml, const char *name, int n_overrides, char **overrides,
+                    JobConfig *out);
+
+// Apply one "section.key=value" assignment (the --set option). Values are read
+// like YAML scalars; lists as "[0.9,0.95]"; strings verbatim. Returns 0 or -1.
+int job_apply_override(JobConfig *cfg, const char *assignment);
+
+// Fill the derived defaults: train.min_lr < 0 -> lr/10, model.n_kv_heads 0 ->
+// n_heads (scratch only). job_load calls it; programmatic builders should too.
+void job_resolve(JobConfig *cfg);
+
+// Range checks from the table plus cross-field checks (scratch shape, init and
+// tokenizer specs, seq_len <= max_seq_len, min_lr <= lr). Returns 0 or -1.
+int job_validate(const JobConfig *cfg);
+
+// The LlamaConfig of a scratch model; -1 with ps_err set if init is not scratch
+// or the shape is invalid.
+int job_llama_config(const JobConfig *cfg, LlamaConfig *out);
+
+// The resolved config as YAML (every key, defaults included, with its doc as a
+// comment), which job_load reads back to an identical struct. Keys that belong
+// to the scratch shape are left out when init is not scratch. Caller frees.
+char *job_to_yaml(const JobConfig *cfg);
+
+// job_to_yaml written to f.
+void job_print(FILE *f, const JobConfig *cfg);
+
+// Every known key with its type, default and doc (for `postshare --help`-style output).
+void job_print_keys(FILE *f);
+
+// out_dir/name, freshly allocated.
+char *job_run_dir(const JobConfig *cfg);
