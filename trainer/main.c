@@ -1,0 +1,50 @@
+// main.c: the `postshare` command line: dispatches to the subcommands.
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+#include "evalcmd.h"
+#include "generate.h"
+#include "prepare.h"
+#include "train.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "postshare %s: post-training that shares attention weights between heads of LLaMA "
+            "models\n\n"
+            "usage: postshare COMMAND [ARGS]\n\n"
+            "commands:\n"
+            "  train CONFIG.yaml [--set k=v]   train or post-train a model from a job config\n"
+            "  prepare --tokenizer SPEC --out DIR FILE...   tokenize text into token shards\n"
+            "  eval MODEL --data GLOB          validation loss and perplexity of a model\n"
+            "  generate MODEL --tokenizer SPEC  greedy (or sampled) text generation\n"
+            "  version                         print the version\n\n"
+            "MODEL is hf:DIR, llama2c:FILE.bin, or a path (directory = HF, *.bin = llama2.c).\n"
+            "Run 'postshare COMMAND --help' for a command's options.\n",
+            PS_VERSION);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    int sub_argc = argc - 2;
+    char **sub_argv = argv + 2;
+    if (!strcmp(cmd, "train")) return train_main(sub_argc, sub_argv);
+    if (!strcmp(cmd, "prepare")) return prepare_main(argc - 1, argv + 1);  // argv[0] = "prepare"
+    if (!strcmp(cmd, "eval")) return evalcmd_main(sub_argc, sub_argv);
+    if (!strcmp(cmd, "generate")) return generate_main(sub_argc, sub_argv);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("postshare %s\n", PS_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
+        usage(stdout);
+        return 0;
+    }
+    usage(stderr);
+    fprintf(stderr, "postshare: error: unknown command '%s'\n", cmd);
+    return 2;
+}

@@ -1,0 +1,11 @@
+// train.h: the `train` subcommand and the training loop.
+#pragma once
+
+#include "job.h"
+
+// Run a whole training job (the loop in train.c). Returns 0; dies on errors.
+int train_run(const JobConfig *job);
+// CLI entry: argv holds the arguments after "train".
+int train_main(int argc, char **argv);
+// Set the OpenMP and BLAS thread counts (threads <= 0: leave the defaults).
+void train_set_threads(int threads);
