@@ -97,7 +97,7 @@ static void test_shipped_configs(void) {
     T_CHECK(strcmp(c.data.val, "checkpoints/data/kjv/kjv_val_*.bin") == 0, "%s", c.data.val);
     T_CHECK(c.data.seq_len == 128 && c.data.batch_size == 16, "default.yaml data");
     T_CHECK(c.train.lr == 1e-3f && c.train.min_lr == 1e-4f && c.train.warmup == 30, "lr");
-    T_CHECK(c.train.eval_every == 100 && c.train.log_every == 10, "eval/log");
+    T_CHECK(c.train.eval_every == 200 && c.train.log_every == 10, "eval/log");
     T_CHECK(n_params(&c) == 869504, "default.yaml params %zu (comment says 869,504)", n_params(&c));
     char *rd = job_run_dir(&c);
     T_CHECK(strcmp(rd, "checkpoints/default") == 0, "run dir %s", rd);

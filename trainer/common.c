@@ -20,7 +20,8 @@ void ps_die_at(const char *file, int line, const char *fmt, ...) {
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, " [%s:%d]\n", file, line);
+    const char *base = strrchr(file, '/');  // CMake passes absolute paths: keep the name
+    fprintf(stderr, " [%s:%d]\n", base ? base + 1 : file, line);
     exit(1);
 }
 

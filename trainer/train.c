@@ -57,13 +57,6 @@ static void initial_weights(const JobConfig *job, HostWeights *w) {
 
 int train_run(const JobConfig *job) {
     train_set_threads(job->threads);
-    char *run_dir = job_run_dir(job);
-    if (ps_mkdirs(run_dir) != 0) ps_die("%s", ps_err_msg());
-    char *yaml = job_to_yaml(job);
-    char *cfg_path = ps_path_join(run_dir, "config.yaml");
-    if (ps_write_file_atomic(cfg_path, yaml, strlen(yaml)) != 0) ps_die("%s", ps_err_msg());
-    free(yaml);
-    free(cfg_path);
 
     // weights, model, optimizer
     HostWeights w = {0};
@@ -82,13 +75,23 @@ int train_run(const JobConfig *job) {
 
     // data
     int B = job->data.batch_size, T = job->data.seq_len;
-    CHECK(T <= mc->max_seq_len, "data.seq_len %d exceeds the model's max_seq_len %d", T,
-          mc->max_seq_len);
+    if (T > mc->max_seq_len)
+        ps_die("data.seq_len %d exceeds the model's max_seq_len %d", T, mc->max_seq_len);
     Loader *train = loader_open(job->data.train, T, mc->vocab_size, job->data.shuffle,
                                 (uint64_t)job->run.seed);
     if (!train) ps_die("data.train: %s", ps_err_msg());
     Loader *val = loader_open(job->data.val, T, mc->vocab_size, 0, 0);
     if (!val) ps_die("data.val: %s", ps_err_msg());
+
+    // Only now that the weights and the data are known good does the run
+    // directory get touched, so a bad input never damages an earlier run.
+    char *run_dir = job_run_dir(job);
+    if (ps_mkdirs(run_dir) != 0) ps_die("%s", ps_err_msg());
+    char *yaml = job_to_yaml(job);
+    char *cfg_path = ps_path_join(run_dir, "config.yaml");
+    if (ps_write_file_atomic(cfg_path, yaml, strlen(yaml)) != 0) ps_die("%s", ps_err_msg());
+    free(yaml);
+    free(cfg_path);
 
     char *metrics_path = ps_path_join(run_dir, "metrics.jsonl");
     FILE *metrics = xfopen(metrics_path, "w");
