@@ -9,24 +9,24 @@
 
 static int t_passed, t_failed, t_skipped;
 
-#define T_CHECK(cond, ...)                                                   \
-    do {                                                                     \
-        if (cond) {                                                          \
-            t_passed++;                                                      \
-        } else {                                                             \
-            t_failed++;                                                      \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);  \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fprintf(stderr, "\n");                                           \
-        }                                                                    \
+#define T_CHECK(cond, ...)                                                  \
+    do {                                                                    \
+        if (cond) {                                                         \
+            t_passed++;                                                     \
+        } else {                                                            \
+            t_failed++;                                                     \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                   \
+            fprintf(stderr, "\n");                                          \
+        }                                                                   \
     } while (0)
 
-#define T_SKIP(...)                              \
-    do {                                         \
-        t_skipped++;                             \
-        fprintf(stderr, "SKIP: ");               \
-        fprintf(stderr, __VA_ARGS__);            \
-        fprintf(stderr, "\n");                   \
+#define T_SKIP(...)                   \
+    do {                              \
+        t_skipped++;                  \
+        fprintf(stderr, "SKIP: ");    \
+        fprintf(stderr, __VA_ARGS__); \
+        fprintf(stderr, "\n");        \
     } while (0)
 
 static inline int t_summary(void) {
@@ -39,8 +39,10 @@ static inline int t_summary(void) {
 static inline const char *t_shared_data(void) {
     static char buf[4096];
     const char *env = getenv("POSTSHARE_DATA");
-    if (env) snprintf(buf, sizeof buf, "%s", env);
-    else snprintf(buf, sizeof buf, "%s/../shared/data", PS_SOURCE_DIR);
+    if (env)
+        snprintf(buf, sizeof buf, "%s", env);
+    else
+        snprintf(buf, sizeof buf, "%s/../shared/data", PS_SOURCE_DIR);
     struct stat st;
     if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) return NULL;
     return buf;

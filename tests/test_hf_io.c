@@ -122,20 +122,6 @@ static size_t count_diff(const HostWeights *a, const HostWeights *b, RoundFn rf)
 }
 
 // The table's tensors as write descriptors (fp32 source), for hand-made files.
-static int model_tensors(const HostWeights *w, StWriteTensor *wt, StDtype dt) {
-    for (int i = 0; i < w->t.n; i++) {
-        const ParamEntry *e = &w->t.e[i];
-        memset(&wt[i], 0, sizeof wt[i]);
-        wt[i].name = e->name;
-        wt[i].dtype = dt;
-        wt[i].ndim = e->ndim;
-        wt[i].shape[0] = e->shape[0];
-        wt[i].shape[1] = e->shape[1];
-        wt[i].f32 = w->params + e->offset;
-    }
-    return w->t.n;
-}
-
 // Make dir with a good config.json + model.safetensors for w.
 static char *good_dir(const char *name, const HostWeights *w) {
     char *d = tpath(name);
@@ -447,7 +433,7 @@ static void test_f16_weights(void) {
     make_model(&w, &c, 11);
     const char *d = good_dir("f16", &w);
     StWriteTensor *wt = xcalloc((size_t)w.t.n, sizeof *wt);
-    int n = model_tensors(&w, wt, ST_F16);
+    int n = hf_tensor_list(&w, ST_F16, wt);
     rewrite_weights(d, n, wt);
     T_CHECK(hf_load(d, &r) == 0, "f16 load: %s", ps_err_msg());
     T_CHECK(count_diff(&w, &r, round_f16) == 0, "f16 weights differ from f16 rounding");
@@ -472,7 +458,7 @@ static void test_sharded(void) {
     // shard 1: the first 7 tensors (bf16); shard 2: the rest (f32) plus an
     // inv_freq buffer, which is listed in the index and ignored.
     StWriteTensor *wt = xcalloc((size_t)w.t.n + 1, sizeof *wt);
-    int nt = model_tensors(&w, wt, ST_F32);
+    int nt = hf_tensor_list(&w, ST_F32, wt);
     for (int i = 0; i < 7; i++) wt[i].dtype = ST_BF16;
     float inv[4] = {1, 0.1f, 0.01f, 0.001f};
     wt[nt] = (StWriteTensor){.name = "model.layers.0.self_attn.rotary_emb.inv_freq",
@@ -569,7 +555,7 @@ static void test_bad_weights(void) {
     // missing tensor
     d = good_dir("missing", &w);
     snprintf(stp, sizeof stp, "%s/model.safetensors", d);
-    nt = model_tensors(&w, wt, ST_F32);
+    nt = hf_tensor_list(&w, ST_F32, wt);
     int up = param_table_find(&w.t, "model.layers.1.mlp.up_proj.weight");
     memmove(&wt[up], &wt[up + 1], sizeof *wt * (size_t)(nt - up - 1));
     rewrite_weights(d, nt - 1, wt);
@@ -580,7 +566,7 @@ static void test_bad_weights(void) {
     // wrong shape (same element count, transposed)
     d = good_dir("shape", &w);
     snprintf(stp, sizeof stp, "%s/model.safetensors", d);
-    nt = model_tensors(&w, wt, ST_F32);
+    nt = hf_tensor_list(&w, ST_F32, wt);
     int k = param_table_find(&w.t, "model.layers.0.self_attn.k_proj.weight");
     wt[k].shape[0] = 32;
     wt[k].shape[1] = 16;
@@ -589,7 +575,7 @@ static void test_bad_weights(void) {
                 "expected [16, 32]");
 
     // wrong rank for a norm
-    nt = model_tensors(&w, wt, ST_F32);
+    nt = hf_tensor_list(&w, ST_F32, wt);
     wt[w.t.final_norm].ndim = 2;
     wt[w.t.final_norm].shape[0] = 1;
     wt[w.t.final_norm].shape[1] = 32;
@@ -599,7 +585,7 @@ static void test_bad_weights(void) {
     // an unknown extra tensor
     d = good_dir("extra", &w);
     snprintf(stp, sizeof stp, "%s/model.safetensors", d);
-    nt = model_tensors(&w, wt, ST_F32);
+    nt = hf_tensor_list(&w, ST_F32, wt);
     float bias[32] = {0};
     wt[nt] = (StWriteTensor){.name = "model.layers.0.self_attn.q_proj.bias",
                              .dtype = ST_F32,
@@ -620,7 +606,7 @@ static void test_bad_weights(void) {
     // unsupported dtype: one tensor stored as F64
     d = good_dir("f64", &w);
     snprintf(stp, sizeof stp, "%s/model.safetensors", d);
-    nt = model_tensors(&w, wt, ST_F32);
+    nt = hf_tensor_list(&w, ST_F32, wt);
     const ParamEntry *on = &w.t.e[w.t.final_norm];
     double *dv = xmalloc(sizeof(double) * on->numel);
     for (size_t i = 0; i < on->numel; i++) dv[i] = w.params[on->offset + i];
@@ -704,7 +690,7 @@ static void test_tied_with_lm_head(void) {
     make_model(&w, &c, 41);
     const char *d = good_dir("tied_lm_head", &w);
     StWriteTensor *wt = xcalloc((size_t)w.t.n + 1, sizeof *wt);
-    int nt = model_tensors(&w, wt, ST_F32);
+    int nt = hf_tensor_list(&w, ST_F32, wt);
     wt[nt] = wt[w.t.embed];
     wt[nt].name = "lm_head.weight";
     rewrite_weights(d, nt + 1, wt);
@@ -717,7 +703,7 @@ static void test_tied_with_lm_head(void) {
     HostWeights wu;
     make_model(&wu, &cu, 42);
     d = good_dir("untied_no_head", &wu);
-    nt = model_tensors(&wu, wt, ST_F32);
+    nt = hf_tensor_list(&wu, ST_F32, wt);
     rewrite_weights(d, nt - 1, wt);  // lm_head is last in the table
     EXPECT_FAIL(hf_load(d, &r), "model.safetensors", "missing tensor", "lm_head.weight");
     host_weights_free(&wu);

@@ -263,9 +263,9 @@ static void test_errors(void) {
     expect_err(BASE "backend: gpu\n", 0, NULL, "backend must be cpu, cuda or auto", "got 'gpu'", NULL, 15);
     expect_err(BASE "threads: -1\n", 0, NULL, "threads must be >= 0", NULL, NULL, 15);
     expect_err(BASE "run:\n  name: \"\"\n", 0, NULL, "run.name must not be empty", NULL, NULL, 16);
-    expect_err(BASE "data.tokenizer: bytes\n", 0, NULL, "data.tokenizer must be byte or llama2c:PATH", NULL,
+    expect_err(BASE "data.tokenizer: bytes\n", 0, NULL, "data.tokenizer must be byte, llama2c:PATH, sp:PATH", NULL,
                NULL, 15);
-    expect_err(BASE "data.tokenizer: \"llama2c:\"\n", 0, NULL, "data.tokenizer must be byte or llama2c:PATH",
+    expect_err(BASE "data.tokenizer: \"llama2c:\"\n", 0, NULL, "data.tokenizer must be byte, llama2c:PATH, sp:PATH",
                NULL, NULL, 15);
     expect_err(BASE "model.n_kv_heads: 3\n", 0, NULL, "model.n_kv_heads (3) must divide", NULL,
                NULL, 15);

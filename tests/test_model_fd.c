@@ -80,12 +80,26 @@ static void check_case(const char *name, LlamaConfig cfg, int B, int T, uint64_t
 }
 
 int main(void) {
-    LlamaConfig mha = {.dim = 16, .n_layers = 2, .n_heads = 2, .n_kv_heads = 2, .ffn_dim = 24,
-                       .vocab_size = 19, .max_seq_len = 16, .rope_theta = 10000.0f,
-                       .norm_eps = 1e-5f, .tie_embeddings = 0};
-    LlamaConfig gqa = {.dim = 24, .n_layers = 2, .n_heads = 6, .n_kv_heads = 2, .ffn_dim = 20,
-                       .vocab_size = 23, .max_seq_len = 16, .rope_theta = 100.0f,
-                       .norm_eps = 1e-6f, .tie_embeddings = 1};
+    LlamaConfig mha = {.dim = 16,
+                       .n_layers = 2,
+                       .n_heads = 2,
+                       .n_kv_heads = 2,
+                       .ffn_dim = 24,
+                       .vocab_size = 19,
+                       .max_seq_len = 16,
+                       .rope_theta = 10000.0f,
+                       .norm_eps = 1e-5f,
+                       .tie_embeddings = 0};
+    LlamaConfig gqa = {.dim = 24,
+                       .n_layers = 2,
+                       .n_heads = 6,
+                       .n_kv_heads = 2,
+                       .ffn_dim = 20,
+                       .vocab_size = 23,
+                       .max_seq_len = 16,
+                       .rope_theta = 100.0f,
+                       .norm_eps = 1e-6f,
+                       .tie_embeddings = 1};
     check_case("mha_untied", mha, 2, 5, 11);
     check_case("gqa_tied", gqa, 2, 7, 12);
     return t_summary();

@@ -80,7 +80,8 @@ static void check_case(const char *name) {
         free(rg);
     }
     if (!w.t.cfg.tie_embeddings)
-        T_CHECK(st_find(&rf, "grad.lm_head.weight") != NULL, "untied reference has an lm_head grad");
+        T_CHECK(st_find(&rf, "grad.lm_head.weight") != NULL,
+                "untied reference has an lm_head grad");
     printf("%s: %d gradient tensors, worst rel err %.2e\n", name, M.t.n, worst);
     free(ref_logits);
     free(ref_loss);

@@ -56,7 +56,8 @@ typedef struct Backend {
     void (*crossentropy_fwd)(float *losses, const void *logits, const int *targets, int BT, int V);
 
     // ---- backward ops (parameter gradients accumulate: +=) ----
-    // In place: logits[BT,V] becomes dlogits = scale * (softmax - onehot(target)), 0 on ignored rows.
+    // In place: logits[BT,V] becomes dlogits = scale * (softmax - onehot(target)), 0 on ignored
+    // rows.
     void (*crossentropy_bwd)(void *logits, const int *targets, int BT, int V, float scale);
     // dinp[N,IC] (= or += when accumulate) dout @ W;  dW[OC,IC] += dout^T @ inp.
     // Either output may be NULL to skip it.

@@ -35,7 +35,9 @@ int ps_err_set(const char *fmt, ...) {
     return -1;
 }
 
-const char *ps_err_msg(void) { return g_err; }
+const char *ps_err_msg(void) {
+    return g_err;
+}
 
 void *xmalloc_at(const char *file, int line, size_t n) {
     void *p = malloc(n ? n : 1);
@@ -112,46 +114,63 @@ static int fsync_dir_of(const char *path) {
     return rc;
 }
 
-int ps_write_file_atomic(const char *path, const void *data, size_t len) {
+FILE *ps_atomic_open(AtomicFile *af, const char *path) {
     size_t n = strlen(path) + 32;
-    char *tmp = xmalloc(n);
-    snprintf(tmp, n, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        ps_err_set("%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
+    af->path = xstrdup(path);
+    af->tmp = xmalloc(n);
+    snprintf(af->tmp, n, "%s.tmp.%d", path, (int)getpid());
+    af->fp = fopen(af->tmp, "wb");
+    if (!af->fp) {
+        ps_err_set("%s: cannot create: %s", af->tmp, strerror(errno));
+        free(af->tmp);
+        free(af->path);
+        af->tmp = af->path = NULL;
+    }
+    return af->fp;
+}
+
+void ps_atomic_abort(AtomicFile *af) {
+    if (af->fp) fclose(af->fp);
+    if (af->tmp) unlink(af->tmp);
+    free(af->tmp);
+    free(af->path);
+    memset(af, 0, sizeof *af);
+}
+
+int ps_atomic_commit(AtomicFile *af) {
+    int bad = ferror(af->fp) || fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0;
+    int err = errno;
+    if (fclose(af->fp) != 0 && !bad) {
+        bad = 1;
+        err = errno;
+    }
+    af->fp = NULL;
+    if (bad) {
+        ps_err_set("%s: write failed: %s", af->tmp, strerror(err));
+        ps_atomic_abort(af);
         return -1;
     }
-    const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            ps_err_set("%s: write failed: %s", tmp, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return -1;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        ps_err_set("%s: fsync/close failed: %s", tmp, strerror(errno));
-        unlink(tmp);
-        free(tmp);
+    if (rename(af->tmp, af->path) != 0) {
+        ps_err_set("%s: rename to %s failed: %s", af->tmp, af->path, strerror(errno));
+        ps_atomic_abort(af);
         return -1;
     }
-    if (rename(tmp, path) != 0) {
-        ps_err_set("%s: rename to %s failed: %s", tmp, path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    fsync_dir_of(path);
+    fsync_dir_of(af->path);
+    free(af->tmp);
+    free(af->path);
+    memset(af, 0, sizeof *af);
     return 0;
+}
+
+int ps_write_file_atomic(const char *path, const void *data, size_t len) {
+    AtomicFile af;
+    if (!ps_atomic_open(&af, path)) return -1;
+    if (len && fwrite(data, 1, len, af.fp) != len) {
+        ps_err_set("%s: write failed: %s", af.tmp, strerror(errno));
+        ps_atomic_abort(&af);
+        return -1;
+    }
+    return ps_atomic_commit(&af);
 }
 
 int ps_mkdirs(const char *path) {
@@ -208,7 +227,9 @@ uint64_t rng_u64(Rng *r) {
     return r->state * 0x2545F4914F6CDD1Dull;
 }
 
-float rng_uniform(Rng *r) { return (float)(rng_u64(r) >> 40) / 16777216.0f; }
+float rng_uniform(Rng *r) {
+    return (float)(rng_u64(r) >> 40) / 16777216.0f;
+}
 
 float rng_normal(Rng *r) {
     float u1 = rng_uniform(r), u2 = rng_uniform(r);

@@ -17,8 +17,8 @@ __attribute__((noreturn, format(printf, 3, 4))) void ps_die_at(const char *file,
 #define ps_die(...) ps_die_at(__FILE__, __LINE__, __VA_ARGS__)
 
 // CHECK(cond, "hint %d", x): abort with file:line, the failed condition and a hint.
-#define CHECK(cond, ...)                                                                \
-    do {                                                                                \
+#define CHECK(cond, ...)                                                                     \
+    do {                                                                                     \
         if (!(cond)) ps_die_at(__FILE__, __LINE__, "check failed: " #cond ": " __VA_ARGS__); \
     } while (0)
 
@@ -41,6 +41,19 @@ char *xstrdup_at(const char *file, int line, const char *s);
 // Read a whole file into memory (NUL-terminated for text use). Returns NULL and
 // sets ps_err on failure; *len receives the size in bytes.
 char *ps_read_file(const char *path, size_t *len);
+
+// Streaming atomic file: ps_atomic_open creates "path.tmp.<pid>" and returns
+// its FILE (NULL with ps_err set); write to it, then ps_atomic_commit flushes,
+// fsyncs, renames over path and fsyncs the directory (0, or -1 with ps_err set
+// and the temp file removed); ps_atomic_abort removes the temp file. A crash at
+// any point leaves either the old file or the complete new one under path.
+typedef struct {
+    FILE *fp;
+    char *tmp, *path;
+} AtomicFile;
+FILE *ps_atomic_open(AtomicFile *af, const char *path);
+int ps_atomic_commit(AtomicFile *af);
+void ps_atomic_abort(AtomicFile *af);
 
 // Write a whole buffer to path atomically: write to "path.tmp.<pid>", fsync,
 // rename over path, fsync the directory. Returns 0 or -1 with ps_err set.

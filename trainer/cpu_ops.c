@@ -1,10 +1,12 @@
 // cpu_ops.c: the CPU reference backend: every op of the table in backend.h in
 // fp32, matmuls through BLAS (OpenBLAS), other loops with OpenMP.
 //
-// Determinism: every reduction has a fixed order that does not depend on the
-// number of threads (parallel loops only split independent outputs), so the
-// same inputs give bitwise the same outputs on any thread count. This is what
-// makes bit-exact resume and rank-count-independent runs possible.
+// Determinism: the same inputs give bitwise the same outputs run after run.
+// The loops written here also give the same bits on any thread count (each
+// reduction has a fixed order; parallel loops only split independent outputs).
+// OpenBLAS sgemm does not promise that across thread counts (last-bit
+// differences between 1 and 2 threads), so bit-exact comparisons hold for a
+// fixed thread count.
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -15,14 +17,24 @@
 
 // ---------------------------------------------------------------- memory
 
-static void *cpu_alloc(size_t bytes) { return xcalloc(1, bytes); }
-static void cpu_free(void *p) { free(p); }
-static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
+static void *cpu_alloc(size_t bytes) {
+    return xcalloc(1, bytes);
+}
+static void cpu_free(void *p) {
+    free(p);
+}
+static void cpu_zero(void *p, size_t bytes) {
+    memset(p, 0, bytes);
+}
 static void cpu_copy(void *dst, const void *src, size_t bytes) {
     if (dst != src) memmove(dst, src, bytes);
 }
-static void cpu_upload_f32(void *dst, const float *src, size_t n) { cpu_copy(dst, src, n * 4); }
-static void cpu_download_f32(float *dst, const void *src, size_t n) { cpu_copy(dst, src, n * 4); }
+static void cpu_upload_f32(void *dst, const float *src, size_t n) {
+    cpu_copy(dst, src, n * 4);
+}
+static void cpu_download_f32(float *dst, const void *src, size_t n) {
+    cpu_copy(dst, src, n * 4);
+}
 static void cpu_sync(void) {}
 
 // ---------------------------------------------------------------- forward
@@ -31,11 +43,12 @@ static void cpu_embedding_fwd(void *out_, const int *tokens, const void *wte_, i
     float *out = out_;
     const float *wte = wte_;
 #pragma omp parallel for
-    for (int i = 0; i < BT; i++) memcpy(out + (size_t)i * C, wte + (size_t)tokens[i] * C, 4 * (size_t)C);
+    for (int i = 0; i < BT; i++)
+        memcpy(out + (size_t)i * C, wte + (size_t)tokens[i] * C, 4 * (size_t)C);
 }
 
-static void cpu_rmsnorm_fwd(void *out_, float *rstd, const void *inp_, const void *w_, int BT, int C,
-                            float eps) {
+static void cpu_rmsnorm_fwd(void *out_, float *rstd, const void *inp_, const void *w_, int BT,
+                            int C, float eps) {
     float *out = out_;
     const float *inp = inp_, *w = w_;
 #pragma omp parallel for
@@ -241,9 +254,9 @@ static void cpu_rope_bwd(void *dx, int B, int T, int nheads, int hd, float theta
     rope_apply(dx, B, T, nheads, hd, theta, -1.0f);
 }
 
-static void cpu_attention_bwd(void *dq_, void *dk_, void *dv_, const void *dout_,
-                              const void *state, const void *q_, const void *k_, const void *v_,
-                              int B, int T, int nh, int nkv, int hd) {
+static void cpu_attention_bwd(void *dq_, void *dk_, void *dv_, const void *dout_, const void *state,
+                              const void *q_, const void *k_, const void *v_, int B, int T, int nh,
+                              int nkv, int hd) {
     float *dq = dq_, *dk = dk_, *dv = dv_;
     const float *dout = dout_, *att = state, *q = q_, *k = k_, *v = v_;
     int group = nh / nkv;
@@ -340,8 +353,8 @@ static double cpu_sumsq(const void *x_, size_t n) {
     return s;
 }
 
-static void cpu_adamw(float *master, void *params_, const void *grad_, float *m, float *v,
-                      size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+static void cpu_adamw(float *master, void *params_, const void *grad_, float *m, float *v, size_t n,
+                      float lr, float beta1, float beta2, float eps, float weight_decay,
                       float grad_scale, int t) {
     float *params = params_;
     const float *grad = grad_;
@@ -391,4 +404,6 @@ static const Backend CPU = {
     .adamw = cpu_adamw,
 };
 
-const Backend *backend_cpu(void) { return &CPU; }
+const Backend *backend_cpu(void) {
+    return &CPU;
+}

@@ -5,10 +5,10 @@
 #include "model.h"
 
 typedef struct {
-    double loss;      // mean cross-entropy per counted token (nats)
-    double ppl;       // exp(loss)
-    long tokens;      // tokens counted
-    double seconds;   // wall time
+    double loss;     // mean cross-entropy per counted token (nats)
+    double ppl;      // exp(loss)
+    long tokens;     // tokens counted
+    double seconds;  // wall time
 } EvalResult;
 
 // Evaluate on the first n_batches micro-batches of B x T from the loader's

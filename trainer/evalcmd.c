@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cliargs.h"
 #include "common.h"
 #include "eval.h"
 #include "hf_io.h"
@@ -24,14 +25,6 @@ static void usage(FILE *f) {
             "  --threads N          CPU threads (default: all)\n");
 }
 
-static int int_arg(const char *opt, const char *v) {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*v == 0 || *end != 0 || x < 0 || x > 1 << 30)
-        ps_die("eval: %s expects a non-negative integer, got '%s'", opt, v);
-    return (int)x;
-}
-
 int evalcmd_main(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *backend = "auto";
     int T = 0, B = 8, batches = 0, threads = 0;
@@ -44,15 +37,15 @@ int evalcmd_main(int argc, char **argv) {
         } else if (!strcmp(a, "--data") && has_next) {
             data = argv[++i];
         } else if (!strcmp(a, "--seq-len") && has_next) {
-            T = int_arg(a, argv[++i]);
+            T = (int)cli_int("eval", a, argv[++i], 0, 1 << 30);
         } else if (!strcmp(a, "--batch-size") && has_next) {
-            B = int_arg(a, argv[++i]);
+            B = (int)cli_int("eval", a, argv[++i], 0, 1 << 30);
         } else if (!strcmp(a, "--batches") && has_next) {
-            batches = int_arg(a, argv[++i]);
+            batches = (int)cli_int("eval", a, argv[++i], 0, 1 << 30);
         } else if (!strcmp(a, "--backend") && has_next) {
             backend = argv[++i];
         } else if (!strcmp(a, "--threads") && has_next) {
-            threads = int_arg(a, argv[++i]);
+            threads = (int)cli_int("eval", a, argv[++i], 0, 1 << 30);
         } else if (a[0] == '-') {
             usage(stderr);
             ps_die("eval: unknown option or missing value: '%s'", a);
@@ -72,7 +65,8 @@ int evalcmd_main(int argc, char **argv) {
     if (model_load_any(model, &w) != 0) ps_die("%s", ps_err_msg());
     const LlamaConfig *c = &w.t.cfg;
     if (T == 0) T = c->max_seq_len < 256 ? c->max_seq_len : 256;
-    if (T > c->max_seq_len) ps_die("eval: --seq-len %d exceeds the model's max_seq_len %d", T, c->max_seq_len);
+    if (T > c->max_seq_len)
+        ps_die("eval: --seq-len %d exceeds the model's max_seq_len %d", T, c->max_seq_len);
     Loader *L = loader_open(data, T, c->vocab_size, 0, 0);
     if (!L) ps_die("eval: %s", ps_err_msg());
     Model M;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cliargs.h"
 #include "common.h"
 #include "hf_io.h"
 #include "train.h"
@@ -82,11 +83,11 @@ int generate_main(int argc, char **argv) {
         } else if (!strcmp(a, "--prompt") && has_next) {
             prompt = argv[++i];
         } else if (!strcmp(a, "--steps") && has_next) {
-            steps = atoi(argv[++i]);
+            steps = (int)cli_int("generate", a, argv[++i], 1, 1 << 20);
         } else if (!strcmp(a, "--temperature") && has_next) {
-            temperature = strtof(argv[++i], NULL);
+            temperature = (float)cli_float("generate", a, argv[++i], 0.0, 100.0);
         } else if (!strcmp(a, "--seed") && has_next) {
-            seed = strtoull(argv[++i], NULL, 10);
+            seed = (uint64_t)cli_int("generate", a, argv[++i], 0, 0x7fffffffL);
         } else if (a[0] == '-') {
             usage(stderr);
             ps_die("generate: unknown option or missing value: '%s'", a);
@@ -100,7 +101,6 @@ int generate_main(int argc, char **argv) {
         usage(stderr);
         ps_die("generate: MODEL and --tokenizer are required");
     }
-    if (steps < 1) ps_die("generate: --steps must be >= 1");
     HostWeights w;
     if (model_load_any(model, &w) != 0) ps_die("%s", ps_err_msg());
     Tokenizer *tok = tok_open(tok_spec);

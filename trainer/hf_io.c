@@ -203,6 +203,20 @@ done:
 // ---------------------------------------------------------------------------
 // loading
 
+int hf_tensor_list(const HostWeights *w, StDtype dt, StWriteTensor *out) {
+    for (int i = 0; i < w->t.n; i++) {
+        const ParamEntry *e = &w->t.e[i];
+        memset(&out[i], 0, sizeof out[i]);
+        out[i].name = e->name;
+        out[i].dtype = dt;
+        out[i].ndim = e->ndim;
+        out[i].shape[0] = e->shape[0];
+        out[i].shape[1] = e->shape[1];
+        out[i].f32 = w->params + e->offset;
+    }
+    return w->t.n;
+}
+
 void host_weights_free(HostWeights *w) {
     if (w->t.e) param_table_free(&w->t);
     free(w->params);
@@ -231,14 +245,6 @@ static int is_inv_freq(const char *name) {
     if (!isdigit((unsigned char)*p)) return 0;
     while (isdigit((unsigned char)*p)) p++;
     return strcmp(p, suf) == 0;
-}
-
-static const char *fmt_shape(char *buf, size_t cap, int ndim, const int64_t *s) {
-    size_t k = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < ndim && k < cap; i++)
-        k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)s[i]);
-    if (k < cap) snprintf(buf + k, cap - k, "]");
-    return buf;
 }
 
 typedef struct {
@@ -274,7 +280,7 @@ static int load_file(LoadCtx *L, const char *path, const char *fname) {
             ps_err_set(
                 "%s: unexpected tensor '%s' (shape %s): not part of a LLaMA model with "
                 "this config",
-                path, st->name, fmt_shape(a, sizeof a, st->ndim, st->shape));
+                path, st->name, st_shape_str(a, sizeof a, st->ndim, st->shape));
             goto fail;
         }
         const ParamEntry *e = &t->e[idx];
@@ -286,8 +292,8 @@ static int load_file(LoadCtx *L, const char *path, const char *fname) {
                  (e->ndim == 1 || st->shape[1] == e->shape[1]);
         if (!ok) {
             ps_err_set("%s: tensor '%s' has shape %s, expected %s", path, st->name,
-                       fmt_shape(a, sizeof a, st->ndim, st->shape),
-                       fmt_shape(b, sizeof b, e->ndim, e->shape));
+                       st_shape_str(a, sizeof a, st->ndim, st->shape),
+                       st_shape_str(b, sizeof b, e->ndim, e->shape));
             goto fail;
         }
         if (st_read_f32(&f, st, L->w->params + e->offset) != 0) goto fail;
@@ -383,7 +389,7 @@ int hf_load(const char *dir, HostWeights *w) {
         if (!L.seen[i]) {
             const ParamEntry *e = &w->t.e[i];
             ps_err_set("%s: missing tensor '%s' (expected shape %s)", where, e->name,
-                       fmt_shape(a, sizeof a, e->ndim, e->shape));
+                       st_shape_str(a, sizeof a, e->ndim, e->shape));
             goto done;
         }
     }
@@ -448,15 +454,7 @@ int hf_save(const char *dir, const HostWeights *w, const char *dtype) {
     }
     const ParamTable *t = &w->t;
     StWriteTensor *wt = xcalloc((size_t)t->n, sizeof *wt);
-    for (int i = 0; i < t->n; i++) {
-        const ParamEntry *e = &t->e[i];
-        wt[i].name = e->name;
-        wt[i].dtype = dt;
-        wt[i].ndim = e->ndim;
-        wt[i].shape[0] = e->shape[0];
-        wt[i].shape[1] = e->shape[1];
-        wt[i].f32 = w->params + e->offset;
-    }
+    hf_tensor_list(w, dt, wt);
     int r = st_write(st_path, t->n, wt);
     free(wt);
     if (r != 0) goto done;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "params.h"
+#include "safetensors.h"
 
 typedef struct {
     ParamTable t;
@@ -35,6 +36,10 @@ int hf_load(const char *dir, HostWeights *w);
 // directory with a config.json always has complete, matching weights.
 // 0, or -1 with ps_err set.
 int hf_save(const char *dir, const HostWeights *w, const char *dtype);
+
+// Describe every tensor of w (table order, HF names and shapes, fp32 source) for
+// st_write in dtype dt; out has room for w->t.n entries. Returns w->t.n.
+int hf_tensor_list(const HostWeights *w, StDtype dt, StWriteTensor *out);
 
 void host_weights_free(HostWeights *w);
 

@@ -53,7 +53,7 @@ typedef struct {
 static const JobKey KEYS[] = {
     {"run.name",             JT_STRING, FIELD(run.name),       "default",     JK_NONEMPTY, NULL, "run name; the run directory is out_dir/name"},
     {"run.out_dir",          JT_STRING, FIELD(run.out_dir),    "checkpoints", JK_NONEMPTY, NULL, "parent of the run directories"},
-    {"run.seed",             JT_INT,    FIELD(run.seed),       "1337",        0, "[0,inf)", "seed of init, data order and sampling"},
+    {"run.seed",             JT_INT,    FIELD(run.seed),       "1337",        0, "[0,inf)", "seed of the scratch init and the data order"},
 
     {"model.init",           JT_STRING, FIELD(model.init),     "scratch",     JK_NONEMPTY, "scratch|hf:*|llama2c:*", "scratch, hf:DIR (HF safetensors) or llama2c:FILE"},
     {"model.dim",            JT_INT,    FIELD(model.dim),         NULL, JK_SCRATCH | JK_REQUIRED, "[1,inf)", "model width C"},
@@ -74,7 +74,7 @@ static const JobKey KEYS[] = {
     {"data.batch_size",      JT_INT,    FIELD(data.batch_size),  NULL,   JK_REQUIRED, "[1,inf)", "sequences per micro-batch B"},
     {"data.val_batches",     JT_INT,    FIELD(data.val_batches), "8",    0, "[1,inf)", "micro-batches per evaluation"},
     {"data.shuffle",         JT_BOOL,   FIELD(data.shuffle),     "true", 0, NULL, "shuffle training sequences"},
-    {"data.tokenizer",       JT_STRING, FIELD(data.tokenizer),   "byte", JK_NONEMPTY, "byte|llama2c:*", "byte or llama2c:PATH (used by generate)"},
+    {"data.tokenizer",       JT_STRING, FIELD(data.tokenizer),   "byte", JK_NONEMPTY, "byte|llama2c:*|sp:*|*.bin|*.model", "byte, llama2c:PATH, sp:PATH, *.bin or *.model (the tokenizer of the data; recorded with the run)"},
 
     {"train.steps",          JT_INT,    FIELD(train.steps),        NULL,   JK_REQUIRED, "[1,inf)", "optimizer steps"},
     {"train.grad_accum",     JT_INT,    FIELD(train.grad_accum),   "1",    0, "[1,inf)", "micro-batches per optimizer step"},
@@ -90,7 +90,7 @@ static const JobKey KEYS[] = {
     {"train.save_final",     JT_BOOL,   FIELD(train.save_final),   "true", 0, NULL, "save a checkpoint at the end"},
 
     {"backend",              JT_STRING, FIELD(backend),            "auto", JK_NONEMPTY, "cpu|cuda|auto", "cpu, cuda or auto (cuda when available)"},
-    {"threads",              JT_INT,    FIELD(threads),            "0",    0, "[0,inf)", "CPU threads; 0: all cores"},
+    {"threads",              JT_INT,    FIELD(threads),            "0",    0, "[0,inf)", "CPU threads; 0: the OpenMP default (OMP_NUM_THREADS, else all cores)"},
 };
 // clang-format on
 

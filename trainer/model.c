@@ -38,11 +38,11 @@ void model_init(Model *M, const Backend *be, const LlamaConfig *cfg) {
 static void free_acts(Model *M) {
     const Backend *be = M->be;
     Activations *a = &M->a;
-    void *bufs[] = {a->x,      a->x_mid,  a->ln1,  a->ln2,   a->rstd1,  a->rstd2, a->q,
-                    a->k,      a->v,      a->att,  a->ao,    a->gate,   a->up,    a->h,
-                    a->lnf,    a->rstdf,  a->logits, a->losses, a->tokens, a->targets, a->dres,
-                    a->dln,    a->dq,     a->dk,   a->dv,    a->dao,    a->dgate, a->dup,
-                    a->dh,     a->tmp};
+    void *bufs[] = {a->x,      a->x_mid,   a->ln1,   a->ln2,   a->rstd1,  a->rstd2,
+                    a->q,      a->k,       a->v,     a->att,   a->ao,     a->gate,
+                    a->up,     a->h,       a->lnf,   a->rstdf, a->logits, a->losses,
+                    a->tokens, a->targets, a->dres,  a->dln,   a->dq,     a->dk,
+                    a->dv,     a->dao,     a->dgate, a->dup,   a->dh};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->free(bufs[i]);
     memset(a, 0, sizeof *a);
@@ -98,7 +98,6 @@ void model_reserve(Model *M, int B, int T) {
     a->dgate = be->alloc(BT * F * e);
     a->dup = be->alloc(BT * F * e);
     a->dh = be->alloc(BT * F * e);
-    a->tmp = be->alloc(BT * (C > F ? C : F) * e);
     M->host_targets = xrealloc(M->host_targets, BT * sizeof(int));
 }
 
@@ -111,7 +110,9 @@ void model_get_params(const Model *M, float *host) {
 void model_get_grads(const Model *M, float *host) {
     M->be->download_f32(host, M->grads, M->t.total);
 }
-void model_zero_grads(Model *M) { M->be->zero(M->grads, M->t.total * M->be->act_bytes); }
+void model_zero_grads(Model *M) {
+    M->be->zero(M->grads, M->t.total * M->be->act_bytes);
+}
 
 float model_forward(Model *M, const int *tokens, const int *targets, int B, int T) {
     const Backend *be = M->be;
@@ -170,7 +171,8 @@ float model_forward(Model *M, const int *tokens, const int *targets, int B, int 
     if (!targets) return 0.0f;
     memcpy(M->host_targets, targets, (size_t)BT * sizeof(int));
     for (int i = 0; i < BT; i++) {
-        CHECK(targets[i] < V, "target %d at position %d is outside the vocab (%d)", targets[i], i, V);
+        CHECK(targets[i] < V, "target %d at position %d is outside the vocab (%d)", targets[i], i,
+              V);
         if (targets[i] >= 0) M->n_valid++;
     }
     be->upload(a->targets, targets, (size_t)BT * sizeof(int));

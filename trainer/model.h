@@ -9,40 +9,39 @@
 // largest B x T the model was set up for). Compute-type backend buffers unless
 // marked f32.
 typedef struct {
-    int B, T;         // capacity
-    void *x;          // [L+1][BT,C] residual stream: x[l] enters layer l, x[L] leaves the last
-    void *x_mid;      // [L][BT,C]   residual after attention
-    void *ln1, *ln2;  // [L][BT,C]   RMSNorm outputs
+    int B, T;              // capacity
+    void *x;               // [L+1][BT,C] residual stream: x[l] enters layer l, x[L] leaves the last
+    void *x_mid;           // [L][BT,C]   residual after attention
+    void *ln1, *ln2;       // [L][BT,C]   RMSNorm outputs
     float *rstd1, *rstd2;  // [L][BT] f32
-    void *q;          // [L][BT,nh*hd]  after RoPE
-    void *k, *v;      // [L][BT,nkv*hd] (k after RoPE)
-    void *att;        // [L][attn_state_bytes] backend-defined attention state
-    void *ao;         // [L][BT,nh*hd]  attention output before Wo
-    void *gate, *up, *h;  // [L][BT,F]  SwiGLU: h = silu(gate) * up
-    void *lnf;        // [BT,C]
-    float *rstdf;     // [BT] f32
-    void *logits;     // [BT,V] (dlogits after the backward's first op)
-    float *losses;    // [BT] f32
+    void *q;               // [L][BT,nh*hd]  after RoPE
+    void *k, *v;           // [L][BT,nkv*hd] (k after RoPE)
+    void *att;             // [L][attn_state_bytes] backend-defined attention state
+    void *ao;              // [L][BT,nh*hd]  attention output before Wo
+    void *gate, *up, *h;   // [L][BT,F]  SwiGLU: h = silu(gate) * up
+    void *lnf;             // [BT,C]
+    float *rstdf;          // [BT] f32
+    void *logits;          // [BT,V] (dlogits after the backward's first op)
+    float *losses;         // [BT] f32
     int *tokens, *targets;  // [BT] int32
     // backward scratch (reused across layers)
-    void *dres;       // [BT,C] gradient of the residual stream
-    void *dln;        // [BT,C]
+    void *dres;                // [BT,C] gradient of the residual stream
+    void *dln;                 // [BT,C]
     void *dq, *dk, *dv, *dao;  // like q, k, v, ao (one layer)
     void *dgate, *dup, *dh;    // [BT,F]
-    void *tmp;        // [BT,max(C,F)] matmul output scratch
 } Activations;
 
 typedef struct {
     const Backend *be;
-    ParamTable t;     // layout of params and grads (and of master/m/v in the optimizer)
+    ParamTable t;  // layout of params and grads (and of master/m/v in the optimizer)
     LlamaConfig cfg;
-    void *params;     // [t.total] compute type
-    void *grads;      // [t.total] compute type, accumulated by backward
+    void *params;  // [t.total] compute type
+    void *grads;   // [t.total] compute type, accumulated by backward
     Activations a;
     size_t attn_state_per_layer;  // bytes
     // last forward
     int B, T;
-    int n_valid;      // number of targets that count toward the loss
+    int n_valid;        // number of targets that count toward the loss
     int *host_targets;  // [B*T] copy of the last targets
 } Model;
 

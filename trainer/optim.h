@@ -10,21 +10,21 @@
 #include "model.h"
 
 typedef struct {
-    float lr, min_lr;      // peak and final learning rate
-    int warmup;            // linear warmup steps (from lr/warmup to lr)
-    int total_steps;       // cosine decay from warmup to total_steps
+    float lr, min_lr;  // peak and final learning rate
+    int warmup;        // linear warmup steps (from lr/warmup to lr)
+    int total_steps;   // cosine decay from warmup to total_steps
     float beta1, beta2, eps, weight_decay;
-    float clip;            // global-norm clip threshold; <= 0 disables
+    float clip;  // global-norm clip threshold; <= 0 disables
 } OptimConfig;
 
 typedef struct {
     OptimConfig cfg;
     const Backend *be;
-    float *master;         // [total] fp32 (aliases model params when the compute type is fp32)
-    float *m, *v;          // [total] fp32
+    float *master;  // [total] fp32 (aliases model params when the compute type is fp32)
+    float *m, *v;   // [total] fp32
     int master_is_params;
-    size_t lo, hi;         // the range this process updates (whole buffer for one rank)
-    int t;                 // number of steps taken
+    size_t lo, hi;  // the range this process updates (whole buffer for one rank)
+    int t;          // number of steps taken
 } Optim;
 
 void optim_init(Optim *o, Model *M, const OptimConfig *cfg);

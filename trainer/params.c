@@ -100,7 +100,9 @@ const ParamEntry *param_layer(const ParamTable *t, int layer, ParamKind kind) {
     return &t->e[i];
 }
 
-const ParamEntry *param_lm_head(const ParamTable *t) { return &t->e[t->lm_head]; }
+const ParamEntry *param_lm_head(const ParamTable *t) {
+    return &t->e[t->lm_head];
+}
 
 void param_init_random(const ParamTable *t, float *params, uint64_t seed, float init_std) {
     Rng r;

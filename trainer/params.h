@@ -25,19 +25,21 @@
 #include <stdint.h>
 
 typedef struct {
-    int dim;           // C: model width
-    int n_layers;      // L
-    int n_heads;       // nh: query heads
-    int n_kv_heads;    // nkv: key/value heads (== nh for MHA; divides nh for GQA)
-    int ffn_dim;       // F: SwiGLU hidden width
-    int vocab_size;    // V
-    int max_seq_len;   // longest T the model is meant for (RoPE needs no table)
-    float rope_theta;  // RoPE base, 10000 for LLaMA 1/2
-    float norm_eps;    // RMSNorm epsilon
+    int dim;             // C: model width
+    int n_layers;        // L
+    int n_heads;         // nh: query heads
+    int n_kv_heads;      // nkv: key/value heads (== nh for MHA; divides nh for GQA)
+    int ffn_dim;         // F: SwiGLU hidden width
+    int vocab_size;      // V
+    int max_seq_len;     // longest T the model is meant for (RoPE needs no table)
+    float rope_theta;    // RoPE base, 10000 for LLaMA 1/2
+    float norm_eps;      // RMSNorm epsilon
     int tie_embeddings;  // 1: lm_head shares model.embed_tokens.weight
 } LlamaConfig;
 
-static inline int cfg_head_dim(const LlamaConfig *c) { return c->dim / c->n_heads; }
+static inline int cfg_head_dim(const LlamaConfig *c) {
+    return c->dim / c->n_heads;
+}
 
 // Validate a config; returns 0 or -1 with ps_err set (names the bad field).
 int llama_config_validate(const LlamaConfig *c);
@@ -60,23 +62,23 @@ typedef enum {
 } ParamKind;
 
 typedef struct {
-    char name[96];     // HF name, e.g. "model.layers.3.self_attn.q_proj.weight"
+    char name[96];  // HF name, e.g. "model.layers.3.self_attn.q_proj.weight"
     ParamKind kind;
     int layer;         // -1 for tensors outside the layers
     int ndim;          // 1 or 2
     int64_t shape[2];  // HF shape; shape[1] == 1 when ndim == 1
     size_t offset;     // element offset into the flat buffer
     size_t numel;
-    int decay;         // 1: AdamW applies weight decay (matrices), 0: norms
+    int decay;  // 1: AdamW applies weight decay (matrices), 0: norms
 } ParamEntry;
 
 typedef struct {
     LlamaConfig cfg;
-    int n;              // number of tensors
-    ParamEntry *e;      // [n], in layout order
-    size_t total;       // total elements in the flat buffer
+    int n;          // number of tensors
+    ParamEntry *e;  // [n], in layout order
+    size_t total;   // total elements in the flat buffer
     // quick access: index into e[] per (layer, kind), -1 if absent
-    int *layer_idx;     // [n_layers * P_NUM_KINDS]
+    int *layer_idx;                  // [n_layers * P_NUM_KINDS]
     int embed, final_norm, lm_head;  // lm_head == embed when tied
 } ParamTable;
 

@@ -69,8 +69,7 @@ size_t st_numel(const StTensor *t) {
     return n;
 }
 
-// "[a, b, c]" into buf
-static const char *shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
+const char *st_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     size_t k = (size_t)snprintf(buf, cap, "[");
     for (int i = 0; i < ndim && k < cap; i++)
         k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
@@ -160,13 +159,13 @@ static int parse_entry(const StFile *f, const cJSON *e, StTensor *t) {
     if (esz) {  // unknown dtypes (none today) skip the size check but keep the bounds checks
         if (overflow || numel > SIZE_MAX / esz)
             return ps_err_set("%s: tensor '%s': shape %s is too large", path, nm,
-                              shape_str(sb, sizeof sb, nd, t->shape));
+                              st_shape_str(sb, sizeof sb, nd, t->shape));
         if (en - b != numel * esz)
             return ps_err_set(
                 "%s: tensor '%s': data_offsets [%llu, %llu] span %llu bytes but "
                 "shape %s of %s needs %zu bytes; the header lies about offsets",
                 path, nm, (unsigned long long)b, (unsigned long long)en,
-                (unsigned long long)(en - b), shape_str(sb, sizeof sb, nd, t->shape), t->dtype_str,
+                (unsigned long long)(en - b), st_shape_str(sb, sizeof sb, nd, t->shape), t->dtype_str,
                 numel * esz);
     }
     if (en > f->data_len)
@@ -413,16 +412,6 @@ static size_t wt_numel(const StWriteTensor *t) {
     return n;
 }
 
-static int fsync_parent(const char *path) {
-    char *tmp = xstrdup(path);
-    int fd = open(dirname(tmp), O_RDONLY);
-    free(tmp);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return (rc != 0 && errno != EINVAL) ? -1 : 0;
-}
-
 // Write fp32 src[n] converted to dtype d.
 static int write_converted(FILE *fp, StDtype d, const float *src, size_t n) {
     enum { CHUNK = 1 << 16 };
@@ -477,13 +466,9 @@ int st_write(const char *path, int n, const StWriteTensor *t) {
     sb_printf(&h, "}");
     while (h.len % 8) sb_printf(&h, " ");  // data section starts 8-byte aligned
 
-    size_t plen = strlen(path) + 32;
-    char *tmp = xmalloc(plen);
-    snprintf(tmp, plen, "%s.tmp.%d", path, (int)getpid());
-    FILE *fp = fopen(tmp, "wb");
+    AtomicFile af;
+    FILE *fp = ps_atomic_open(&af, path);
     if (!fp) {
-        ps_err_set("%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
         free(h.s);
         return -1;
     }
@@ -500,25 +485,10 @@ int st_write(const char *path, int n, const StWriteTensor *t) {
         else
             bad = fwrite(t[i].data, dtype_size(t[i].dtype), ne, fp) != ne;
     }
-    if (!bad) bad = fflush(fp) != 0 || fsync(fileno(fp)) != 0;
-    int err = errno;
-    if (fclose(fp) != 0 && !bad) {
-        bad = 1;
-        err = errno;
-    }
     if (bad) {
-        ps_err_set("%s: write failed: %s", tmp, strerror(err));
-        unlink(tmp);
-        free(tmp);
+        ps_err_set("%s: write failed: %s", af.tmp, strerror(errno));
+        ps_atomic_abort(&af);
         return -1;
     }
-    if (rename(tmp, path) != 0) {
-        ps_err_set("%s: rename to %s failed: %s", tmp, path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    fsync_parent(path);
-    return 0;
+    return ps_atomic_commit(&af);
 }

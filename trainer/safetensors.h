@@ -58,6 +58,9 @@ const char *st_dtype_name(StDtype d);
 
 // Read a tensor into out[st_numel(t)] as fp32 (F32 copied, F16/BF16 widened).
 // Other dtypes: -1 with ps_err naming the tensor, the file and the dtype.
+// "[a, b, c]" into buf (cap bytes); returns buf. For messages about shapes.
+const char *st_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape);
+
 int st_read_f32(const StFile *f, const StTensor *t, float *out);
 // Read an integer tensor into out[st_numel(t)] (I32 copied, I64 range-checked).
 int st_read_i32(const StFile *f, const StTensor *t, int32_t *out);

@@ -82,6 +82,11 @@ int train_run(const JobConfig *job) {
     if (!train) ps_die("data.train: %s", ps_err_msg());
     Loader *val = loader_open(job->data.val, T, mc->vocab_size, 0, 0);
     if (!val) ps_die("data.val: %s", ps_err_msg());
+    if (loader_num_windows(train) < (uint64_t)B || loader_num_windows(val) < (uint64_t)B)
+        ps_die("data: need at least data.batch_size = %d sequences of %d tokens, but %s has %llu "
+               "and %s has %llu",
+               B, T, job->data.train, (unsigned long long)loader_num_windows(train),
+               job->data.val, (unsigned long long)loader_num_windows(val));
 
     // Only now that the weights and the data are known good does the run
     // directory get touched, so a bad input never damages an earlier run.
@@ -111,6 +116,7 @@ int train_run(const JobConfig *job) {
            ev.ppl, ev.tokens);
     fprintf(metrics, "{\"step\":0,\"val_loss\":%.6f,\"val_ppl\":%.4f}\n", ev.loss, ev.ppl);
     float first_val = (float)ev.loss;
+    t_log = ps_now();  // throughput counts training time only
 
     for (int step = 0; step < tr->steps; step++) {
         // forward/backward over the micro-batches; the gradient is the mean
@@ -159,6 +165,7 @@ int train_run(const JobConfig *job) {
             fprintf(metrics, "{\"step\":%d,\"val_loss\":%.6f,\"val_ppl\":%.4f}\n", step + 1,
                     ev.loss, ev.ppl);
             fflush(metrics);
+            t_log += ev.seconds;  // leave evaluation time out of the next tok/s
         }
     }
     fclose(metrics);

@@ -1,0 +1,9 @@
+// cliargs.h: strict parsing of numeric command-line option values. A value
+// that is not entirely a number in range is a clear error naming the command
+// and the option (never silently 0, as atoi would make it).
+#pragma once
+
+#include <stdint.h>
+
+long cli_int(const char *cmd, const char *opt, const char *value, long lo, long hi);
+double cli_float(const char *cmd, const char *opt, const char *value, double lo, double hi);
