@@ -34,6 +34,19 @@ static inline int t_summary(void) {
     return t_failed ? 1 : 0;
 }
 
+// max|a - ref| / max|ref| over n elements (NaN in a gives NaN: fails any bound).
+static inline double t_rel_err(const float *a, const float *ref, size_t n) {
+    double md = 0.0, mr = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        d = d < 0 ? -d : d;
+        if (!(d <= md)) md = d;
+        double r = ref[i] < 0 ? -(double)ref[i] : ref[i];
+        if (r > mr) mr = r;
+    }
+    return mr > 0 ? md / mr : md;
+}
+
 // Path of the shared data folder (../shared/data beside the repo), or NULL when
 // absent; POSTSHARE_DATA overrides it.
 static inline const char *t_shared_data(void) {

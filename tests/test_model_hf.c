@@ -13,25 +13,7 @@
 #include "model.h"
 #include "safetensors.h"
 #include "test.h"
-
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double md = 0.0, mr = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - ref[i]);
-        if (!(d <= md)) md = d;  // NaN propagates as a failure
-        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
-    }
-    return mr > 0 ? md / mr : md;
-}
-
-static float *read_ref(const StFile *f, const char *name, size_t expect) {
-    const StTensor *t = st_find(f, name);
-    if (!t) ps_die("%s: reference tensor '%s' missing", f->path, name);
-    CHECK(st_numel(t) == expect, "%s: %zu elements, expected %zu", name, st_numel(t), expect);
-    float *out = xmalloc(sizeof(float) * expect);
-    CHECK(st_read_f32(f, t, out) == 0, "%s", ps_err_msg());
-    return out;
-}
+#include "test_ref.h"
 
 static void check_case(const char *name) {
     char dir[4096], refpath[4200];
@@ -61,9 +43,9 @@ static void check_case(const char *name) {
     float *g = xmalloc(sizeof(float) * M.t.total);
     model_get_grads(&M, g);
 
-    float *ref_logits = read_ref(&rf, "logits", (size_t)B * T * V);
-    float *ref_loss = read_ref(&rf, "loss", 1);
-    double el = rel_err(logits, ref_logits, (size_t)B * T * V);
+    float *ref_logits = t_read_ref(&rf, "logits", (size_t)B * T * V);
+    float *ref_loss = t_read_ref(&rf, "loss", 1);
+    double el = t_rel_err(logits, ref_logits, (size_t)B * T * V);
     double eloss = fabs(loss - ref_loss[0]) / fabs(ref_loss[0]);
     T_CHECK(el <= 1e-4, "%s: logits rel err %.3g", name, el);
     T_CHECK(eloss <= 1e-5, "%s: loss %.7f vs ref %.7f", name, loss, ref_loss[0]);
@@ -73,8 +55,8 @@ static void check_case(const char *name) {
         const ParamEntry *e = &M.t.e[i];
         char gname[128];
         snprintf(gname, sizeof gname, "grad.%s", e->name);
-        float *rg = read_ref(&rf, gname, e->numel);
-        double eg = rel_err(g + e->offset, rg, e->numel);
+        float *rg = t_read_ref(&rf, gname, e->numel);
+        double eg = t_rel_err(g + e->offset, rg, e->numel);
         T_CHECK(eg <= 1e-4, "%s: %s rel err %.3g", name, gname, eg);
         if (eg > worst) worst = eg;
         free(rg);

@@ -20,6 +20,7 @@
 #include "optim.h"
 #include "safetensors.h"
 #include "test.h"
+#include "test_ref.h"
 
 // Must match tests/make_adamw_fixture.py.
 #define FIX_K 4
@@ -35,25 +36,6 @@ static const OptimConfig FIX_CFG = {.lr = 1e-2f,
                                     .clip = 3.0f};
 
 // max|a - ref| / max|ref| (NaN counts as a failure).
-static double rel_err(const float *a, const float *ref, size_t n) {
-    double md = 0.0, mr = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - ref[i]);
-        if (!(d <= md)) md = d;
-        if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
-    }
-    return mr > 0 ? md / mr : md;
-}
-
-static float *read_ref(const StFile *f, const char *name, size_t expect) {
-    const StTensor *t = st_find(f, name);
-    if (!t) ps_die("%s: reference tensor '%s' missing", f->path, name);
-    CHECK(st_numel(t) == expect, "%s: %zu elements, expected %zu", name, st_numel(t), expect);
-    float *out = xmalloc(sizeof(float) * expect);
-    CHECK(st_read_f32(f, t, out) == 0, "%s", ps_err_msg());
-    return out;
-}
-
 // The mha_untied fixture model and its reference batch [B,T].
 typedef struct {
     HostWeights w;
@@ -119,9 +101,9 @@ static void test_fixture(const Case *c) {
              PS_SOURCE_DIR);
     StFile rf;
     CHECK(st_open(refpath, &rf) == 0, "%s", ps_err_msg());
-    float *rloss = read_ref(&rf, "loss", FIX_K);
-    float *rnorm = read_ref(&rf, "grad_norm", FIX_K);
-    float *rlr = read_ref(&rf, "lr", FIX_K);
+    float *rloss = t_read_ref(&rf, "loss", FIX_K);
+    float *rnorm = t_read_ref(&rf, "grad_norm", FIX_K);
+    float *rlr = t_read_ref(&rf, "lr", FIX_K);
 
     Model M;
     model_from_case(&M, c);
@@ -153,8 +135,8 @@ static void test_fixture(const Case *c) {
         const ParamEntry *e = &M.t.e[i];
         char name[128];
         snprintf(name, sizeof name, "param.%s", e->name);
-        float *rp = read_ref(&rf, name, e->numel);
-        double ep = rel_err(p + e->offset, rp, e->numel);
+        float *rp = t_read_ref(&rf, name, e->numel);
+        double ep = t_rel_err(p + e->offset, rp, e->numel);
         T_CHECK(ep <= 1e-4, "%s: rel err %.3g after %d steps", name, ep, FIX_K);
         if (ep > worst) {
             worst = ep;
@@ -390,7 +372,7 @@ static void test_accum(const Case *c) {
     double worst = 0.0;
     for (int i = 0; i < M.t.n; i++) {
         const ParamEntry *e = &M.t.e[i];
-        double eg = rel_err(acc + e->offset, full + e->offset, e->numel);
+        double eg = t_rel_err(acc + e->offset, full + e->offset, e->numel);
         T_CHECK(eg <= 1e-5, "%s: accumulated grad rel err %.3g", e->name, eg);
         if (eg > worst) worst = eg;
     }

@@ -24,3 +24,11 @@ double cli_float(const char *cmd, const char *opt, const char *value, double lo,
         ps_die("%s: %s expects a number in [%g, %g], got '%s'", cmd, opt, lo, hi, value);
     return x;
 }
+
+void cli_positional(const char *cmd, const char *arg, const char **slot, const char *what) {
+    if (arg[0] == '-' && arg[1])
+        ps_die("%s: unknown option or missing value: '%s' (see postshare %s --help)", cmd, arg,
+               cmd);
+    if (*slot) ps_die("%s: more than one %s given ('%s' and '%s')", cmd, what, *slot, arg);
+    *slot = arg;
+}

@@ -46,13 +46,8 @@ int evalcmd_main(int argc, char **argv) {
             backend = argv[++i];
         } else if (!strcmp(a, "--threads") && has_next) {
             threads = (int)cli_int("eval", a, argv[++i], 0, 1 << 30);
-        } else if (a[0] == '-') {
-            usage(stderr);
-            ps_die("eval: unknown option or missing value: '%s'", a);
-        } else if (!model) {
-            model = a;
         } else {
-            ps_die("eval: more than one MODEL given ('%s' and '%s')", model, a);
+            cli_positional("eval", a, &model, "MODEL");
         }
     }
     if (!model || !data) {

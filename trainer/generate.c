@@ -88,13 +88,8 @@ int generate_main(int argc, char **argv) {
             temperature = (float)cli_float("generate", a, argv[++i], 0.0, 100.0);
         } else if (!strcmp(a, "--seed") && has_next) {
             seed = (uint64_t)cli_int("generate", a, argv[++i], 0, 0x7fffffffL);
-        } else if (a[0] == '-') {
-            usage(stderr);
-            ps_die("generate: unknown option or missing value: '%s'", a);
-        } else if (!model) {
-            model = a;
         } else {
-            ps_die("generate: more than one MODEL given ('%s' and '%s')", model, a);
+            cli_positional("generate", a, &model, "MODEL");
         }
     }
     if (!model || !tok_spec) {

@@ -26,6 +26,38 @@ static inline void *pview(const Model *M, void *flat, const ParamEntry *e) {
     return (char *)flat + e->offset * M->be->act_bytes;
 }
 
+// The saved activations of layer l (views into the per-layer slabs).
+typedef struct {
+    void *x, *xmid, *xnext, *ln1, *ln2, *q, *k, *v, *ao, *att, *gate, *up, *h;
+    float *rstd1, *rstd2;
+} LayerActs;
+
+static LayerActs layer_acts(const Model *M, int l) {
+    const Activations *a = &M->a;
+    const LlamaConfig *c = &M->cfg;
+    size_t e = M->be->act_bytes, capBT = (size_t)a->B * a->T, C = (size_t)c->dim;
+    size_t F = (size_t)c->ffn_dim, hd = (size_t)cfg_head_dim(c);
+    size_t qd = hd * c->n_heads, kvd = hd * c->n_kv_heads;
+    LayerActs la = {
+        .x = slab(a->x, l, capBT * C, e),
+        .xmid = slab(a->x_mid, l, capBT * C, e),
+        .xnext = slab(a->x, l + 1, capBT * C, e),
+        .ln1 = slab(a->ln1, l, capBT * C, e),
+        .ln2 = slab(a->ln2, l, capBT * C, e),
+        .q = slab(a->q, l, capBT * qd, e),
+        .k = slab(a->k, l, capBT * kvd, e),
+        .v = slab(a->v, l, capBT * kvd, e),
+        .ao = slab(a->ao, l, capBT * qd, e),
+        .att = slab(a->att, l, M->attn_state_per_layer, 1),
+        .gate = slab(a->gate, l, capBT * F, e),
+        .up = slab(a->up, l, capBT * F, e),
+        .h = slab(a->h, l, capBT * F, e),
+        .rstd1 = slab(a->rstd1, l, capBT, 4),
+        .rstd2 = slab(a->rstd2, l, capBT, 4),
+    };
+    return la;
+}
+
 void model_init(Model *M, const Backend *be, const LlamaConfig *cfg) {
     memset(M, 0, sizeof *M);
     M->be = be;
@@ -133,15 +165,11 @@ float model_forward(Model *M, const int *tokens, const int *targets, int B, int 
     be->embedding_fwd(a->x, a->tokens, pview(M, M->params, &M->t.e[M->t.embed]), BT, C);
     for (int l = 0; l < L; l++) {
 #define W(kind) pview(M, M->params, param_layer(&M->t, l, kind))
-        void *x = slab(a->x, l, capBT * C, e), *xmid = slab(a->x_mid, l, capBT * C, e);
-        void *xnext = slab(a->x, l + 1, capBT * C, e);
-        void *ln1 = slab(a->ln1, l, capBT * C, e), *ln2 = slab(a->ln2, l, capBT * C, e);
-        float *rstd1 = slab(a->rstd1, l, capBT, 4), *rstd2 = slab(a->rstd2, l, capBT, 4);
-        void *q = slab(a->q, l, capBT * qd, e), *k = slab(a->k, l, capBT * kvd, e);
-        void *v = slab(a->v, l, capBT * kvd, e), *ao = slab(a->ao, l, capBT * qd, e);
-        void *att = slab(a->att, l, M->attn_state_per_layer, 1);
-        void *gate = slab(a->gate, l, capBT * F, e), *up = slab(a->up, l, capBT * F, e);
-        void *h = slab(a->h, l, capBT * F, e);
+        LayerActs la = layer_acts(M, l);
+        void *x = la.x, *xmid = la.xmid, *xnext = la.xnext, *ln1 = la.ln1, *ln2 = la.ln2;
+        float *rstd1 = la.rstd1, *rstd2 = la.rstd2;
+        void *q = la.q, *k = la.k, *v = la.v, *ao = la.ao, *att = la.att;
+        void *gate = la.gate, *up = la.up, *h = la.h;
 
         // attention block
         be->rmsnorm_fwd(ln1, rstd1, x, W(P_ATTN_NORM), BT, C, c->norm_eps);
@@ -210,14 +238,11 @@ void model_backward(Model *M, float loss_scale) {
     for (int l = L - 1; l >= 0; l--) {
 #define W(kind) pview(M, M->params, param_layer(&M->t, l, kind))
 #define G(kind) pview(M, M->grads, param_layer(&M->t, l, kind))
-        void *x = slab(a->x, l, capBT * C, e), *xmid = slab(a->x_mid, l, capBT * C, e);
-        void *ln1 = slab(a->ln1, l, capBT * C, e), *ln2 = slab(a->ln2, l, capBT * C, e);
-        float *rstd1 = slab(a->rstd1, l, capBT, 4), *rstd2 = slab(a->rstd2, l, capBT, 4);
-        void *q = slab(a->q, l, capBT * qd, e), *k = slab(a->k, l, capBT * kvd, e);
-        void *v = slab(a->v, l, capBT * kvd, e), *ao = slab(a->ao, l, capBT * qd, e);
-        void *att = slab(a->att, l, M->attn_state_per_layer, 1);
-        void *gate = slab(a->gate, l, capBT * F, e), *up = slab(a->up, l, capBT * F, e);
-        void *h = slab(a->h, l, capBT * F, e);
+        LayerActs la = layer_acts(M, l);
+        void *x = la.x, *xmid = la.xmid, *ln1 = la.ln1, *ln2 = la.ln2;
+        float *rstd1 = la.rstd1, *rstd2 = la.rstd2;
+        void *q = la.q, *k = la.k, *v = la.v, *ao = la.ao, *att = la.att;
+        void *gate = la.gate, *up = la.up, *h = la.h;
 
         // MLP block: dres holds d(x_next); it flows unchanged into d(x_mid) plus the norm path
         be->matmul_bwd(a->dh, G(P_W_DOWN), a->dres, h, W(P_W_DOWN), BT, F, C, 0);
