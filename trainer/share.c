@@ -1,0 +1,709 @@
+// share.c: head matching (all-pairs cosine similarity through BLAS Gram
+// blocks), the plan selection rule, plan validation and JSON I/O, the weights
+// fingerprint, and the full <-> compact shared model conversions (see share.h
+// and docs/sharing.md).
+#include "share.h"
+
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "common.h"
+
+// ---------------------------------------------------------------------------
+// match functions
+
+static const char *k_match_names[] = {"qk", "q", "k", "v", "qkv"};
+
+const char *share_match_name(ShareMatchFn fn) {
+    return k_match_names[fn];
+}
+
+int share_match_parse(const char *s, ShareMatchFn *fn) {
+    for (int i = 0; i < (int)(sizeof k_match_names / sizeof k_match_names[0]); i++)
+        if (!strcmp(s, k_match_names[i])) {
+            *fn = (ShareMatchFn)i;
+            return 0;
+        }
+    return ps_err_set("unknown match function '%s' (expected qk, q, k, v or qkv)", s);
+}
+
+// The slices a match function reads, in order: 0 = Wq, 1 = Wk, 2 = Wv (its name
+// spells them). Returns how many.
+static int match_parts(ShareMatchFn fn, int parts[3]) {
+    int n = 0;
+    for (const char *c = k_match_names[fn]; *c; c++) parts[n++] = *c == 'q' ? 0 : *c == 'k' ? 1 : 2;
+    return n;
+}
+
+static const float *view_part(const ShareLayerView *v, int part) {
+    return part == 0 ? v->wq : part == 1 ? v->wk : v->wv;
+}
+
+void share_layer_views(const ParamTable *t, const float *params, ShareLayerView *views) {
+    CHECK(!t->shared, "matching needs a full model, not a compact shared one");
+    for (int l = 0; l < t->cfg.n_layers; l++) {
+        views[l].wq = params + param_layer(t, l, P_WQ)->offset;
+        views[l].wk = params + param_layer(t, l, P_WK)->offset;
+        views[l].wv = params + param_layer(t, l, P_WV)->offset;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// similarities
+
+void share_match(const LlamaConfig *cfg, const ShareLayerView *views, ShareMatchFn fn, int verbose,
+                 ShareSim *out) {
+    int L = cfg->n_layers, U = cfg->n_kv_heads, G = cfg->n_heads / U, N = L * U;
+    size_t hd = (size_t)cfg_head_dim(cfg), C = (size_t)cfg->dim;
+    int parts[3], np = match_parts(fn, parts);
+    size_t D[3];  // match-vector length of each part for one unit: a unit's rows, flattened
+    for (int p = 0; p < np; p++) {
+        D[p] = (parts[p] == 0 ? (size_t)G : 1) * hd * C;
+        CHECK(D[p] <= INT_MAX, "a unit's slice has %zu elements, more than BLAS takes", D[p]);
+        for (int l = 0; l < L; l++)
+            CHECK(view_part(&views[l], parts[p]), "layer %d: match '%s' needs W%c", l,
+                  share_match_name(fn), "qkv"[parts[p]]);
+    }
+    memset(out, 0, sizeof *out);
+    out->L = L, out->U = U, out->N = N;
+    out->sim = xcalloc((size_t)N * N, sizeof(float));
+    out->best = xmalloc(sizeof(int) * (size_t)N);
+
+    // Squared norms of the match vectors (fp64 accumulation).
+    double *nrm = xcalloc((size_t)N, sizeof(double));
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < N; i++)
+        for (int p = 0; p < np; p++) {
+            const float *x = view_part(&views[i / U], parts[p]) + (size_t)(i % U) * D[p];
+            nrm[i] += cblas_dsdot((int)D[p], x, 1, x, 1);
+        }
+
+    // Layer pairs (l, l') with l' < l. Wq of a layer viewed as [U, G*hd*C] is
+    // already the matrix of its units' q vectors (a unit's rows are contiguous),
+    // so the Gram block of (l, l') is the sum over parts of X_l X_l'^T: sgemm on
+    // the weights themselves, no copies. The sum runs over column chunks
+    // [k0, k0+kc) of every part (sub-matrices with leading dimension D), sized so
+    // that one chunk of every layer stays in cache while all pairs use it: the
+    // weights are then read from memory about once instead of L-1 times. Within
+    // a chunk each pair is one task with a single-threaded sgemm (OpenBLAS runs
+    // serially inside an OpenMP region), and chunks are added in a fixed order,
+    // so the result does not depend on the thread count.
+    int npairs = L * (L - 1) / 2;
+    int *pl = xmalloc(sizeof(int) * (size_t)(npairs ? npairs : 1));
+    int *pm = xmalloc(sizeof(int) * (size_t)(npairs ? npairs : 1));
+    for (int l = 1, k = 0; l < L; l++)
+        for (int m = 0; m < l; m++, k++) pl[k] = l, pm[k] = m;
+    float *gram = xcalloc((size_t)(npairs ? npairs : 1) * U * U, sizeof(float));
+    const size_t cache_floats = (size_t)4 << 20;  // ~16 MiB: a chunk of every layer
+    size_t kc = cache_floats / ((size_t)L * U);
+    kc = kc < 256 ? 256 : kc;
+    size_t total = 0, done = 0;  // columns, for progress
+    for (int p = 0; p < np; p++) total += D[p];
+    double t0 = ps_now(), last = t0;
+    for (int p = 0; p < np; p++)
+        for (size_t k0 = 0; k0 < D[p]; k0 += kc) {
+            int kn = (int)(D[p] - k0 < kc ? D[p] - k0 : kc);
+            float beta = p == 0 && k0 == 0 ? 0.0f : 1.0f;
+#pragma omp parallel for schedule(dynamic, 1)
+            for (int k = 0; k < npairs; k++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, U, U, kn, 1.0f,
+                            view_part(&views[pl[k]], parts[p]) + k0, (int)D[p],
+                            view_part(&views[pm[k]], parts[p]) + k0, (int)D[p], beta,
+                            gram + (size_t)k * U * U, U);
+            done += (size_t)kn;
+            double now = ps_now();
+            if (verbose && now - last >= 2.0) {
+                last = now;
+                fprintf(stderr, "match: %.0f%% of the weights | %.1f s elapsed | ETA %.0f s\n",
+                        100.0 * done / total, now - t0, (now - t0) * (total - done) / done);
+            }
+        }
+    if (verbose && ps_now() - t0 >= 2.0)
+        fprintf(stderr, "match: %d layer pairs in %.1f s\n", npairs, ps_now() - t0);
+    for (int k = 0; k < npairs; k++)
+        for (int u = 0; u < U; u++)
+            for (int v = 0; v < U; v++) {
+                int i = pl[k] * U + u, j = pm[k] * U + v;
+                double den = sqrt(nrm[i] * nrm[j]);
+                double s = den > 0 ? gram[((size_t)k * U + u) * U + v] / den : 0.0;
+                out->sim[(size_t)i * N + j] = (float)(s > 1 ? 1 : s < -1 ? -1 : s);
+            }
+    free(gram);
+    free(pl);
+    free(pm);
+    free(nrm);
+
+    // Best match of each unit among the units of earlier layers: j < l*U.
+    for (int i = 0; i < N; i++) {
+        int lim = (i / U) * U, b = -1;
+        for (int j = 0; j < lim; j++)
+            if (b < 0 || out->sim[(size_t)i * N + j] > out->sim[(size_t)i * N + b]) b = j;
+        out->best[i] = b;
+    }
+}
+
+void share_sim_free(ShareSim *s) {
+    free(s->sim);
+    free(s->best);
+    memset(s, 0, sizeof *s);
+}
+
+// ---------------------------------------------------------------------------
+// the plan
+
+int share_count_for_ratio(double ratio, int n_units) {
+    return (int)floor(ratio * n_units + 1e-9);
+}
+
+int share_select(const ShareSim *s, int k, SharePlan *plan) {
+    int N = s->N, U = s->U;
+    // role: 0 free, 1 replaced, 2 source. cand[i]: i's best source among the
+    // units not replaced when last looked at (it may have been replaced since).
+    char *role = xcalloc((size_t)N, 1);
+    int *cand = xmalloc(sizeof(int) * (size_t)N), *src = xmalloc(sizeof(int) * (size_t)N);
+    for (int i = 0; i < N; i++) cand[i] = s->best[i], src[i] = -1;
+#define SIM(i, j) s->sim[(size_t)(i)*N + (j)]
+    int got = 0;
+    while (got < k) {
+        // The free target with the highest similarity to its candidate; ties
+        // keep the lowest target index.
+        int t = -1;
+        for (int i = U; i < N; i++)
+            if (!role[i] && cand[i] >= 0 && (t < 0 || SIM(i, cand[i]) > SIM(t, cand[t]))) t = i;
+        if (t < 0) break;
+        int j = cand[t];
+        if (role[j] == 1) {
+            // Its best source was replaced: its best source still available
+            // (ties: lowest index) competes again.
+            int b = -1, lim = (t / U) * U;
+            for (int jj = 0; jj < lim; jj++)
+                if (role[jj] != 1 && (b < 0 || SIM(t, jj) > SIM(t, b))) b = jj;
+            cand[t] = b;
+            continue;
+        }
+        role[t] = 1;
+        role[j] = 2;
+        src[t] = j;
+        got++;
+    }
+    int rc = 0;
+    if (got < k) {
+        rc = ps_err_set(
+            "cannot replace %d of %d units: the selection rule stops after %d (every "
+            "replaced unit needs a source in an earlier layer that is not itself replaced, and "
+            "layer 0 is never replaced); use a lower ratio",
+            k, N, got);
+    } else {
+        plan->n = got;
+        plan->e = xcalloc((size_t)(got ? got : 1), sizeof(ShareEntry));
+        for (int i = 0, n = 0; i < N; i++)
+            if (src[i] >= 0)
+                plan->e[n++] = (ShareEntry){i / U, i % U, src[i] / U, src[i] % U, SIM(i, src[i])};
+    }
+#undef SIM
+    free(role);
+    free(cand);
+    free(src);
+    return rc;
+}
+
+int share_plan_make(const HostWeights *w, ShareMatchFn fn, double ratio, int verbose,
+                    SharePlan *plan, ShareSim *sim_out) {
+    memset(plan, 0, sizeof *plan);
+    if (!(ratio >= 0 && ratio < 1)) return ps_err_set("ratio %g is outside [0, 1)", ratio);
+    const ParamTable *t = &w->t;
+    ShareLayerView *views = xmalloc(sizeof *views * (size_t)t->cfg.n_layers);
+    share_layer_views(t, w->params, views);
+    ShareSim s;
+    share_match(&t->cfg, views, fn, verbose, &s);
+    free(views);
+    plan->cfg = t->cfg;
+    share_fingerprint(t, w->params, plan->fingerprint);
+    plan->match = fn;
+    plan->ratio = ratio;
+    int k = share_count_for_ratio(ratio, s.N);
+    int rc = share_select(&s, k, plan);
+    if (rc != 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", ps_err_msg());
+        ps_err_set("ratio %g: %s", ratio, msg);
+    }
+    if (sim_out && rc == 0)
+        *sim_out = s;
+    else
+        share_sim_free(&s);
+    return rc;
+}
+
+ShareCounts share_counts(const SharePlan *p) {
+    const LlamaConfig *c = &p->cfg;
+    size_t hd = (size_t)cfg_head_dim(c), C = (size_t)c->dim,
+           G = (size_t)(c->n_heads / c->n_kv_heads);
+    size_t per_unit = (2 * G + 2) * hd * C;  // Wq rows + Wk rows + Wv rows + Wo columns
+    ShareCounts k;
+    ParamTable t;
+    param_table_build(&t, c);
+    k.params_before = t.total;
+    param_table_free(&t);
+    k.attn_before = per_unit * (size_t)c->n_kv_heads * (size_t)c->n_layers;
+    k.attn_after = k.attn_before - per_unit * (size_t)p->n;
+    k.params_after = k.params_before - per_unit * (size_t)p->n;
+    return k;
+}
+
+void share_fingerprint(const ParamTable *t, const float *params, char out[40]) {
+    CHECK(!t->shared, "the fingerprint is of a full model's weights");
+    const ParamKind kinds[4] = {P_WQ, P_WK, P_WV, P_WO};
+    uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a 64 offset basis
+    for (int l = 0; l < t->cfg.n_layers; l++)
+        for (int k = 0; k < 4; k++) {
+            const ParamEntry *e = param_layer(t, l, kinds[k]);
+            const float *p = params + e->offset;
+            for (size_t j = 0; j < e->numel; j++) {
+                uint32_t w;
+                memcpy(&w, &p[j], 4);
+                h = (h ^ w) * 0x100000001b3ULL;  // FNV prime
+            }
+        }
+    snprintf(out, 40, "fnv1a64:%016llx", (unsigned long long)h);
+}
+
+const char *share_unit_name(const LlamaConfig *cfg, int layer, int unit, char buf[32]) {
+    snprintf(buf, 32, "L%d.%c%d", layer, cfg->n_kv_heads == cfg->n_heads ? 'H' : 'G', unit);
+    return buf;
+}
+
+// ---------------------------------------------------------------------------
+// plan JSON
+
+#define PLAN_FORMAT "postshare-share-plan"
+#define PLAN_VERSION 1
+
+static const char *unit_kind(const LlamaConfig *c) {
+    return c->n_kv_heads == c->n_heads ? "head" : "kv_group";
+}
+
+char *share_plan_to_json(const SharePlan *p) {
+    const LlamaConfig *c = &p->cfg;
+    ShareCounts k = share_counts(p);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "format", PLAN_FORMAT);
+    cJSON_AddNumberToObject(root, "version", PLAN_VERSION);
+    cJSON *m = cJSON_AddObjectToObject(root, "model");
+    hf_json_add_shape(m, c);
+    cJSON_AddBoolToObject(m, "tie_word_embeddings", c->tie_embeddings);
+    cJSON_AddStringToObject(root, "fingerprint", p->fingerprint);
+    cJSON_AddStringToObject(root, "match", share_match_name(p->match));
+    cJSON_AddNumberToObject(root, "ratio", p->ratio);
+    cJSON_AddStringToObject(root, "unit", unit_kind(c));
+    cJSON_AddNumberToObject(root, "units", c->n_layers * c->n_kv_heads);
+    cJSON_AddNumberToObject(root, "replaced", p->n);
+    cJSON *ct = cJSON_AddObjectToObject(root, "counts");
+    cJSON_AddNumberToObject(ct, "params_before", (double)k.params_before);
+    cJSON_AddNumberToObject(ct, "params_after", (double)k.params_after);
+    cJSON_AddNumberToObject(ct, "attention_params_before", (double)k.attn_before);
+    cJSON_AddNumberToObject(ct, "attention_params_after", (double)k.attn_after);
+    cJSON_AddNumberToObject(ct, "bytes_before_f32", 4.0 * (double)k.params_before);
+    cJSON_AddNumberToObject(ct, "bytes_after_f32", 4.0 * (double)k.params_after);
+    cJSON *arr = cJSON_AddArrayToObject(root, "shared");
+    for (int i = 0; i < p->n; i++) {
+        const ShareEntry *e = &p->e[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "layer", e->layer);
+        cJSON_AddNumberToObject(o, "head", e->unit);
+        cJSON_AddNumberToObject(o, "source_layer", e->src_layer);
+        cJSON_AddNumberToObject(o, "source_head", e->src_unit);
+        cJSON_AddItemToObject(o, "similarity", hf_json_float(e->sim));
+        cJSON_AddItemToArray(arr, o);
+    }
+    char *txt = cJSON_Print(root);
+    CHECK(txt, "cJSON_Print failed");
+    cJSON_Delete(root);
+    size_t n = strlen(txt);
+    txt = xrealloc(txt, n + 2);
+    txt[n] = '\n';
+    txt[n + 1] = 0;
+    return txt;
+}
+
+int share_plan_write(const char *path, const SharePlan *p) {
+    char *txt = share_plan_to_json(p);
+    int rc = ps_write_file_atomic(path, txt, strlen(txt));
+    free(txt);
+    return rc;
+}
+
+// Strict readers of one JSON field; each names the file and the field.
+static int only_keys(const cJSON *o, const char *const *keys, const char *path, const char *where) {
+    for (const cJSON *e = o->child; e; e = e->next) {
+        int ok = 0;
+        for (int i = 0; keys[i]; i++) ok |= !strcmp(e->string, keys[i]);
+        if (!ok) return ps_err_set("%s: %sunknown key \"%s\"", path, where, e->string);
+    }
+    return 0;
+}
+
+static int get_int(const cJSON *o, const char *key, long lo, long hi, long *out, const char *path,
+                   const char *where) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v) return ps_err_set("%s: %smissing \"%s\"", path, where, key);
+    double d = v->valuedouble;
+    if (!cJSON_IsNumber(v) || d != floor(d) || d < (double)lo || d > (double)hi)
+        return ps_err_set("%s: %s\"%s\" must be an integer in [%ld, %ld]", path, where, key, lo,
+                          hi);
+    *out = (long)d;
+    return 0;
+}
+
+static const char *get_str(const cJSON *o, const char *key, const char *path) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsString(v)) {
+        ps_err_set("%s: \"%s\" must be a string", path, key);
+        return NULL;
+    }
+    return v->valuestring;
+}
+
+static int cmp_entry(const void *a, const void *b) {
+    const ShareEntry *x = a, *y = b;
+    if (x->layer != y->layer) return x->layer - y->layer;
+    return x->unit - y->unit;
+}
+
+static int read_model(const cJSON *m, const char *path, LlamaConfig *c) {
+    static const char *const keys[] = {
+        "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+        "head_dim",    "intermediate_size", "vocab_size",          "tie_word_embeddings",
+        NULL};
+    if (!cJSON_IsObject(m)) return ps_err_set("%s: \"model\" must be an object", path);
+    if (only_keys(m, keys, path, "model: ")) return -1;
+    long v[7];
+    for (int i = 0; i < 7; i++)
+        if (get_int(m, keys[i], 1, INT_MAX, &v[i], path, "model: ")) return -1;
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(m, "tie_word_embeddings");
+    if (!cJSON_IsBool(tie))
+        return ps_err_set("%s: model: \"tie_word_embeddings\" must be true or false", path);
+    *c = (LlamaConfig){.dim = (int)v[0],
+                       .n_layers = (int)v[1],
+                       .n_heads = (int)v[2],
+                       .n_kv_heads = (int)v[3],
+                       .ffn_dim = (int)v[5],
+                       .vocab_size = (int)v[6],
+                       .max_seq_len = 1,
+                       .rope_theta = 10000.0f,
+                       .norm_eps = 1e-5f,
+                       .tie_embeddings = cJSON_IsTrue(tie)};
+    if (llama_config_validate(c) != 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", ps_err_msg());
+        return ps_err_set("%s: model: %s", path, msg);
+    }
+    if (v[4] != cfg_head_dim(c))
+        return ps_err_set("%s: model: head_dim %ld is not hidden_size / num_attention_heads = %d",
+                          path, v[4], cfg_head_dim(c));
+    return 0;
+}
+
+// Every unit's source must keep its own weights. A replaced source is a chain,
+// or a cycle when following the sources comes back to the start.
+static int check_sources(const SharePlan *p, const int *src, const int *entry_of,
+                         const char *path) {
+    const LlamaConfig *c = &p->cfg;
+    int U = c->n_kv_heads, N = c->n_layers * U;
+    char a[32], b[32], d[32];
+    for (int i = 0; i < N; i++) {
+        int s = src[i];
+        if (s == i || src[s] == s) continue;
+        share_unit_name(c, i / U, i % U, a);
+        share_unit_name(c, s / U, s % U, b);
+        int x = s, steps = 0;
+        while (src[x] != x && x != i && steps++ < N) x = src[x];
+        if (x == i)
+            return ps_err_set(
+                "%s: shared[%d]: a cycle: %s takes its weights from %s, and following the "
+                "sources from %s leads back to %s",
+                path, entry_of[i], a, b, b, a);
+        return ps_err_set(
+            "%s: shared[%d]: a chain: %s takes its weights from %s, which is itself replaced "
+            "(by %s); a replaced head never serves as a source",
+            path, entry_of[i], a, b, share_unit_name(c, src[s] / U, src[s] % U, d));
+    }
+    return 0;
+}
+
+int share_plan_read(const char *path, SharePlan *p) {
+    memset(p, 0, sizeof *p);
+    size_t len;
+    char *txt = ps_read_file(path, &len);
+    if (!txt) return -1;
+    int rc = share_plan_parse(txt, path, p);
+    free(txt);
+    return rc;
+}
+
+int share_plan_parse(const char *json, const char *path, SharePlan *p) {
+    memset(p, 0, sizeof *p);
+    cJSON *root = cJSON_Parse(json);
+    int rc = -1, *src = NULL, *entry_of = NULL;
+    if (!cJSON_IsObject(root)) {
+        ps_err_set("%s: not a sharing plan: %s", path,
+                   root ? "not a JSON object" : "not valid JSON");
+        goto done;
+    }
+    static const char *const keys[] = {"format",   "version", "model",  "fingerprint",
+                                       "match",    "ratio",   "unit",   "units",
+                                       "replaced", "counts",  "shared", NULL};
+    if (only_keys(root, keys, path, "")) goto done;
+    const char *fmt = get_str(root, "format", path);
+    if (!fmt) goto done;
+    if (strcmp(fmt, PLAN_FORMAT)) {
+        ps_err_set("%s: \"format\" is \"%s\", expected \"%s\"", path, fmt, PLAN_FORMAT);
+        goto done;
+    }
+    long ver;
+    if (get_int(root, "version", PLAN_VERSION, PLAN_VERSION, &ver, path, "")) goto done;
+    if (read_model(cJSON_GetObjectItemCaseSensitive(root, "model"), path, &p->cfg)) goto done;
+    const LlamaConfig *c = &p->cfg;
+    int U = c->n_kv_heads, L = c->n_layers, N = L * U;
+    const char *fp = get_str(root, "fingerprint", path), *mt = get_str(root, "match", path);
+    const char *uk = get_str(root, "unit", path);
+    if (!fp || !mt || !uk) goto done;
+    if (strlen(fp) >= sizeof p->fingerprint) {
+        ps_err_set("%s: \"fingerprint\" is too long", path);
+        goto done;
+    }
+    snprintf(p->fingerprint, sizeof p->fingerprint, "%s", fp);
+    if (share_match_parse(mt, &p->match)) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", ps_err_msg());
+        ps_err_set("%s: \"match\": %s", path, msg);
+        goto done;
+    }
+    if (strcmp(uk, unit_kind(c))) {
+        ps_err_set("%s: \"unit\" is \"%s\" but the model's shape makes it \"%s\"", path, uk,
+                   unit_kind(c));
+        goto done;
+    }
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(root, "ratio");
+    if (!cJSON_IsNumber(r) || !(r->valuedouble >= 0 && r->valuedouble < 1)) {
+        ps_err_set("%s: \"ratio\" must be a number in [0, 1)", path);
+        goto done;
+    }
+    p->ratio = r->valuedouble;
+    long units = 0, replaced = 0;
+    if (get_int(root, "units", N, N, &units, path, "") ||
+        get_int(root, "replaced", 0, N, &replaced, path, ""))
+        goto done;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "shared");
+    if (!cJSON_IsArray(arr)) {
+        ps_err_set("%s: \"shared\" must be an array", path);
+        goto done;
+    }
+    p->n = cJSON_GetArraySize(arr);
+    if (p->n != replaced) {
+        ps_err_set("%s: \"replaced\" is %ld but \"shared\" lists %d heads", path, replaced, p->n);
+        goto done;
+    }
+    p->e = xcalloc((size_t)(p->n ? p->n : 1), sizeof(ShareEntry));
+    src = xmalloc(sizeof(int) * (size_t)N);
+    entry_of = xmalloc(sizeof(int) * (size_t)N);
+    for (int i = 0; i < N; i++) src[i] = i, entry_of[i] = -1;
+    static const char *const ekeys[] = {"layer",       "head",       "source_layer",
+                                        "source_head", "similarity", NULL};
+    int k = 0;
+    char where[64], a[32];
+    for (const cJSON *o = arr->child; o; o = o->next, k++) {
+        snprintf(where, sizeof where, "shared[%d]: ", k);
+        if (!cJSON_IsObject(o)) {
+            ps_err_set("%s: %snot an object", path, where);
+            goto done;
+        }
+        if (only_keys(o, ekeys, path, where)) goto done;
+        long v[4] = {0, 0, 0, 0};
+        if (get_int(o, "layer", 0, L - 1, &v[0], path, where) ||
+            get_int(o, "head", 0, U - 1, &v[1], path, where) ||
+            get_int(o, "source_layer", 0, L - 1, &v[2], path, where) ||
+            get_int(o, "source_head", 0, U - 1, &v[3], path, where)) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", ps_err_msg());
+            ps_err_set("%s (the plan's model has %d layers of %d %ss)", msg, L, U, unit_kind(c));
+            goto done;
+        }
+        const cJSON *sv = cJSON_GetObjectItemCaseSensitive(o, "similarity");
+        if (!cJSON_IsNumber(sv) || !(sv->valuedouble >= -1 && sv->valuedouble <= 1)) {
+            ps_err_set("%s: %s\"similarity\" must be a number in [-1, 1]", path, where);
+            goto done;
+        }
+        ShareEntry *e = &p->e[k];
+        *e = (ShareEntry){(int)v[0], (int)v[1], (int)v[2], (int)v[3], (float)sv->valuedouble};
+        int i = e->layer * U + e->unit, s = e->src_layer * U + e->src_unit;
+        share_unit_name(c, e->layer, e->unit, a);
+        if (entry_of[i] >= 0) {
+            ps_err_set("%s: %s%s is listed twice (also shared[%d])", path, where, a, entry_of[i]);
+            goto done;
+        }
+        if (s == i) {
+            ps_err_set("%s: %sa cycle: %s takes its weights from itself", path, where, a);
+            goto done;
+        }
+        entry_of[i] = k;
+        src[i] = s;
+    }
+    if (check_sources(p, src, entry_of, path)) goto done;
+    qsort(p->e, (size_t)p->n, sizeof(ShareEntry), cmp_entry);
+
+    // The counts must be the ones these entries give.
+    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(root, "counts");
+    if (!cJSON_IsObject(ct)) {
+        ps_err_set("%s: \"counts\" must be an object", path);
+        goto done;
+    }
+    ShareCounts want = share_counts(p);
+    static const char *const ckeys[] = {"params_before",
+                                        "params_after",
+                                        "attention_params_before",
+                                        "attention_params_after",
+                                        "bytes_before_f32",
+                                        "bytes_after_f32",
+                                        NULL};
+    double wv[6] = {(double)want.params_before,       (double)want.params_after,
+                    (double)want.attn_before,         (double)want.attn_after,
+                    4.0 * (double)want.params_before, 4.0 * (double)want.params_after};
+    if (only_keys(ct, ckeys, path, "counts: ")) goto done;
+    for (int i = 0; i < 6; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(ct, ckeys[i]);
+        if (!cJSON_IsNumber(v) || v->valuedouble != wv[i]) {
+            ps_err_set("%s: counts: \"%s\" is %s but the entries give %.0f (edited by hand?)", path,
+                       ckeys[i], cJSON_IsNumber(v) ? "different" : "missing", wv[i]);
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    cJSON_Delete(root);
+    free(src);
+    free(entry_of);
+    if (rc) share_plan_free(p);
+    return rc;
+}
+
+int share_plan_check(const SharePlan *p, const LlamaConfig *cfg, const char *fingerprint, int force,
+                     const char *what) {
+    const LlamaConfig *a = &p->cfg;
+    const struct {
+        const char *name;
+        int plan, model;
+    } f[] = {{"hidden_size", a->dim, cfg->dim},
+             {"num_hidden_layers", a->n_layers, cfg->n_layers},
+             {"num_attention_heads", a->n_heads, cfg->n_heads},
+             {"num_key_value_heads", a->n_kv_heads, cfg->n_kv_heads},
+             {"intermediate_size", a->ffn_dim, cfg->ffn_dim},
+             {"vocab_size", a->vocab_size, cfg->vocab_size},
+             {"tie_word_embeddings", a->tie_embeddings, cfg->tie_embeddings}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].plan != f[i].model)
+            return ps_err_set(
+                "%s: the plan is for a different model shape: %s is %d in the plan but %d in "
+                "the model",
+                what, f[i].name, f[i].plan, f[i].model);
+    if (fingerprint && strcmp(fingerprint, p->fingerprint) && !force)
+        return ps_err_set(
+            "%s: fingerprint mismatch: the plan was made for attention weights %s, but the "
+            "model's are %s (other weights of the same shape); pass --force to apply it anyway",
+            what, p->fingerprint, fingerprint);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+// full <-> compact
+
+size_t share_scratch_elems(const LlamaConfig *cfg) {
+    size_t hd = (size_t)cfg_head_dim(cfg), C = (size_t)cfg->dim;
+    return 2 * hd * C * ((size_t)cfg->n_heads + (size_t)cfg->n_kv_heads);
+}
+
+// Copy one unit's slice between two attention tensors of the same kind (elements
+// of be->act_bytes): the unit sits at slot fs of `from`, which holds fn units,
+// and goes to slot ts of `to`, which holds tn units. Wq/Wk/Wv slices are
+// contiguous rows; a Wo slice is G*hd columns of every one of its C rows.
+static void copy_unit(const Backend *be, const LlamaConfig *c, ParamKind kind, void *to, int tn,
+                      int ts, const void *from, int fn, int fs) {
+    size_t hd = (size_t)cfg_head_dim(c), C = (size_t)c->dim,
+           G = (size_t)(c->n_heads / c->n_kv_heads);
+    size_t e = be->act_bytes;
+    if (kind == P_WO) {
+        size_t w = G * hd;  // columns per unit
+        be->copy2d((char *)to + ts * w * e, tn * w, (const char *)from + fs * w * e, fn * w, C, w);
+    } else {
+        size_t rows = (kind == P_WQ ? G : 1) * hd;
+        be->copy2d((char *)to + ts * rows * C * e, C, (const char *)from + fs * rows * C * e, C,
+                   rows, C);
+    }
+}
+
+static const ParamKind k_attn[4] = {P_WQ, P_WK, P_WV, P_WO};
+
+void share_assemble_layer(const ParamTable *t, const Backend *be, const void *flat, int l, void *wq,
+                          void *wk, void *wv, void *wo) {
+    const ShareLayout *s = t->shared;
+    CHECK(s, "share_assemble_layer needs a compact shared model");
+    int U = s->units;
+    void *dst[4] = {wq, wk, wv, wo};
+    for (int u = 0; u < U; u++) {
+        int i = l * U + u, j = s->src[i], sl = j / U;
+        for (int k = 0; k < 4; k++) {
+            const ParamEntry *e = param_layer(t, sl, k_attn[k]);
+            copy_unit(be, &t->cfg, k_attn[k], dst[k], U, u,
+                      (const char *)flat + e->offset * be->act_bytes, s->n_own[sl], s->slot[j]);
+        }
+    }
+}
+
+void share_compact(const HostWeights *full, const SharePlan *plan, HostWeights *out) {
+    CHECK(!full->t.shared, "share_compact needs a full model");
+    const LlamaConfig *c = &full->t.cfg;
+    int U = c->n_kv_heads;
+    memset(out, 0, sizeof *out);
+    param_table_build_shared(&out->t, c, plan);
+    out->params = xmalloc(sizeof(float) * out->t.total);
+    const ShareLayout *s = out->t.shared;
+    const Backend *be = backend_cpu();  // host fp32 buffers are CPU-backend memory
+    for (int i = 0; i < out->t.n; i++) {
+        const ParamEntry *to = &out->t.e[i], *from = &full->t.e[i];  // same order, same names
+        CHECK(!strcmp(to->name, from->name), "tables disagree at %d", i);
+        if (to->numel == from->numel) {
+            memcpy(out->params + to->offset, full->params + from->offset, 4 * to->numel);
+            continue;
+        }
+        int l = to->layer;  // an attention tensor of a layer with replaced units
+        for (int u = 0; u < U; u++)
+            if (s->slot[l * U + u] >= 0)
+                copy_unit(be, c, to->kind, out->params + to->offset, s->n_own[l],
+                          s->slot[l * U + u], full->params + from->offset, U, u);
+    }
+}
+
+void share_materialize(const HostWeights *compact, HostWeights *full) {
+    CHECK(compact->t.shared, "share_materialize needs a compact shared model");
+    memset(full, 0, sizeof *full);
+    param_table_build(&full->t, &compact->t.cfg);
+    full->params = xmalloc(sizeof(float) * full->t.total);
+    for (int i = 0; i < full->t.n; i++) {
+        const ParamEntry *to = &full->t.e[i], *from = &compact->t.e[i];
+        if (to->numel == from->numel)
+            memcpy(full->params + to->offset, compact->params + from->offset, 4 * to->numel);
+    }
+    const ShareLayout *s = compact->t.shared;
+    for (int l = 0; l < full->t.cfg.n_layers; l++) {
+        if (s->n_own[l] == s->units) continue;  // copied whole above
+        float *w[4];
+        for (int k = 0; k < 4; k++)
+            w[k] = full->params + param_layer(&full->t, l, k_attn[k])->offset;
+        share_assemble_layer(&compact->t, backend_cpu(), compact->params, l, w[0], w[1], w[2],
+                             w[3]);
+    }
+}

@@ -1,0 +1,481 @@
+// sharecmd.c: the DirectShare commands (docs/sharing.md).
+//   postshare match MODEL [--match F] [--ratio R] -o PLAN.json: match every head
+//     against the heads of earlier layers, choose the plan, write PLAN.json, a
+//     text summary (PLAN.summary.txt) and a heat map (PLAN.png through gnuplot;
+//     PLAN.heatmap.dat, PLAN.chosen.dat and PLAN.gp are its data and script).
+//   postshare share MODEL --plan PLAN.json -o OUT [--materialize]: apply a plan
+//     to the model's weights and write the compact shared model (or, with
+//     --materialize, an ordinary HF folder), reporting parameters and bytes.
+#define _POSIX_C_SOURCE 200809L
+#include "sharecmd.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cliargs.h"
+#include "common.h"
+#include "hf_io.h"
+#include "model.h"
+#include "share.h"
+#include "train.h"
+
+extern char **environ;
+
+// PLAN.json -> PLAN + suffix (the files match writes beside the plan).
+static char *beside(const char *plan_path, const char *suffix) {
+    size_t n = strlen(plan_path);
+    if (n > 5 && !strcmp(plan_path + n - 5, ".json")) n -= 5;
+    char *p = xmalloc(n + strlen(suffix) + 1);
+    memcpy(p, plan_path, n);
+    strcpy(p + n, suffix);
+    return p;
+}
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+// ---------------------------------------------------------------------------
+// summary
+
+// Histogram of layer distances (target layer - source layer) as "1: n, 2: m | mean d".
+static void print_distances(FILE *f, const int *dist, int n, int L) {
+    int *h = xcalloc((size_t)L, sizeof(int));
+    double sum = 0;
+    for (int i = 0; i < n; i++) h[dist[i]]++, sum += dist[i];
+    const char *sep = "";
+    for (int d = 1; d < L; d++)
+        if (h[d]) fprintf(f, "%s%d: %d", sep, d, h[d]), sep = ", ";
+    fprintf(f, " | mean %.2f\n", n ? sum / n : 0.0);
+    free(h);
+}
+
+static void write_summary(FILE *f, const char *model, const LlamaConfig *c, const SharePlan *p,
+                          const ShareSim *s, double secs) {
+    int L = c->n_layers, U = c->n_kv_heads, N = L * U, G = c->n_heads / U;
+    char a[32], b[32];
+    fprintf(f, "model: %s | %d layers, %d query heads, %d kv heads, head dim %d, dim %d\n", model,
+            L, c->n_heads, U, cfg_head_dim(c), c->dim);
+    if (G == 1)
+        fprintf(f, "unit: one head (MHA): %d units\n", N);
+    else
+        fprintf(f, "unit: a KV group (%d query heads + their K/V head): %d units\n", G, N);
+    fprintf(f, "match: %s, each unit of layers 1..%d against all %s of earlier layers (%.2f s)\n",
+            share_match_name(p->match), L - 1, G == 1 ? "heads" : "groups", secs);
+    fprintf(f, "plan: ratio %g -> %d of %d units replaced (layer 0 is never replaced)\n", p->ratio,
+            p->n, N);
+
+    // best-match similarity of every unit of layers >= 1
+    int nb = N - U;
+    float *bs = xmalloc(sizeof(float) * (size_t)(nb > 0 ? nb : 1));
+    // chosen[i]: 1 replaced, 2 a source; top: the unreplaced unit with the highest best-match
+    int *chosen = xcalloc((size_t)N, sizeof(int)), top = -1;
+    for (int k = 0; k < p->n; k++) {
+        chosen[p->e[k].layer * U + p->e[k].unit] = 1;
+        chosen[p->e[k].src_layer * U + p->e[k].src_unit] = 2;
+    }
+    for (int i = U; i < N; i++) {
+        bs[i - U] = s->sim[(size_t)i * N + s->best[i]];
+        if (chosen[i] != 1 && (top < 0 || bs[i - U] > bs[top - U])) top = i;
+    }
+    if (nb > 0) {
+        qsort(bs, (size_t)nb, sizeof(float), cmp_float);
+        fprintf(f, "best-match similarity over layers 1..%d: min %.4f, median %.4f, max %.4f\n",
+                L - 1, bs[0], bs[nb / 2], bs[nb - 1]);
+    }
+    if (p->n > 0) {
+        float lo = p->e[0].sim;
+        for (int k = 1; k < p->n; k++) lo = p->e[k].sim < lo ? p->e[k].sim : lo;
+        fprintf(f, "similarity threshold: every chosen pair has similarity >= %.4f", lo);
+        if (top >= 0)
+            fprintf(f, "; the highest best-match left unreplaced is %.4f (%s%s)",
+                    s->sim[(size_t)top * N + s->best[top]], share_unit_name(c, top / U, top % U, a),
+                    chosen[top] == 2 ? ", kept as a source" : "");
+        fprintf(f, "\n");
+    }
+    fprintf(f, "chosen per layer:");
+    for (int l = 0; l < L; l++) {
+        int n = 0;
+        for (int u = 0; u < U; u++) n += chosen[l * U + u] == 1;
+        fprintf(f, " L%d %d/%d", l, n, U);
+    }
+    fprintf(f, "\n");
+    int *dist = xmalloc(sizeof(int) * (size_t)(N > 0 ? N : 1));
+    if (p->n > 0) {
+        for (int k = 0; k < p->n; k++) dist[k] = p->e[k].layer - p->e[k].src_layer;
+        fprintf(f, "layer distance of the chosen pairs (layer - source layer): ");
+        print_distances(f, dist, p->n, L);
+    }
+    for (int i = U; i < N; i++) dist[i - U] = i / U - s->best[i] / U;
+    if (nb > 0) {
+        fprintf(f, "layer distance of every unit's best match: ");
+        print_distances(f, dist, nb, L);
+    }
+    ShareCounts k = share_counts(p);
+    fprintf(f,
+            "parameters: %zu -> %zu (-%.2f%%); attention %zu -> %zu (-%.2f%%); fp32 bytes %zu -> "
+            "%zu\n",
+            k.params_before, k.params_after,
+            100.0 * (double)(k.params_before - k.params_after) / (double)k.params_before,
+            k.attn_before, k.attn_after,
+            100.0 * (double)(k.attn_before - k.attn_after) / (double)k.attn_before,
+            4 * k.params_before, 4 * k.params_after);
+    // the pairs, most similar first (the plan lists them by layer)
+    int *ord = xmalloc(sizeof(int) * (size_t)(p->n ? p->n : 1));
+    for (int i = 0; i < p->n; i++) ord[i] = i;
+    for (int i = 1; i < p->n; i++)  // insertion sort: stable, small n
+        for (int j = i; j > 0 && p->e[ord[j]].sim > p->e[ord[j - 1]].sim; j--) {
+            int t = ord[j];
+            ord[j] = ord[j - 1];
+            ord[j - 1] = t;
+        }
+    int show = p->n < 12 ? p->n : 12;
+    if (show) fprintf(f, "pairs (replaced <- source: similarity), most similar first:\n");
+    for (int i = 0; i < show; i++) {
+        const ShareEntry *e = &p->e[ord[i]];
+        fprintf(f, "  %s <- %s: %.4f\n", share_unit_name(c, e->layer, e->unit, a),
+                share_unit_name(c, e->src_layer, e->src_unit, b), e->sim);
+    }
+    if (show < p->n) fprintf(f, "  ... %d more in the plan\n", p->n - show);
+    free(ord);
+    free(dist);
+    free(chosen);
+    free(bs);
+}
+
+// ---------------------------------------------------------------------------
+// heat map
+
+// A path inside a gnuplot single-quoted string ('' stands for ').
+static void gp_quoted(FILE *f, const char *s) {
+    fputc('\'', f);
+    for (; *s; s++) {
+        if (*s == '\'') fputc('\'', f);
+        fputc(*s, f);
+    }
+    fputc('\'', f);
+}
+
+// Run gnuplot on script, its messages into log; 0 when it drew, 1 when gnuplot
+// is not installed, -1 on failure.
+static int run_gnuplot(const char *script, const char *log) {
+    char *argv[] = {"gnuplot", (char *)script, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, "gnuplot", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc == ENOENT) return 1;
+    if (rc != 0) return -1;
+    int st;
+    if (waitpid(pid, &st, 0) < 0) return -1;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 127) return 1;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+// PLAN.heatmap.dat: best-match similarity, one row per layer, one column per
+// unit ('?' in layer 0, which has no earlier layer); PLAN.chosen.dat: each
+// replaced unit and its source; PLAN.gp: the gnuplot script that draws PLAN.png
+// from them (its messages go to PLAN.gp.log).
+static void write_heatmap(const char *plan_path, const LlamaConfig *c, const SharePlan *p,
+                          const ShareSim *s) {
+    int L = c->n_layers, U = c->n_kv_heads, N = L * U;
+    char *dat = beside(plan_path, ".heatmap.dat"), *cho = beside(plan_path, ".chosen.dat");
+    char *gp = beside(plan_path, ".gp"), *png = beside(plan_path, ".png");
+    char *log = beside(plan_path, ".gp.log");
+    FILE *f = xfopen(dat, "w");
+    for (int l = 0; l < L; l++) {
+        for (int u = 0; u < U; u++) {
+            int i = l * U + u;
+            if (l == 0)
+                fprintf(f, "%s?", u ? " " : "");
+            else
+                fprintf(f, "%s%.6f", u ? " " : "", s->sim[(size_t)i * N + s->best[i]]);
+        }
+        fprintf(f, "\n");
+    }
+    CHECK(fclose(f) == 0, "writing %s failed", dat);
+    f = xfopen(cho, "w");
+    fprintf(f, "# unit layer source_layer source_unit similarity\n");
+    for (int k = 0; k < p->n; k++)
+        fprintf(f, "%d %d %d %d %.6f\n", p->e[k].unit, p->e[k].layer, p->e[k].src_layer,
+                p->e[k].src_unit, p->e[k].sim);
+    CHECK(fclose(f) == 0, "writing %s failed", cho);
+    f = xfopen(gp, "w");
+    int w = 360 + 24 * U, h = 200 + 22 * L;
+    fprintf(f, "set terminal png size %d,%d\nset output ", w < 640 ? 640 : w, h < 420 ? 420 : h);
+    gp_quoted(f, png);
+    const char *unit = U == c->n_heads ? "head" : "KV group";
+    fprintf(f,
+            "\nset title \"best-match similarity (%s) of each %s vs. those of earlier layers\\n"
+            "%d of %d replaced (ratio %g)\"\n",
+            share_match_name(p->match), unit, p->n, N, p->ratio);
+    fprintf(f,
+            "set xlabel '%s'\nset ylabel 'layer'\nset cblabel 'cosine similarity'\n"
+            "set xrange [-0.5:%d.5]\nset yrange [-0.5:%d.5]\nset xtics 0,%d\nset ytics 0,%d\n"
+            "set palette rgbformulae 33,13,10\nset datafile missing '?'\n"
+            "set key outside bottom center horizontal\nplot ",
+            unit, U - 1, L - 1, U > 16 ? 4 : 1, L > 16 ? 4 : 1);
+    gp_quoted(f, dat);
+    fprintf(f, " matrix with image notitle, ");
+    gp_quoted(f, cho);
+    fprintf(f, " using 1:2 with points pt 2 ps 1.5 lw 2 lc rgb 'black' title 'replaced', ");
+    gp_quoted(f, cho);
+    fprintf(f, " using 4:3 with points pt 6 ps 1.5 lw 2 lc rgb 'black' title 'source'\n");
+    CHECK(fclose(f) == 0, "writing %s failed", gp);
+    int r = run_gnuplot(gp, log);
+    if (r == 0)
+        printf("match: heat map %s (data %s, %s; script %s)\n", png, dat, cho, gp);
+    else if (r == 1)
+        printf(
+            "match: gnuplot is not installed (apt-get install gnuplot-nox): wrote the heat "
+            "map's data %s and %s and its script %s, but no %s\n",
+            dat, cho, gp, png);
+    else
+        printf("match: gnuplot failed on %s (see %s): wrote the data %s and %s, but no %s\n", gp,
+               log, dat, cho, png);
+    free(dat);
+    free(cho);
+    free(gp);
+    free(png);
+    free(log);
+}
+
+// ---------------------------------------------------------------------------
+// match
+
+static void match_usage(FILE *f) {
+    fprintf(f,
+            "usage: postshare match MODEL -o PLAN.json [options]\n"
+            "  MODEL              hf:DIR, llama2c:FILE.bin, or a path\n"
+            "  -o PLAN.json       the plan to write (required); beside it: PLAN.summary.txt,\n"
+            "                     PLAN.png (heat map) and its data PLAN.heatmap.dat,\n"
+            "                     PLAN.chosen.dat, PLAN.gp\n"
+            "  --match F          match vector of a head: qk (default), q, k, v, qkv\n"
+            "  --ratio R          fraction of all heads (KV groups under GQA) to replace,\n"
+            "                     in [0, 1) (default 0.3)\n"
+            "  --no-plot          skip the heat map\n"
+            "  --threads N        CPU threads (default: all)\n");
+}
+
+int matchcmd_main(int argc, char **argv) {
+    const char *model = NULL, *out = NULL, *match = "qk";
+    double ratio = 0.3;
+    int threads = 0, plot = 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        int has_next = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            match_usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-o") && has_next) {
+            out = argv[++i];
+        } else if (!strcmp(a, "--match") && has_next) {
+            match = argv[++i];
+        } else if (!strcmp(a, "--ratio") && has_next) {
+            ratio = cli_float("match", a, argv[++i], 0.0, 0.999999);
+        } else if (!strcmp(a, "--threads") && has_next) {
+            threads = (int)cli_int("match", a, argv[++i], 0, 4096);
+        } else if (!strcmp(a, "--no-plot")) {
+            plot = 0;
+        } else {
+            cli_positional("match", a, &model, "MODEL");
+        }
+    }
+    if (!model || !out) {
+        match_usage(stderr);
+        ps_die("match: MODEL and -o PLAN.json are required");
+    }
+    ShareMatchFn fn;
+    if (share_match_parse(match, &fn) != 0) ps_die("match: --match: %s", ps_err_msg());
+    train_set_threads(threads);
+    HostWeights w;
+    if (model_load_any(model, &w) != 0) ps_die("%s", ps_err_msg());
+    double t0 = ps_now();
+    SharePlan plan;
+    ShareSim sim;
+    if (share_plan_make(&w, fn, ratio, 1, &plan, &sim) != 0) ps_die("match: %s", ps_err_msg());
+    double secs = ps_now() - t0;
+    char *dir = xstrdup(out), *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = 0;
+        if (ps_mkdirs(dir) != 0) ps_die("match: %s", ps_err_msg());
+    }
+    free(dir);
+    if (share_plan_write(out, &plan) != 0) ps_die("match: %s", ps_err_msg());
+    write_summary(stdout, model, &w.t.cfg, &plan, &sim, secs);
+    char *sum_path = beside(out, ".summary.txt");
+    FILE *f = xfopen(sum_path, "w");
+    write_summary(f, model, &w.t.cfg, &plan, &sim, secs);
+    CHECK(fclose(f) == 0, "writing %s failed", sum_path);
+    printf("match: wrote %s and %s\n", out, sum_path);
+    free(sum_path);
+    if (plot) write_heatmap(out, &w.t.cfg, &plan, &sim);
+    share_sim_free(&sim);
+    share_plan_free(&plan);
+    host_weights_free(&w);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+// share
+
+// Bytes of the model files behind a spec: a folder's *.safetensors and *.json,
+// or the one file.
+static long long spec_file_bytes(const char *spec) {
+    const char *pre[] = {"hf:", "llama2c:", "shared:", "ckpt:"};
+    for (int i = 0; i < 4; i++)
+        if (!strncmp(spec, pre[i], strlen(pre[i]))) spec += strlen(pre[i]);
+    struct stat st;
+    if (stat(spec, &st) != 0) return -1;
+    if (!S_ISDIR(st.st_mode)) return (long long)st.st_size;
+    DIR *d = opendir(spec);
+    if (!d) return -1;
+    long long sum = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        int ours = (n > 12 && !strcmp(e->d_name + n - 12, ".safetensors")) ||
+                   (n > 5 && !strcmp(e->d_name + n - 5, ".json"));
+        char *p = ps_path_join(spec, e->d_name);
+        if (ours && stat(p, &st) == 0 && S_ISREG(st.st_mode)) sum += (long long)st.st_size;
+        free(p);
+    }
+    closedir(d);
+    return sum;
+}
+
+// Size of the model.safetensors hf_save writes for w in dtype dt.
+static size_t safetensors_bytes(const HostWeights *w, StDtype dt) {
+    StWriteTensor *wt = xcalloc((size_t)w->t.n, sizeof *wt);
+    int n = hf_tensor_list(w, dt, wt);
+    size_t b = st_write_size(n, wt);
+    free(wt);
+    return b;
+}
+
+static size_t attn_params(const ParamTable *t) {
+    size_t n = 0;
+    for (int i = 0; i < t->n; i++)
+        if (t->e[i].kind >= P_WQ && t->e[i].kind <= P_WO) n += t->e[i].numel;
+    return n;
+}
+
+static void report_row(const char *name, const HostWeights *w, StDtype dt, const char *note) {
+    printf("%-13s %13zu %13zu %16zu %16zu%s%s\n", name, w->t.total, attn_params(&w->t),
+           safetensors_bytes(w, dt), model_weight_bytes(&w->t, sizeof(float)), *note ? "   " : "",
+           note);
+}
+
+static void share_usage(FILE *f) {
+    fprintf(f,
+            "usage: postshare share MODEL --plan PLAN.json -o OUT [options]\n"
+            "  MODEL              hf:DIR, llama2c:FILE.bin, or a path (the model the plan is for)\n"
+            "  --plan PLAN.json   a plan from postshare match (required)\n"
+            "  -o OUT             output folder (required): a compact shared model\n"
+            "                     (model.safetensors with each shared slice once, plan.json,\n"
+            "                     config.json); load it by its path or as shared:OUT\n"
+            "  --materialize      write an ordinary HF folder instead (transformers loads it)\n"
+            "  --force            apply the plan even if its fingerprint does not match MODEL\n"
+            "  --dtype D          float32 (default) or bfloat16\n");
+}
+
+int sharecmd_main(int argc, char **argv) {
+    const char *model = NULL, *plan_path = NULL, *out = NULL, *dtype = "float32";
+    int materialize = 0, force = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        int has_next = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            share_usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--plan") && has_next) {
+            plan_path = argv[++i];
+        } else if (!strcmp(a, "-o") && has_next) {
+            out = argv[++i];
+        } else if (!strcmp(a, "--dtype") && has_next) {
+            dtype = argv[++i];
+        } else if (!strcmp(a, "--materialize")) {
+            materialize = 1;
+        } else if (!strcmp(a, "--force")) {
+            force = 1;
+        } else {
+            cli_positional("share", a, &model, "MODEL");
+        }
+    }
+    if (!model || !plan_path || !out) {
+        share_usage(stderr);
+        ps_die("share: MODEL, --plan and -o are required");
+    }
+    StDtype dt;
+    if (!strcmp(dtype, "float32") || !strcmp(dtype, "f32") || !strcmp(dtype, "fp32"))
+        dt = ST_F32;
+    else if (!strcmp(dtype, "bfloat16") || !strcmp(dtype, "bf16"))
+        dt = ST_BF16;
+    else
+        ps_die("share: --dtype must be float32 or bfloat16, got '%s'", dtype);
+
+    // Everything is checked before OUT is touched.
+    SharePlan plan;
+    if (share_plan_read(plan_path, &plan) != 0) ps_die("share: %s", ps_err_msg());
+    HostWeights full;
+    if (model_load_any(model, &full) != 0) ps_die("%s", ps_err_msg());
+    char fp[40];
+    share_fingerprint(&full.t, full.params, fp);
+    if (share_plan_check(&plan, &full.t.cfg, fp, force, plan_path) != 0)
+        ps_die("share: %s", ps_err_msg());
+    if (strcmp(fp, plan.fingerprint))
+        fprintf(stderr,
+                "share: warning: --force: %s was made for weights %s, %s has %s; applying it "
+                "anyway\n",
+                plan_path, plan.fingerprint, model, fp);
+
+    HostWeights compact, mat;
+    share_compact(&full, &plan, &compact);
+    share_materialize(&compact, &mat);
+    const HostWeights *save = materialize ? &mat : &compact;
+    if (hf_save(out, save, dtype) != 0) ps_die("share: %s", ps_err_msg());
+
+    char a[32], b[32];
+    const LlamaConfig *c = &full.t.cfg;
+    int U = c->n_kv_heads;
+    printf(
+        "share: %s with plan %s: %d of %d %s reuse another's Wq/Wk/Wv rows and Wo columns "
+        "(match %s, ratio %g)\n",
+        model, plan_path, plan.n, c->n_layers * U, U == c->n_heads ? "heads" : "KV groups",
+        share_match_name(plan.match), plan.ratio);
+    for (int k = 0; k < plan.n && k < 8; k++)
+        printf("  %s <- %s (similarity %.4f)\n",
+               share_unit_name(c, plan.e[k].layer, plan.e[k].unit, a),
+               share_unit_name(c, plan.e[k].src_layer, plan.e[k].src_unit, b), plan.e[k].sim);
+    if (plan.n > 8) printf("  ... %d more\n", plan.n - 8);
+    printf("\n%-13s %13s %13s %16s %16s\n", "model", "parameters", "attention", "safetensors B",
+           "resident B");
+    report_row("original", &full, dt, "");
+    report_row("compact", &compact, dt, "resident = weights + one layer's assembled Wq/Wk/Wv/Wo");
+    report_row("materialized", &mat, dt, "");
+    printf(
+        "(safetensors B: bytes of model.safetensors in %s; resident B: fp32 weight memory when "
+        "loaded)\n",
+        dtype);
+    long long in_bytes = spec_file_bytes(model), out_bytes = spec_file_bytes(out);
+    printf("files on disk: %s %lld bytes; %s %lld bytes\n", model, in_bytes, out, out_bytes);
+    printf("saved %s (%s)\n", out,
+           materialize ? "ordinary HF folder, materialized"
+                       : "compact shared model: model.safetensors + plan.json + config.json");
+    host_weights_free(&mat);
+    host_weights_free(&compact);
+    host_weights_free(&full);
+    share_plan_free(&plan);
+    return 0;
+}

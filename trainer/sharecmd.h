@@ -1,0 +1,7 @@
+// sharecmd.h: the `postshare match` and `postshare share` commands (DirectShare).
+#pragma once
+
+// postshare match MODEL [--match F] [--ratio R] -o PLAN.json [--no-plot] [--threads N]
+int matchcmd_main(int argc, char **argv);
+// postshare share MODEL --plan PLAN.json -o OUT [--materialize] [--force] [--dtype D]
+int sharecmd_main(int argc, char **argv);
