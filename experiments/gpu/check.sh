@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# experiments/gpu/check.sh: the CUDA backend's whole check on a GPU machine, in
+# one call of under 10 minutes: build (for this GPU's architecture only), the
+# GPU tests (ctest -L gpu), compute-sanitizer on short runs, the training
+# benchmark (PostShare, then HF transformers in PyTorch eager and
+# torch.compile), and a short table printed last.
+#
+# From a development machine with the device tool (nothing can be downloaded on
+# the GPU machine, so its missing Debian packages travel along):
+#   bash experiments/gpu/fetch_deps.sh                      # here: fills .gpudeps/
+#   device run: command "bash experiments/gpu/check.sh", carry [".gpudeps"], timeout_s 600
+# Results go to $OUT (the device tool returns it; default build-gpu/out):
+#   env.txt build.log tests.log sanitizer.log bench.log bench.jsonl summary.md
+# summary.md ends with a block to append to experiments/gpu-results.md.
+# CHECK_BUDGET_S (default 560): a phase that would likely not finish in the
+# time left is skipped and reported as such, so the table always prints.
+# CHECK_FORCE_DEPS=1 uses the carried packages even when the image has its own
+# (to test that path on a machine that has them).
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT" || exit 1
+OUT="${OUT:-$ROOT/build-gpu/out}"
+mkdir -p "$OUT"
+BUDGET="${CHECK_BUDGET_S:-560}"
+T0=$SECONDS
+STATUS="$OUT/status.tsv"  # phase, result, seconds, note (read by summarize.py)
+: >"$STATUS"
+for f in bench.jsonl build.log tests.log sanitizer.log bench.log; do : >"$OUT/$f"; done
+BUILD="$ROOT/build-gpu"
+ORIG_LD="${LD_LIBRARY_PATH:-}"
+
+left() { echo $((BUDGET - (SECONDS - T0))); }
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$STATUS"; }
+# run_phase NAME NEEDED_S LIMIT_S LOG CMD...: run CMD under `timeout`, logging
+# to LOG, unless fewer than NEEDED_S seconds of the budget are left.
+run_phase() {
+  local name="$1" need="$2" limit="$3" log="$4"
+  shift 4
+  if [ "$(left)" -lt "$need" ]; then
+    record "$name" skipped 0 "out of time ($(left)s left of ${BUDGET}s)"
+    echo "== $name: skipped, out of time" | tee -a "$log"
+    return 0
+  fi
+  [ "$limit" -gt "$(left)" ] && limit=$(left)
+  echo "== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*" | tee -a "$log"
+  local t=$SECONDS rc=0
+  timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1 || rc=$?
+  local dt=$((SECONDS - t)) res=ok
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then res="timeout"; elif [ $rc -ne 0 ]; then res="FAIL (rc $rc)"; fi
+  record "$name" "$res" "$dt"
+  echo "== $name: $res in ${dt}s" | tee -a "$log"
+}
+
+# ---------------------------------------------------------------- environment
+command -v nvcc >/dev/null || export PATH="/usr/local/cuda/bin:$PATH"
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit: ${PS_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+  echo "dirty files: $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l)"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap,clocks.sm,clocks.max.sm \
+    --format=csv 2>&1
+  nvcc --version 2>&1 | tail -2
+  cmake --version 2>&1 | head -1
+  python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>&1
+  echo "cpus: $(nproc)"
+} >"$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+GPU_NAME="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+ARCH="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')"
+[ -n "$ARCH" ] || ARCH="80;90"
+
+# ---------------------------------------------------------------- dependencies
+# Use the image's libraries when pkg-config finds them all; else unpack the
+# carried .gpudeps/*.deb under /tmp/psdeps, point pkg-config at them, and put
+# only the shared libraries the image lacks on LD_LIBRARY_PATH.
+deps() {
+  local OMP_PC=/usr/lib/x86_64-linux-gnu/openblas-openmp/pkgconfig
+  if [ -z "${CHECK_FORCE_DEPS:-}" ] && command -v pkg-config >/dev/null &&
+     PKG_CONFIG_PATH="$OMP_PC:${PKG_CONFIG_PATH:-}" pkg-config --exists yaml-0.1 libcjson openblas hdf5; then
+    echo "deps: the image has them"; return 0
+  fi
+  if ! ls "$ROOT"/.gpudeps/*.deb >/dev/null 2>&1; then
+    echo "deps: missing libraries and no .gpudeps/: run experiments/gpu/fetch_deps.sh on the" \
+         "development machine and carry .gpudeps"; return 1
+  fi
+  local D=/tmp/psdeps A=x86_64-linux-gnu
+  rm -rf "$D" && mkdir -p "$D/missing"
+  for f in "$ROOT"/.gpudeps/*.deb; do dpkg -x "$f" "$D" || return 1; done
+  find "$D" -name '*.pc' -exec sed -E -i "s#(^|[=[:space:]]|-I|-L)/usr(/|\$)#\1$D/usr\2#g" {} +
+  [ -f "$D/usr/lib/$A/pkgconfig/hdf5.pc" ] || cp "$D/usr/lib/$A/pkgconfig/hdf5-serial.pc" "$D/usr/lib/$A/pkgconfig/hdf5.pc"
+  local so name
+  while IFS= read -r so; do
+    name="$(basename "$so")"
+    ldconfig -p | grep -q "^[[:space:]]*$name " || ln -sf "$so" "$D/missing/$name"
+  done < <(find "$D/usr/lib" "$D/lib" -regex '.*/lib[^/]*\.so\.[0-9]+' 2>/dev/null)  # sonames
+  export LD_LIBRARY_PATH="$D/missing${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export PKG_CONFIG_PATH="$D/usr/lib/$A/pkgconfig:$D/usr/lib/$A/openblas-openmp/pkgconfig:$D/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+  command -v pkg-config >/dev/null || export PATH="$D/usr/bin:$PATH"
+  echo "deps: unpacked $(ls "$ROOT"/.gpudeps/*.deb | wc -l) packages; the image lacks: $(ls "$D/missing" | tr '\n' ' ')"
+  pkg-config --exists yaml-0.1 libcjson openblas hdf5 || { echo "deps: pkg-config still fails"; return 1; }
+}
+if deps >"$OUT/build.log" 2>&1; then record deps ok 0; else record deps FAIL 0 "see build.log"; fi
+cat "$OUT/build.log"
+
+# ---------------------------------------------------------------- build
+GEN=()
+command -v ninja >/dev/null && GEN=(-G Ninja)
+rm -rf "$BUILD/CMakeCache.txt"
+run_phase "configure (sm_$ARCH)" 60 120 "$OUT/build.log" \
+  cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
+run_phase "build" 60 300 "$OUT/build.log" cmake --build "$BUILD" -j"$(nproc)"
+BUILT=0  # ps_bench_gpu exists only in a build with the CUDA backend
+[ -x "$BUILD/test_gpu_ops" ] && [ -x "$BUILD/ps_bench_gpu" ] && BUILT=1
+
+# Phases in order of importance, so that running out of time drops the least
+# important: tests, memcheck, PostShare bench, torch eager, torch.compile,
+# racecheck, synccheck. CHECK_PHASES (default all) picks a subset for a second
+# call, e.g. CHECK_PHASES="racecheck synccheck".
+PHASES="${CHECK_PHASES:-tests memcheck bench torch-eager torch-compile racecheck synccheck}"
+want() { [[ " $PHASES " == *" $1 "* ]]; }
+sanitize() {  # sanitize TOOL EXE: a short (quick-mode) run under compute-sanitizer
+  if ! command -v compute-sanitizer >/dev/null; then record "sanitizer $1" skipped 0 "not installed"; return; fi
+  run_phase "sanitizer $1 $(basename "$2")" 90 150 "$OUT/sanitizer.log" \
+    env PS_GPU_TEST_QUICK=1 compute-sanitizer --tool "$1" --error-exitcode 1 "$2"
+}
+torch_bench() {  # torch_bench MODE NEEDED_S: HF LlamaForCausalLM + AdamW, both presets
+  for preset in 125m 1b; do
+    run_phase "bench torch-$1 $preset" "$2" 300 "$OUT/bench.log" \
+      env LD_LIBRARY_PATH="$ORIG_LD" PYTHONUNBUFFERED=1 python3 "$ROOT/experiments/gpu/bench_torch.py" \
+      --preset "$preset" --mode "$1" --json "$OUT/bench.jsonl"
+  done
+}
+if [ $BUILT -eq 1 ]; then
+  want tests && run_phase "ctest -L gpu" 60 240 "$OUT/tests.log" \
+    ctest --test-dir "$BUILD" -L gpu --verbose --timeout 200
+  want memcheck && sanitize memcheck "$BUILD/test_gpu_model"
+  if want bench; then
+    for preset in 125m 1b; do
+      run_phase "bench postshare $preset" 60 150 "$OUT/bench.log" \
+        "$BUILD/ps_bench_gpu" --preset "$preset" --json "$OUT/bench.jsonl"
+    done
+  fi
+else
+  record "tests, sanitizer, PostShare bench" skipped 0 "the build failed (build.log)"
+fi
+want torch-eager && torch_bench eager 60
+want torch-compile && torch_bench compile 150
+if [ $BUILT -eq 1 ]; then
+  want racecheck && sanitize racecheck "$BUILD/test_gpu_ops"
+  want synccheck && sanitize synccheck "$BUILD/test_gpu_ops"
+fi
+
+# ---------------------------------------------------------------- summary
+python3 "$ROOT/experiments/gpu/summarize.py" --out "$OUT" --gpu "$GPU_NAME" \
+  --total-s $((SECONDS - T0)) | tee "$OUT/summary.md"

@@ -1,0 +1,272 @@
+// test_gpu_model.c: one full training step of the model on the CUDA backend
+// against the CPU reference, and bitwise determinism of the GPU run.
+//
+// For each case (GQA untied, MHA tied, a head dim of 64 over several attention
+// tiles) both backends start from the same bf16-exact weights and batch:
+//   - loss within 5e-3 (relative), every parameter gradient within 3e-2 and
+//     the logits of a forward without targets within 1e-2 (||gpu-cpu||/||cpu||;
+//     bf16 activations and weights on the GPU, fp32 on the CPU);
+//   - the optimizer step on the GPU against the CPU's AdamW given the GPU's own
+//     gradients: fp32 master weights within 1e-6, bf16 params == bf16(master);
+//   - two GPU runs of three steps (forward, backward, clip, AdamW) from the same
+//     state give bitwise identical params, gradients, masters and losses;
+//   - activation recomputation (model_set_recompute) gives bitwise the same
+//     loss and gradients, on the GPU and (the one check that needs no GPU, so
+//     it runs everywhere) on the CPU.
+// Skips the GPU checks (exit 0) without a GPU.
+#include <math.h>
+#include <string.h>
+
+#include "model.h"
+#include "optim.h"
+#include "test_gpu.h"
+
+static const Backend *G, *Cb;
+
+typedef struct {
+    const char *name;
+    LlamaConfig cfg;
+    int B, T;
+} Case;
+
+// Random weights (matrices N(0, 0.1), norms 1 + N(0, 0.1)), rounded to bf16.
+static float *case_params(const ParamTable *t, uint64_t seed) {
+    float *p = xmalloc(sizeof(float) * t->total);
+    param_init_random(t, p, seed, 0.1f);
+    Rng r;
+    rng_seed(&r, seed + 1);
+    for (int i = 0; i < t->n; i++)
+        if (t->e[i].ndim == 1)
+            for (size_t j = 0; j < t->e[i].numel; j++)
+                p[t->e[i].offset + j] = 1.0f + 0.1f * rng_normal(&r);
+    for (size_t i = 0; i < t->total; i++) p[i] = t_bf16(p[i]);
+    return p;
+}
+
+// Random tokens and targets; two targets ignored.
+static void case_batch(uint64_t seed, int BT, int V, int *tok, int *tgt) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < BT; i++) {
+        tok[i] = (int)(rng_u64(&r) % V);
+        tgt[i] = (int)(rng_u64(&r) % V);
+    }
+    tgt[0] = -100;
+    tgt[BT - 1] = -1;
+}
+
+static const OptimConfig OPT = {.lr = 1e-3f,
+                                .min_lr = 1e-4f,
+                                .warmup = 0,
+                                .total_steps = 10,
+                                .beta1 = 0.9f,
+                                .beta2 = 0.95f,
+                                .eps = 1e-8f,
+                                .weight_decay = 0.1f,
+                                .clip = 1.0f};
+
+// Forward and backward of the mean loss; the host gradients into g.
+static float loss_and_grads(Model *M, const int *tok, const int *tgt, int B, int T, float *g) {
+    model_zero_grads(M);
+    float loss = model_forward(M, tok, tgt, B, T);
+    model_backward(M, 1.0f / M->n_valid);
+    model_get_grads(M, g);
+    return loss;
+}
+
+static void check_step(const Case *c, uint64_t seed) {
+    printf("%s: B %d T %d, C %d L %d heads %d/%d F %d V %d, %s\n", c->name, c->B, c->T, c->cfg.dim,
+           c->cfg.n_layers, c->cfg.n_heads, c->cfg.n_kv_heads, c->cfg.ffn_dim, c->cfg.vocab_size,
+           c->cfg.tie_embeddings ? "tied" : "untied");
+    Model Mc, Mg;
+    model_init(&Mc, Cb, &c->cfg);
+    model_init(&Mg, G, &c->cfg);
+    size_t n = Mc.t.total;
+    int BT = c->B * c->T, V = c->cfg.vocab_size;
+    float *p = case_params(&Mc.t, seed);
+    model_set_params(&Mc, p);
+    model_set_params(&Mg, p);
+    int *tok = xmalloc(sizeof(int) * BT), *tgt = xmalloc(sizeof(int) * BT);
+    case_batch(seed + 2, BT, V, tok, tgt);
+
+    float *gc = xmalloc(sizeof(float) * n), *gg = xmalloc(sizeof(float) * n);
+    float lc = loss_and_grads(&Mc, tok, tgt, c->B, c->T, gc);
+    float lg = loss_and_grads(&Mg, tok, tgt, c->B, c->T, gg);
+    double el = fabs((double)lg - lc) / fabs(lc);
+    T_CHECK(el <= 5e-3, "%s: loss %.6f vs CPU %.6f (rel %.2e)", c->name, lg, lc, el);
+    printf("  loss %.6f (CPU %.6f), rel err %.2e (tol 5e-3)\n", lg, lc, el);
+    double worst = 0.0;
+    for (int i = 0; i < Mc.t.n; i++) {
+        const ParamEntry *e = &Mc.t.e[i];
+        double eg = t_rel_l2(gg + e->offset, gc + e->offset, e->numel);
+        T_CHECK(eg <= 3e-2, "%s: gradient of %s: rel L2 err %.3g", c->name, e->name, eg);
+        if (!(eg <= worst)) worst = eg;
+        printf("  grad %-48s %.2e\n", e->name, eg);
+    }
+    printf("  worst gradient rel err %.2e (tol 3e-2)\n", worst);
+
+    // logits of a forward without targets (the fused classifier only runs with targets)
+    size_t nl = (size_t)BT * V;
+    float *Lc = xmalloc(sizeof(float) * nl), *Lg = xmalloc(sizeof(float) * nl);
+    model_forward(&Mc, tok, NULL, c->B, c->T);
+    model_forward(&Mg, tok, NULL, c->B, c->T);
+    model_get_logits(&Mc, Lc);
+    model_get_logits(&Mg, Lg);
+    double elog = t_rel_l2(Lg, Lc, nl);
+    T_CHECK(elog <= 1e-2, "%s: logits rel err %.3g", c->name, elog);
+    printf("  logits rel err %.2e (tol 1e-2)\n", elog);
+
+    // AdamW on the GPU vs the CPU's AdamW given the same weights and the GPU's gradients.
+    Model Mr;
+    model_init(&Mr, Cb, &c->cfg);
+    model_set_params(&Mr, p);
+    Cb->upload(Mr.grads, gg, sizeof(float) * n);  // fp32 compute type: raw bytes
+    Optim og, orf;
+    optim_init(&og, &Mg, &OPT);
+    optim_init(&orf, &Mr, &OPT);
+    float ng = optim_grad_norm(&Mg), nr = optim_grad_norm(&Mr);
+    T_CHECK(fabsf(ng - nr) <= 1e-6f * nr, "%s: grad norm %.9g vs CPU on the same grads %.9g",
+            c->name, ng, nr);
+    optim_step(&og, &Mg, 0, ng);
+    optim_step(&orf, &Mr, 0, ng);
+    float *mg = xmalloc(sizeof(float) * n), *mr = xmalloc(sizeof(float) * n);
+    optim_get_state(&og, mg, NULL, NULL);
+    optim_get_state(&orf, mr, NULL, NULL);
+    double em = t_rel_l2(mg, mr, n);
+    T_CHECK(em <= 1e-6, "%s: AdamW master weights rel err %.3g", c->name, em);
+    model_get_params(&Mg, p);
+    int same = 1;
+    for (size_t i = 0; i < n; i++) same &= p[i] == t_bf16(mg[i]);
+    T_CHECK(same, "%s: GPU params after AdamW are bf16(master)", c->name);
+    printf("  AdamW masters vs CPU AdamW on the GPU's gradients: rel err %.2e (tol 1e-6)\n", em);
+
+    optim_free(&og);
+    optim_free(&orf);
+    model_free(&Mr);
+    model_free(&Mc);
+    model_free(&Mg);
+    free(p), free(tok), free(tgt), free(gc), free(gg), free(Lc), free(Lg), free(mg), free(mr);
+}
+
+// Activation recomputation gives bitwise the same loss and gradients on
+// backend be (it recomputes each layer with the same ops on the same inputs).
+static void check_recompute(const Backend *be, const Case *c, uint64_t seed) {
+    Model M;
+    model_init(&M, be, &c->cfg);
+    size_t n = M.t.total;
+    int BT = c->B * c->T;
+    float *p = case_params(&M.t, seed);
+    model_set_params(&M, p);
+    int *tok = xmalloc(sizeof(int) * BT), *tgt = xmalloc(sizeof(int) * BT);
+    case_batch(seed + 3, BT, c->cfg.vocab_size, tok, tgt);
+    float *g0 = xmalloc(sizeof(float) * n), *g1 = xmalloc(sizeof(float) * n);
+    float l0 = loss_and_grads(&M, tok, tgt, c->B, c->T, g0);
+    model_set_recompute(&M, 1);
+    float l1 = loss_and_grads(&M, tok, tgt, c->B, c->T, g1);
+    int same = l0 == l1 && !memcmp(g0, g1, sizeof(float) * n);
+    T_CHECK(same, "%s on %s: recomputation changed the loss (%.9g vs %.9g) or the gradients",
+            c->name, be->name, l0, l1);
+    printf("%s on %s: activation recomputation gives %s loss and gradients\n", c->name, be->name,
+           same ? "bitwise the same" : "DIFFERENT");
+    model_free(&M);
+    free(p), free(tok), free(tgt), free(g0), free(g1);
+}
+
+// Three training steps on the GPU; returns the raw bytes of params, grads,
+// master weights, m, v and the losses, concatenated (*len bytes).
+static unsigned char *gpu_run(const Case *c, uint64_t seed, size_t *len) {
+    Model M;
+    model_init(&M, G, &c->cfg);
+    size_t n = M.t.total, e = G->act_bytes;
+    int BT = c->B * c->T;
+    float *p = case_params(&M.t, seed);
+    model_set_params(&M, p);
+    Optim o;
+    optim_init(&o, &M, &OPT);
+    int *tok = xmalloc(sizeof(int) * BT), *tgt = xmalloc(sizeof(int) * BT);
+    const int steps = 3;
+    *len = n * e * 2 + n * 12 + steps * sizeof(float);
+    unsigned char *out = xmalloc(*len), *at = out;
+    float losses[3];
+    for (int s = 0; s < steps; s++) {
+        case_batch(seed + 10 + s, BT, c->cfg.vocab_size, tok, tgt);
+        model_zero_grads(&M);
+        losses[s] = model_forward(&M, tok, tgt, c->B, c->T);
+        model_backward(&M, 1.0f / M.n_valid);
+        optim_step(&o, &M, s, optim_grad_norm(&M));
+    }
+    G->download(at, M.params, n * e), at += n * e;
+    G->download(at, M.grads, n * e), at += n * e;
+    optim_get_state(&o, (float *)at, (float *)(at + n * 4), (float *)(at + n * 8)), at += n * 12;
+    memcpy(at, losses, sizeof losses);
+    optim_free(&o);
+    model_free(&M);
+    free(p), free(tok), free(tgt);
+    return out;
+}
+
+static void check_determinism(const Case *c, uint64_t seed) {
+    size_t la, lb;
+    unsigned char *a = gpu_run(c, seed, &la), *b = gpu_run(c, seed, &lb);
+    T_CHECK(la == lb && !memcmp(a, b, la),
+            "%s: two GPU runs of 3 steps differ (params, grads, optimizer state or losses)",
+            c->name);
+    printf("%s: two GPU runs of 3 steps: %s (%zu bytes compared)\n", c->name,
+           la == lb && !memcmp(a, b, la) ? "bitwise identical" : "DIFFERENT", la);
+    free(a);
+    free(b);
+}
+
+int main(void) {
+    Case cases[] = {
+        {"gqa_untied",
+         {.dim = 48,
+          .n_layers = 2,
+          .n_heads = 6,
+          .n_kv_heads = 2,
+          .ffn_dim = 80,
+          .vocab_size = 97,
+          .max_seq_len = 64,
+          .rope_theta = 10000.0f,
+          .norm_eps = 1e-5f,
+          .tie_embeddings = 0},
+         3,
+         37},
+        {"mha_tied",
+         {.dim = 64,
+          .n_layers = 2,
+          .n_heads = 4,
+          .n_kv_heads = 4,
+          .ffn_dim = 128,
+          .vocab_size = 300,
+          .max_seq_len = 64,
+          .rope_theta = 10000.0f,
+          .norm_eps = 1e-6f,
+          .tie_embeddings = 1},
+         2,
+         29},
+        {"hd64_tiles",
+         {.dim = 256,
+          .n_layers = 2,
+          .n_heads = 4,
+          .n_kv_heads = 2,
+          .ffn_dim = 512,
+          .vocab_size = 512,
+          .max_seq_len = 256,
+          .rope_theta = 500000.0f,
+          .norm_eps = 1e-5f,
+          .tie_embeddings = 0},
+         2,
+         130},
+    };
+    Cb = backend_cpu();
+    check_recompute(Cb, &cases[0], 5);  // needs no GPU: runs everywhere
+    G = gpu_or_skip();
+    if (!G) return t_summary();
+    uint64_t seed = gpu_test_seed();
+    int ncases = gpu_test_quick() ? 1 : (int)(sizeof cases / sizeof cases[0]);
+    for (int i = 0; i < ncases; i++) check_step(&cases[i], seed + 100 * i);
+    check_determinism(&cases[ncases - 1], seed + 7);
+    check_recompute(G, &cases[ncases - 1], seed + 9);
+    return t_summary();
+}

@@ -1,0 +1,447 @@
+// test_gpu_ops.c: every op of the CUDA backend against the CPU reference op
+// (trainer/cpu_ops.c) on the same fresh random inputs, at several shapes,
+// including odd sizes and partial tiles.
+//
+// Inputs are rounded to bf16 first, so both backends compute from identical
+// values and the error is the GPU op's own. Each output is compared as
+// ||gpu - cpu|| / ||cpu|| (test_gpu.h): bf16 outputs within 1e-2, fp32 outputs
+// (RMSNorm rstd, losses, AdamW state) within 1e-4 or tighter. Outputs that the
+// op overwrites (=) are poisoned with NaN on the GPU first, so an element the
+// op fails to write fails the check; outputs that accumulate (+=) start from
+// random values. Skips (exit 0) without a GPU.
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "test_gpu.h"
+
+static const Backend *G, *Cb;  // the GPU backend and the CPU reference
+static Rng rng;
+static int quick;
+
+// One tensor on both backends. f32: an fp32 buffer on both (else the GPU copy
+// holds the compute type, bf16). host: the values both copies started from.
+typedef struct {
+    size_t n;
+    int f32;
+    float *host;
+    void *c, *g;
+} Pair;
+
+static void gpu_put(const Pair *p, const float *h) {
+    if (p->f32)
+        G->upload(p->g, h, p->n * 4);
+    else
+        G->upload_f32(p->g, h, p->n);
+}
+
+// n values N(0, scale^2) rounded to bf16 (scale 0: zeros); poison: the GPU
+// copy is NaN instead (an output the op must overwrite).
+static Pair pair(size_t n, int f32, float scale, int poison) {
+    Pair p = {.n = n, .f32 = f32};
+    p.host = xmalloc(4 * n);
+    for (size_t i = 0; i < n; i++)
+        p.host[i] = scale != 0.0f ? t_bf16(scale * rng_normal(&rng)) : 0.0f;
+    p.c = Cb->alloc(4 * n);
+    Cb->upload(p.c, p.host, 4 * n);
+    p.g = G->alloc(n * (f32 ? 4 : G->act_bytes));
+    if (poison) {
+        float *nan = xmalloc(4 * n);
+        for (size_t i = 0; i < n; i++) nan[i] = NAN;
+        gpu_put(&p, nan);
+        free(nan);
+    } else {
+        gpu_put(&p, p.host);
+    }
+    return p;
+}
+static Pair input(size_t n, float scale) {
+    return pair(n, 0, scale, 0);
+}
+static Pair output(size_t n) {
+    return pair(n, 0, 0.0f, 1);
+}
+
+static void pair_free(Pair *p) {
+    free(p->host);
+    Cb->free(p->c);
+    G->free(p->g);
+}
+
+static void gpu_get(const Pair *p, float *h) {
+    if (p->f32)
+        G->download(h, p->g, p->n * 4);
+    else
+        G->download_f32(h, p->g, p->n);
+}
+
+// The GPU copy against the CPU copy; returns the error.
+static double check(const Pair *p, double tol, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static double check(const Pair *p, double tol, const char *fmt, ...) {
+    char what[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    float *g = xmalloc(4 * p->n), *c = xmalloc(4 * p->n);
+    gpu_get(p, g);
+    Cb->download(c, p->c, 4 * p->n);
+    double e = t_rel_l2(g, c, p->n);
+    T_CHECK(e <= tol, "%s: rel L2 error %.3g (tolerance %.0e)", what, e, tol);
+    printf("  %-58s %.2e (tol %.0e)\n", what, e, tol);
+    free(g);
+    free(c);
+    return e;
+}
+
+// int32 buffers (tokens, targets) on both backends.
+static void ints(int *h, size_t n, void **c, void **g) {
+    *c = Cb->alloc(4 * n);
+    *g = G->alloc(4 * n);
+    Cb->upload(*c, h, 4 * n);
+    G->upload(*g, h, 4 * n);
+}
+
+// ---------------------------------------------------------------- memory
+
+static void test_memory(void) {
+    printf("memory\n");
+    size_t n = 1001;
+    float *h = xmalloc(4 * n), *back = xmalloc(4 * n);
+    void *g = G->alloc(n * G->act_bytes);
+    G->download_f32(back, g, n);
+    int zero = 1;
+    for (size_t i = 0; i < n; i++) zero &= back[i] == 0.0f;
+    T_CHECK(zero, "alloc returns zeroed memory");
+    for (size_t i = 0; i < n; i++) h[i] = t_bf16(3.0f * rng_normal(&rng));
+    G->upload_f32(g, h, n);
+    G->download_f32(back, g, n);
+    T_CHECK(!memcmp(h, back, 4 * n), "bf16-exact values survive upload_f32/download_f32");
+    for (size_t i = 0; i < n; i++) h[i] = 3.0f * rng_normal(&rng);
+    G->upload_f32(g, h, n);
+    G->download_f32(back, g, n);
+    int rne = 1;
+    for (size_t i = 0; i < n; i++) rne &= back[i] == t_bf16(h[i]);
+    T_CHECK(rne, "upload_f32 rounds to nearest even like f32_to_bf16");
+    G->zero(g, n * G->act_bytes);
+    G->download_f32(back, g, n);
+    zero = 1;
+    for (size_t i = 0; i < n; i++) zero &= back[i] == 0.0f;
+    T_CHECK(zero, "zero clears");
+    unsigned char raw[77], rawback[77];
+    for (int i = 0; i < 77; i++) raw[i] = (unsigned char)rng_u64(&rng);
+    G->upload(g, raw, sizeof raw);
+    G->download(rawback, g, sizeof raw);
+    T_CHECK(!memcmp(raw, rawback, sizeof raw), "raw upload/download round trip");
+    G->free(g);
+    free(h);
+    free(back);
+
+    if (G->copy2d && Cb->copy2d) {  // a 5x7 block between row strides 11 and 9, at offsets
+        Pair src = input(11 * 13, 1.0f), dst = input(9 * 8, 1.0f);
+        size_t e = G->act_bytes;
+        Cb->copy2d((float *)dst.c + 1, 9, (float *)src.c + 3, 11, 5, 7);
+        G->copy2d((char *)dst.g + 1 * e, 9, (char *)src.g + 3 * e, 11, 5, 7);
+        check(&dst, 0.0, "copy2d 5x7 (strides 11 -> 9)");
+        pair_free(&src);
+        pair_free(&dst);
+    }
+}
+
+// ---------------------------------------------------------------- ops
+
+static void test_embedding(int BT, int C, int V) {
+    int *tok = xmalloc(sizeof(int) * BT);
+    for (int i = 0; i < BT; i++) tok[i] = (int)(rng_u64(&rng) % V);
+    void *tc, *tg;
+    ints(tok, BT, &tc, &tg);
+    Pair wte = input((size_t)V * C, 1.0f), out = output((size_t)BT * C);
+    Cb->embedding_fwd(out.c, tc, wte.c, BT, C);
+    G->embedding_fwd(out.g, tg, wte.g, BT, C);
+    check(&out, 0.0, "embedding_fwd BT %d C %d V %d (exact)", BT, C, V);
+    Pair dout = input((size_t)BT * C, 1.0f), dwte = input((size_t)V * C, 1.0f);  // += into random
+    Cb->embedding_bwd(dwte.c, dout.c, tc, BT, C);
+    G->embedding_bwd(dwte.g, dout.g, tg, BT, C);
+    check(&dwte, 1e-2, "embedding_bwd BT %d C %d V %d", BT, C, V);
+    pair_free(&wte), pair_free(&out), pair_free(&dout), pair_free(&dwte);
+    Cb->free(tc), G->free(tg);
+    free(tok);
+}
+
+static void test_rmsnorm(int BT, int C) {
+    float eps = 1e-5f;
+    Pair x = input((size_t)BT * C, 2.0f), w = input(C, 1.0f), out = output((size_t)BT * C);
+    Pair rstd = pair(BT, 1, 0.0f, 1);
+    Cb->rmsnorm_fwd(out.c, rstd.c, x.c, w.c, BT, C, eps);
+    G->rmsnorm_fwd(out.g, rstd.g, x.g, w.g, BT, C, eps);
+    check(&out, 1e-2, "rmsnorm_fwd out BT %d C %d", BT, C);
+    check(&rstd, 1e-5, "rmsnorm_fwd rstd (fp32) BT %d C %d", BT, C);
+    // Backward from the CPU's rstd on both, so that only the backward differs.
+    float *r = xmalloc(4 * (size_t)BT);
+    Cb->download(r, rstd.c, 4 * (size_t)BT);
+    G->upload(rstd.g, r, 4 * (size_t)BT);
+    free(r);
+    Pair dout = input((size_t)BT * C, 1.0f), dx = input((size_t)BT * C, 1.0f), dw = input(C, 1.0f);
+    Cb->rmsnorm_bwd(dx.c, dw.c, dout.c, x.c, w.c, rstd.c, BT, C);
+    G->rmsnorm_bwd(dx.g, dw.g, dout.g, x.g, w.g, rstd.g, BT, C);
+    check(&dx, 1e-2, "rmsnorm_bwd dinp (+=) BT %d C %d", BT, C);
+    check(&dw, 1e-2, "rmsnorm_bwd dw (+=) BT %d C %d", BT, C);
+    pair_free(&x), pair_free(&w), pair_free(&out), pair_free(&rstd);
+    pair_free(&dout), pair_free(&dx), pair_free(&dw);
+}
+
+// W sits at an odd element offset inside its buffer (like a tensor inside the
+// flat parameter buffer), so the GPU matmul must handle 2-byte alignment.
+static void test_matmul(int N, int IC, int OC) {
+    Pair x = input((size_t)N * IC, 1.0f), Wbuf = input((size_t)OC * IC + 1, 1.0f);
+    void *Wc = (float *)Wbuf.c + 1, *Wg = (char *)Wbuf.g + G->act_bytes;
+    Pair out = output((size_t)N * OC);
+    Cb->matmul_fwd(out.c, x.c, Wc, N, IC, OC);
+    G->matmul_fwd(out.g, x.g, Wg, N, IC, OC);
+    check(&out, 1e-2, "matmul_fwd N %d IC %d OC %d", N, IC, OC);
+    Pair dout = input((size_t)N * OC, 1.0f), dx = output((size_t)N * IC);
+    Pair dW = input((size_t)OC * IC, 1.0f);
+    Cb->matmul_bwd(dx.c, dW.c, dout.c, x.c, Wc, N, IC, OC, 0);
+    G->matmul_bwd(dx.g, dW.g, dout.g, x.g, Wg, N, IC, OC, 0);
+    check(&dx, 1e-2, "matmul_bwd dinp (=) N %d IC %d OC %d", N, IC, OC);
+    check(&dW, 1e-2, "matmul_bwd dW (+=) N %d IC %d OC %d", N, IC, OC);
+    // accumulate into dinp; dW skipped (NULL)
+    Cb->matmul_bwd(dx.c, NULL, dout.c, x.c, Wc, N, IC, OC, 1);
+    G->matmul_bwd(dx.g, NULL, dout.g, x.g, Wg, N, IC, OC, 1);
+    check(&dx, 1e-2, "matmul_bwd dinp (+=, dW NULL) N %d IC %d OC %d", N, IC, OC);
+    pair_free(&x), pair_free(&Wbuf), pair_free(&out), pair_free(&dout), pair_free(&dx),
+        pair_free(&dW);
+}
+
+static void test_rope(int B, int T, int nh, int hd, float theta) {
+    size_t n = (size_t)B * T * nh * hd;
+    Pair x = input(n, 1.0f);
+    Cb->rope_fwd(x.c, B, T, nh, hd, theta);
+    G->rope_fwd(x.g, B, T, nh, hd, theta);
+    check(&x, 1e-2, "rope_fwd B %d T %d heads %d hd %d theta %g", B, T, nh, hd, theta);
+    Cb->rope_bwd(x.c, B, T, nh, hd, theta);
+    G->rope_bwd(x.g, B, T, nh, hd, theta);
+    check(&x, 1e-2, "rope_bwd B %d T %d heads %d hd %d", B, T, nh, hd);
+    float *back = xmalloc(4 * n);  // the backward undoes the forward (rotation transpose)
+    G->download_f32(back, x.g, n);
+    double e = t_rel_l2(back, x.host, n);
+    T_CHECK(e <= 1e-2, "rope_bwd(rope_fwd(x)) != x: %.3g", e);
+    free(back);
+    pair_free(&x);
+}
+
+static void test_attention(int B, int T, int nh, int nkv, int hd, const char *impl) {
+    size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd;
+    Pair q = input(nq, 1.0f), k = input(nk, 1.0f), v = input(nk, 1.0f), out = output(nq);
+    void *sc = Cb->alloc(Cb->attn_state_bytes(B, T, nh)),
+         *sg = G->alloc(G->attn_state_bytes(B, T, nh));
+    Cb->attention_fwd(out.c, sc, q.c, k.c, v.c, B, T, nh, nkv, hd);
+    G->attention_fwd(out.g, sg, q.g, k.g, v.g, B, T, nh, nkv, hd);
+    const char *f = "attention %s %s B %d T %d nh %d nkv %d hd %d";
+    check(&out, 1e-2, f, impl, "fwd out", B, T, nh, nkv, hd);
+    Pair dout = input(nq, 1.0f), dq = output(nq), dk = output(nk), dv = output(nk);
+    Cb->attention_bwd(dq.c, dk.c, dv.c, dout.c, sc, q.c, k.c, v.c, B, T, nh, nkv, hd);
+    G->attention_bwd(dq.g, dk.g, dv.g, dout.g, sg, q.g, k.g, v.g, B, T, nh, nkv, hd);
+    check(&dq, 1e-2, f, impl, "bwd dq", B, T, nh, nkv, hd);
+    check(&dk, 1e-2, f, impl, "bwd dk", B, T, nh, nkv, hd);
+    check(&dv, 1e-2, f, impl, "bwd dv", B, T, nh, nkv, hd);
+    pair_free(&q), pair_free(&k), pair_free(&v), pair_free(&out);
+    pair_free(&dout), pair_free(&dq), pair_free(&dk), pair_free(&dv);
+    Cb->free(sc), G->free(sg);
+}
+
+static void test_elementwise(size_t n) {
+    Pair g = input(n, 3.0f), u = input(n, 1.0f), out = output(n);
+    Cb->swiglu_fwd(out.c, g.c, u.c, n);
+    G->swiglu_fwd(out.g, g.g, u.g, n);
+    check(&out, 1e-2, "swiglu_fwd n %zu", n);
+    Pair dout = input(n, 1.0f), dg = output(n), du = output(n);
+    Cb->swiglu_bwd(dg.c, du.c, dout.c, g.c, u.c, n);
+    G->swiglu_bwd(dg.g, du.g, dout.g, g.g, u.g, n);
+    check(&dg, 1e-2, "swiglu_bwd dgate n %zu", n);
+    check(&du, 1e-2, "swiglu_bwd dup n %zu", n);
+    Cb->add_inplace(u.c, dout.c, n);
+    G->add_inplace(u.g, dout.g, n);
+    check(&u, 1e-2, "add_inplace n %zu", n);
+    pair_free(&g), pair_free(&u), pair_free(&out), pair_free(&dout), pair_free(&dg), pair_free(&du);
+}
+
+// Targets: random, with about one in five ignored (-1).
+static int *random_targets(int BT, int V) {
+    int *t = xmalloc(sizeof(int) * BT);
+    for (int i = 0; i < BT; i++) t[i] = rng_u64(&rng) % 5 == 0 ? -1 : (int)(rng_u64(&rng) % V);
+    return t;
+}
+
+static void test_crossentropy(int BT, int V) {
+    int *tgt = random_targets(BT, V);
+    void *tc, *tg;
+    ints(tgt, BT, &tc, &tg);
+    Pair lg = input((size_t)BT * V, 3.0f), loss = pair(BT, 1, 0.0f, 1);
+    Cb->crossentropy_fwd(loss.c, lg.c, tc, BT, V);
+    G->crossentropy_fwd(loss.g, lg.g, tg, BT, V);
+    check(&loss, 1e-4, "crossentropy_fwd losses (fp32) BT %d V %d", BT, V);
+    float scale = 1.0f / BT;
+    Cb->crossentropy_bwd(lg.c, tc, BT, V, scale);
+    G->crossentropy_bwd(lg.g, tg, BT, V, scale);
+    check(&lg, 1e-2, "crossentropy_bwd dlogits BT %d V %d", BT, V);
+    pair_free(&lg), pair_free(&loss);
+    Cb->free(tc), G->free(tg);
+    free(tgt);
+}
+
+// The fused classifier against the CPU's unfused ops (matmul + cross-entropy).
+static void test_classifier(int BT, int C, int V) {
+    if (!G->classifier_fwd) return;
+    int *tgt = random_targets(BT, V);
+    void *tc, *tg;
+    ints(tgt, BT, &tc, &tg);
+    Pair x = input((size_t)BT * C, 1.0f), W = input((size_t)V * C, 0.3f);
+    Pair loss = pair(BT, 1, 0.0f, 1), dx = output((size_t)BT * C), dW = input((size_t)V * C, 0.01f);
+    float *logits = Cb->alloc(4 * (size_t)BT * V);
+    Cb->matmul_fwd(logits, x.c, W.c, BT, C, V);
+    Cb->crossentropy_fwd(loss.c, logits, tc, BT, V);
+    G->classifier_fwd(loss.g, x.g, W.g, tg, BT, C, V);
+    // fp32 losses, but from bf16-rounded GPU logits (the CPU's are fp32): bf16 tolerance
+    check(&loss, 1e-2, "classifier_fwd losses BT %d C %d V %d", BT, C, V);
+    float scale = 1.0f / BT;
+    Cb->crossentropy_bwd(logits, tc, BT, V, scale);
+    Cb->matmul_bwd(dx.c, dW.c, logits, x.c, W.c, BT, C, V, 0);
+    G->classifier_bwd(dx.g, dW.g, x.g, W.g, tg, BT, C, V, scale);
+    check(&dx, 1e-2, "classifier_bwd dlnf (=) BT %d C %d V %d", BT, C, V);
+    check(&dW, 1e-2, "classifier_bwd dWhead (+=) BT %d C %d V %d", BT, C, V);
+    Cb->free(logits);
+    pair_free(&x), pair_free(&W), pair_free(&loss), pair_free(&dx), pair_free(&dW);
+    Cb->free(tc), G->free(tg);
+    free(tgt);
+}
+
+static void test_sumsq(size_t n) {
+    Pair x = input(n, 2.0f);
+    double c = Cb->sumsq(x.c, n), g = G->sumsq(x.g, n);
+    double e = fabs(g - c) / c;  // identical bf16 values, fp64 sums: only the order differs
+    T_CHECK(e <= 1e-10, "sumsq n %zu: %.17g vs %.17g", n, g, c);
+    printf("  %-58s %.2e (tol 1e-10)\n", "sumsq", e);
+    pair_free(&x);
+}
+
+static void test_adamw(size_t n) {
+    Pair master = pair(n, 1, 0.0f, 0), m = pair(n, 1, 0.0f, 0), v = pair(n, 1, 0.0f, 0);
+    Pair params = output(n);
+    float *h = xmalloc(4 * n);  // the same start on both: masters ~N(0, 0.1), params = bf16(master)
+    for (size_t i = 0; i < n; i++) h[i] = t_bf16(0.1f * rng_normal(&rng));
+    Cb->upload(master.c, h, 4 * n), G->upload(master.g, h, 4 * n);
+    for (int t = 1; t <= 3; t++) {
+        Pair grad = input(n, 1e-2f);
+        Cb->adamw(master.c, master.c, grad.c, m.c, v.c, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f,
+                  t);
+        G->adamw(master.g, params.g, grad.g, m.g, v.g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f, t);
+        pair_free(&grad);
+    }
+    check(&master, 1e-6, "adamw master (fp32) n %zu, 3 steps", n);
+    check(&m, 1e-6, "adamw m (fp32) n %zu", n);
+    check(&v, 1e-6, "adamw v (fp32) n %zu", n);
+    float *pg = xmalloc(4 * n);
+    G->download(h, master.g, 4 * n);
+    G->download_f32(pg, params.g, n);
+    int same = 1;
+    for (size_t i = 0; i < n; i++) same &= pg[i] == t_bf16(h[i]);
+    T_CHECK(same, "adamw: params == bf16(master) for every element");
+    free(pg);
+    free(h);
+    pair_free(&master), pair_free(&m), pair_free(&v), pair_free(&params);
+}
+
+// The PostShare regularizer op: every divergence, with its value, per-pair
+// statistics and gradients, on strided slices of one flat buffer; the last two
+// pairs share their source slice (as several replaced units can).
+static void test_share_reg(void) {
+    if (!G->share_reg || !Cb->share_reg) return;
+    size_t n = 1200;
+    ParamSlice a[3] = {{0, 8, 16, 40}, {400, 1, 128, 128}, {1000, 16, 8, 9}};
+    ParamSlice b[3] = {{20, 8, 16, 40}, {600, 4, 32, 50}, {600, 4, 32, 50}};
+    Pair p = input(n, 0.5f);
+    const char *names[] = {"l2", "mse", "kl", "js", "kl2"};
+    for (int type = 0; type < 5; type++) {
+        Pair g = input(n, 0.01f);  // gradients accumulate (+=) into random values
+        double sc[12], sg[12];
+        double rc = Cb->share_reg(g.c, p.c, a, b, 3, type, 0.7f, sc);
+        double rg = G->share_reg(g.g, p.g, a, b, 3, type, 0.7f, sg);
+        double rn = G->share_reg(NULL, p.g, a, b, 3, type, 0.7f, NULL);  // value only
+        double e = fabs(rg - rc) / fabs(rc), es = t_rel_l2_d(sg, sc, 12);
+        T_CHECK(e <= 1e-9 && rn == rg, "share_reg %s: %.17g (value only %.17g) vs CPU %.17g",
+                names[type], rg, rn, rc);
+        T_CHECK(es <= 1e-9, "share_reg %s: pair statistics rel err %.3g", names[type], es);
+        printf("  %-58s %.2e (tol 1e-9)\n", names[type], e);
+        check(&g, 1e-2, "share_reg %s gradients (+=)", names[type]);
+        pair_free(&g);
+    }
+    pair_free(&p);
+}
+
+int main(void) {
+    G = gpu_or_skip();
+    if (!G) return t_summary();
+    Cb = backend_cpu();
+    rng_seed(&rng, gpu_test_seed());
+    quick = gpu_test_quick();
+
+    test_memory();
+    printf("embedding\n");
+    test_embedding(7, 17, 5);
+    test_embedding(300, 130, 7);  // many repeats of each token
+    if (!quick) test_embedding(2048, 256, 1000);
+    printf("rmsnorm\n");
+    test_rmsnorm(1, 7);
+    test_rmsnorm(33, 96);
+    if (!quick) test_rmsnorm(1000, 1000);
+    printf("matmul\n");
+    test_matmul(3, 5, 7);
+    test_matmul(64, 128, 96);
+    if (!quick) test_matmul(257, 300, 129), test_matmul(512, 512, 1024);
+    printf("rope\n");
+    test_rope(2, 5, 3, 8, 10000.0f);
+    test_rope(1, 67, 4, 64, 10000.0f);
+    if (!quick) test_rope(2, 130, 2, 128, 500000.0f);
+    printf("attention\n");
+    // (B, T, nh, nkv, hd): single row, GQA, MQA, tiles partly filled, hd not a multiple of 16
+    int shapes[][5] = {{1, 1, 1, 1, 8},    {2, 5, 4, 2, 8},    {2, 67, 6, 2, 16},
+                       {2, 64, 2, 2, 20},  {1, 130, 4, 4, 64}, {1, 129, 2, 1, 72},
+                       {1, 200, 8, 1, 128}};
+    int nshapes = quick ? 4 : (int)(sizeof shapes / sizeof shapes[0]);
+    const char *impl_names[2] = {"flash", "naive"};
+    for (int impl = 0; impl < 2; impl++) {  // both implementations (cuda_backend.h)
+#ifdef PS_HAVE_CUDA
+        cuda_set_attention_impl(impl == 0 ? CUDA_ATTN_FLASH : CUDA_ATTN_NAIVE);
+#endif
+        for (int s = 0; s < nshapes; s++)
+            test_attention(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], shapes[s][4],
+                           impl_names[impl]);
+    }
+#ifdef PS_HAVE_CUDA
+    cuda_set_attention_impl(CUDA_ATTN_FLASH);
+#endif
+    printf("swiglu, add\n");
+    test_elementwise(1);
+    test_elementwise(1001);
+    if (!quick) test_elementwise(65537);
+    printf("cross-entropy\n");
+    test_crossentropy(5, 7);
+    test_crossentropy(64, 1000);
+    if (!quick) test_crossentropy(33, 32000);
+    printf("fused classifier\n");
+    test_classifier(37, 48, 97);
+    if (!quick) test_classifier(300, 64, 1000);
+    // more than one chunk of logits (64M per chunk): exercises the fp32 head-gradient sum
+    if (!quick) test_classifier(2100, 64, 32000);
+    printf("PostShare regularizer\n");
+    test_share_reg();
+    printf("optimizer\n");
+    test_sumsq(1);
+    test_sumsq(1000);
+    if (!quick) test_sumsq(3000001);
+    test_adamw(1001);
+    if (!quick) test_adamw(300000);
+    return t_summary();
+}
