@@ -1,0 +1,49 @@
+// postshare.h: PostShare in the training loop: the job's share section turned
+// into a plan and regularizer pairs, the regularizer added to each step's
+// gradient, and the hand-off at the end of a run (apply the plan to the
+// post-trained weights, evaluate the four models, write results.json/md and the
+// shared model). The loss is lm_weight * LM + reg.weight * R (sharereg.h).
+#pragma once
+
+#include "eval.h"
+#include "hf_io.h"
+#include "job.h"
+#include "model.h"
+#include "sharereg.h"
+
+typedef struct {
+    int active;        // the job has a share section
+    SharePlan plan;    // which units share
+    RegPairs pairs;    // the regularizer's slice pairs (full model layout)
+    float lm_weight;   // 1 when inactive
+    float reg_weight;  // 0 when inactive
+    char *plan_json;   // the plan as JSON (stored in checkpoints); NULL when inactive
+} PostShare;
+
+// Set up from the job. The plan is, in order of precedence: resume_plan_json
+// (the plan a resumed checkpoint was trained with), share.plan (a file, checked
+// against the starting weights w0: shape and fingerprint), or computed from w0
+// with share.match and share.ratio. Prints a line about it. 0, or -1 with
+// ps_err set (a bad plan file, a ratio that cannot be met...).
+int postshare_init(PostShare *ps, const JobConfig *job, const HostWeights *w0,
+                   const char *resume_plan_json);
+void postshare_free(PostShare *ps);
+
+// After the step's micro-batches: add reg_weight * dR/dparams to the model's
+// gradients and return R and the pair statistics of the current weights.
+RegStats postshare_step(const PostShare *ps, Model *M);
+// The same statistics without touching gradients.
+RegStats postshare_stats(const PostShare *ps, const Model *M);
+
+// The end of a run with share.apply_after: evaluate on the validation loader
+// the starting model (start), DirectShare of it, the post-trained model
+// (final), and PostShare (the plan applied to final); write
+// run_dir/results.json and results.md, save run_dir/shared/ (compact) and, with
+// share.materialize, run_dir/shared_hf/ (plain HF); print the table.
+void postshare_handoff(const PostShare *ps, const JobConfig *job, const char *run_dir,
+                       const HostWeights *start, const HostWeights *final, Loader *val, int B,
+                       int T, RegStats last);
+
+// results.json for a run without a share section: the trained model's row.
+void postshare_results_plain(const JobConfig *job, const char *run_dir, const HostWeights *final,
+                             EvalResult ev);
