@@ -107,6 +107,7 @@ uint64_t loader_num_windows(const Loader *L) { return L->n_windows; }
 uint64_t loader_num_tokens(const Loader *L) { return L->n_tokens; }
 int loader_num_shards(const Loader *L) { return L->n_shards; }
 const char *loader_shard_path(const Loader *L, int i) { return L->shards[i].path; }
+size_t loader_shard_tokens(const Loader *L, int i) { return L->shards[i].n_tokens; }
 int loader_seq_len(const Loader *L) { return L->seq_len; }
 
 // Uniform integer in [0, n) without modulo bias (rejection of the short top range).
@@ -142,7 +143,7 @@ static const uint32_t *epoch_perm(Loader *L, uint64_t epoch) {
     return p;
 }
 
-void loader_read_sample(Loader *L, uint64_t k, int *inp, int *tgt) {
+void loader_locate(Loader *L, uint64_t k, int *shard, size_t *offset) {
     uint64_t N = L->n_windows;
     uint64_t epoch = k / N, idx = k % N;
     uint64_t w = L->shuffle ? epoch_perm(L, epoch)[idx] : idx;
@@ -153,8 +154,15 @@ void loader_read_sample(Loader *L, uint64_t k, int *inp, int *tgt) {
         if (L->first_window[mid] <= w) lo = mid;
         else hi = mid - 1;
     }
-    const Shard *s = &L->shards[lo];
-    size_t off = (size_t)(w - L->first_window[lo]) * (size_t)L->seq_len;
+    *shard = lo;
+    *offset = (size_t)(w - L->first_window[lo]) * (size_t)L->seq_len;
+}
+
+void loader_read_sample(Loader *L, uint64_t k, int *inp, int *tgt) {
+    int si;
+    size_t off;
+    loader_locate(L, k, &si, &off);
+    const Shard *s = &L->shards[si];
     int T = L->seq_len;
     for (int t = 0; t < T; t++) {
         inp[t] = shard_token(s, off + (size_t)t);

@@ -42,11 +42,17 @@ uint64_t loader_num_windows(const Loader *L);  // N: samples per epoch
 uint64_t loader_num_tokens(const Loader *L);   // tokens in all shards
 int loader_num_shards(const Loader *L);
 const char *loader_shard_path(const Loader *L, int i);  // i-th shard, sorted
+size_t loader_shard_tokens(const Loader *L, int i);     // tokens in the i-th shard
 int loader_seq_len(const Loader *L);
 
 // Read sample k (any k; epochs repeat with fresh permutations). inp and tgt
 // receive seq_len ints each. Does not move the stream position.
 void loader_read_sample(Loader *L, uint64_t k, int *inp, int *tgt);
+
+// Where sample k comes from: the shard index and the token offset of its
+// window in that shard (checkpoints record it for people; resuming needs only
+// the sample counter).
+void loader_locate(Loader *L, uint64_t k, int *shard, size_t *offset);
 
 // Read the next B samples (B consecutive sample indices) into inp/tgt
 // ([B, seq_len] row-major each) and advance the position by B.

@@ -2,6 +2,7 @@
 // assertion and returns t_summary() from main, which prints the closing line
 // "N passed, N failed" (ctest also reports the binary's exit status).
 #pragma once
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,20 @@ static int t_passed, t_failed, t_skipped;
         fprintf(stderr, __VA_ARGS__); \
         fprintf(stderr, "\n");        \
     } while (0)
+
+// Check rc == -1 and that the error message (ps_err_msg, common.h) contains
+// every needle; use EXPECT_FAIL(rc, "needle", ...).
+const char *ps_err_msg(void);
+static inline void t_expect_fail_at(int line, int rc, ...) {
+    const char *msg = ps_err_msg();
+    T_CHECK(rc == -1, "line %d: expected failure, got rc=%d", line, rc);
+    va_list ap;
+    va_start(ap, rc);
+    for (const char *n = va_arg(ap, const char *); n; n = va_arg(ap, const char *))
+        T_CHECK(strstr(msg, n) != NULL, "line %d: message lacks \"%s\": %s", line, n, msg);
+    va_end(ap);
+}
+#define EXPECT_FAIL(rc, ...) t_expect_fail_at(__LINE__, (rc), __VA_ARGS__, (const char *)NULL)
 
 static inline int t_summary(void) {
     printf("%d passed, %d failed, %d skipped\n", t_passed, t_failed, t_skipped);

@@ -57,18 +57,6 @@ static void write_raw_st(const char *path, const char *header, const void *data,
     free(buf);
 }
 
-// Check rc == -1 and that the message contains every needle (NULL-terminated).
-static void expect_fail_at(int line, int rc, ...) {
-    const char *msg = ps_err_msg();
-    T_CHECK(rc == -1, "line %d: expected failure, got rc=%d", line, rc);
-    va_list ap;
-    va_start(ap, rc);
-    for (const char *n = va_arg(ap, const char *); n; n = va_arg(ap, const char *))
-        T_CHECK(strstr(msg, n) != NULL, "line %d: message lacks \"%s\": %s", line, n, msg);
-    va_end(ap);
-}
-#define EXPECT_FAIL(rc, ...) expect_fail_at(__LINE__, (rc), __VA_ARGS__, (const char *)NULL)
-
 static LlamaConfig small_cfg(int tied) {
     LlamaConfig c = {.dim = 32,
                      .n_layers = 2,

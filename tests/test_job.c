@@ -384,7 +384,35 @@ static void test_round_trip_strings(void) {
     }
 }
 
+// The share section (PostShare): list-valued targets, checks, activation.
+static void test_share_section(void) {
+    JobConfig c;
+    expect_ok(BASE "share:\n  ratio: 0.3\n  reg:\n    type: js\n    weight: 1.5\n"
+                   "    targets: [q, k, o]\n",
+              0, NULL, &c);
+    T_CHECK(job_share_active(&c), "ratio 0.3 activates sharing");
+    T_CHECK(strcmp(c.share.reg_targets, "q,k,o") == 0, "targets list joined: '%s'",
+            c.share.reg_targets);
+    T_CHECK(strcmp(c.share.reg_type, "js") == 0 && c.share.reg_weight == 1.5f &&
+                c.share.lm_weight == 0.5f && c.share.apply_after == 1,
+            "share values and defaults");
+    check_round_trip(&c, "share section");
+    expect_ok(BASE, 0, NULL, &c);
+    T_CHECK(!job_share_active(&c), "no share section: inactive");
+    expect_err(BASE "share:\n  ratio: 0.3\n  reg:\n    targets: [q, x]\n", 0, NULL,
+               "share.reg.targets", "'x'", NULL, 18);
+    expect_err(BASE "share:\n  ratio: 0.3\n  reg:\n    type: l1\n", 0, NULL, "share.reg.type",
+               "l1", NULL, 18);
+    expect_err(BASE "share:\n  ratio: 1.5\n", 0, NULL, "share.ratio", NULL, NULL, 16);
+    expect_err(BASE "share:\n  ratio: 0.3\n  lm_weight: 0\n  reg:\n    weight: 0\n", 0, NULL,
+               "nothing to train", NULL, NULL, 17);
+    char *ov[] = {"share.reg.targets=v,o", "share.ratio=0.1"};
+    expect_ok(BASE, 2, ov, &c);
+    T_CHECK(strcmp(c.share.reg_targets, "v,o") == 0 && job_share_active(&c), "share overrides");
+}
+
 int main(void) {
+    test_share_section();
     snprintf(g_dir, sizeof g_dir, "/tmp/ps_test_job_XXXXXX");
     CHECK(mkdtemp(g_dir), "mkdtemp failed");
     test_shipped_configs();

@@ -7,21 +7,9 @@
 # Usage: test_train.sh POSTSHARE_BIN SOURCE_DIR
 set -uo pipefail
 PS="$1"; SRC="$2"
-TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok()   { pass=$((pass+1)); }
-bad()  { fail=$((fail+1)); echo "FAIL: $*" >&2; }
-check() { if eval "$1"; then ok; else bad "$2"; fi; }
+source "$SRC/tests/shlib.sh"
 
-# Real English text: the KJV Bible when bible-kjv is installed (setup.sh
-# installs it), else tinyshakespeare from ../shared/data, else our own docs.
-if command -v bible >/dev/null; then
-  bible "Gen1:1-Num36:13" > "$TMP/text.txt"
-elif [ -f "$SRC/../shared/data/text/tinyshakespeare/input.txt" ]; then
-  cp "$SRC/../shared/data/text/tinyshakespeare/input.txt" "$TMP/text.txt"
-else
-  cat "$SRC"/docs/*.md "$SRC"/trainer/*.c > "$TMP/text.txt"
-fi
+english_text "$TMP/text.txt" "Gen1:1-Num36:13"
 "$PS" prepare --tokenizer byte --out "$TMP/data" --prefix t --val-fraction 0.05 "$TMP/text.txt" >/dev/null \
   || bad "prepare failed"
 
@@ -49,5 +37,4 @@ check 'awk -v a="$evloss" -v b="$last" "BEGIN{d=a-b; if(d<0)d=-d; exit !(d < 1e-
 "$PS" train "$RUN/config.yaml" --set train.steps=2 --set run.name=again > "$TMP/again.log" 2>&1
 check '[ $? -eq 0 ] && [ -f "$TMP/runs/again/model/config.json" ]' "resolved config.yaml does not re-run"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary

@@ -16,6 +16,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// A rows x cols block of the flat parameter buffer: element (r, c) sits at
+// off + r*ld + c (elements). Used to name one head's slice of Wq/Wk/Wv (rows)
+// or Wo (columns).
+typedef struct {
+    size_t off;
+    int rows, cols, ld;
+} ParamSlice;
+
 typedef struct Backend {
     const char *name;
     size_t act_bytes;  // bytes per element of activations, params and grads
@@ -30,6 +38,9 @@ typedef struct Backend {
     void (*upload_f32)(void *dst, const float *src, size_t n);
     void (*download_f32)(float *dst, const void *src, size_t n);
     void (*synchronize)(void);
+    // dst[r*dst_ld + c] = src[r*src_ld + c] for r < rows, c < cols (elements; no overlap).
+    void (*copy2d)(void *dst, size_t dst_ld, const void *src, size_t src_ld, size_t rows,
+                   size_t cols);
 
     // ---- forward ops ----
     // out[BT,C] = wte[tokens[i], :]
@@ -87,6 +98,27 @@ typedef struct Backend {
     void (*adamw)(float *master, void *params, const void *grad, float *m, float *v, size_t n,
                   float lr, float beta1, float beta2, float eps, float weight_decay,
                   float grad_scale, int t);
+
+    // ---- PostShare regularizer (sharereg.h) ----
+    // For each of n slice pairs (a[i] of the replaced unit, b[i] of its source,
+    // both in the flat params buffer), the divergence D_type(a, b) (RegType);
+    // returns sum_i D_i. With grads != NULL, adds scale * dD_i/d(params) into
+    // grads for both slices. stats (host, [n][4] or NULL) receives per pair
+    // <a,b>, |a|^2, |b|^2, |a-b|^2.
+    double (*share_reg)(void *grads, const void *params, const ParamSlice *a, const ParamSlice *b,
+                        int n, int type, float scale, double *stats);
+
+    // ---- optional ops (NULL where a backend lacks them; model.c then uses the ops above) ----
+    // Fused LM head + cross-entropy, so that the [BT,V] logits and probabilities are
+    // never stored (the CUDA backend computes them a chunk of rows at a time).
+    // classifier_fwd: losses[BT] (fp32) of logits = lnf[BT,C] @ Wh[V,C]^T against
+    // targets[BT] (int32; target < 0: loss 0), like matmul_fwd + crossentropy_fwd.
+    void (*classifier_fwd)(float *losses, const void *lnf, const void *Wh, const int *targets,
+                           int BT, int C, int V);
+    // classifier_bwd: recomputes the logits; dlnf[BT,C] (=) and dWh[V,C] (+=) of
+    // scale * sum(losses), like crossentropy_bwd + matmul_bwd (accumulate 0).
+    void (*classifier_bwd)(void *dlnf, void *dWh, const void *lnf, const void *Wh,
+                           const int *targets, int BT, int C, int V, float scale);
 } Backend;
 
 // The CPU reference backend (fp32, BLAS, OpenMP).
@@ -94,3 +126,8 @@ const Backend *backend_cpu(void);
 // Pick a backend by name: "cpu", "cuda" or "auto" (CUDA when built and a GPU is
 // present, else CPU). Dies with a clear message if "cuda" is asked and absent.
 const Backend *backend_get(const char *name);
+// The CUDA backend when this build has one and a usable GPU (compute capability
+// 8.0+) is present; else NULL, with the reason in *why (when why is not NULL).
+// The first call initializes the GPU; only a GPU that fails while being set up
+// makes it die.
+const Backend *backend_cuda_probe(const char **why);

@@ -13,16 +13,27 @@
 #include <time.h>
 #include <unistd.h>
 
-void ps_die_at(const char *file, int line, const char *fmt, ...) {
+__attribute__((noreturn)) static void vdie(const char *file, int line, const char *cond,
+                                           const char *fmt, va_list ap) {
     fflush(stdout);
     fprintf(stderr, "postshare: error: ");
-    va_list ap;
-    va_start(ap, fmt);
+    if (cond) fprintf(stderr, "check failed: %s: ", cond);
     vfprintf(stderr, fmt, ap);
-    va_end(ap);
     const char *base = strrchr(file, '/');  // CMake passes absolute paths: keep the name
     fprintf(stderr, " [%s:%d]\n", base ? base + 1 : file, line);
     exit(1);
+}
+
+void ps_die_at(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vdie(file, line, NULL, fmt, ap);
+}
+
+void ps_check_failed(const char *file, int line, const char *cond, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vdie(file, line, cond, fmt, ap);
 }
 
 static char g_err[2048];
@@ -101,7 +112,7 @@ char *ps_read_file(const char *path, size_t *len) {
     return buf;
 }
 
-static int fsync_dir_of(const char *path) {
+int ps_fsync_dir_of(const char *path) {
     char *tmp = xstrdup(path);
     char *dir = dirname(tmp);
     int fd = open(dir, O_RDONLY);
@@ -155,7 +166,7 @@ int ps_atomic_commit(AtomicFile *af) {
         ps_atomic_abort(af);
         return -1;
     }
-    fsync_dir_of(af->path);
+    ps_fsync_dir_of(af->path);
     free(af->tmp);
     free(af->path);
     memset(af, 0, sizeof *af);

@@ -17,9 +17,13 @@ __attribute__((noreturn, format(printf, 3, 4))) void ps_die_at(const char *file,
 #define ps_die(...) ps_die_at(__FILE__, __LINE__, __VA_ARGS__)
 
 // CHECK(cond, "hint %d", x): abort with file:line, the failed condition and a hint.
-#define CHECK(cond, ...)                                                                     \
-    do {                                                                                     \
-        if (!(cond)) ps_die_at(__FILE__, __LINE__, "check failed: " #cond ": " __VA_ARGS__); \
+// The condition is printed as a string argument, so a '%' in it is harmless.
+__attribute__((noreturn, format(printf, 4, 5))) void ps_check_failed(const char *file, int line,
+                                                                     const char *cond,
+                                                                     const char *fmt, ...);
+#define CHECK(cond, ...)                                                      \
+    do {                                                                      \
+        if (!(cond)) ps_check_failed(__FILE__, __LINE__, #cond, __VA_ARGS__); \
     } while (0)
 
 // Error reporting for readers of user input: ps_err_set stores a message that the
@@ -58,6 +62,11 @@ void ps_atomic_abort(AtomicFile *af);
 // Write a whole buffer to path atomically: write to "path.tmp.<pid>", fsync,
 // rename over path, fsync the directory. Returns 0 or -1 with ps_err set.
 int ps_write_file_atomic(const char *path, const void *data, size_t len);
+
+// fsync the directory that holds path, so that a rename into it is durable.
+// Returns 0, or -1 when the sync failed (file systems that cannot sync a
+// directory count as success).
+int ps_fsync_dir_of(const char *path);
 
 // mkdir -p. Returns 0 or -1 with ps_err set.
 int ps_mkdirs(const char *path);

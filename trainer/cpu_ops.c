@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "sharereg.h"
 
 // ---------------------------------------------------------------- memory
 
@@ -36,6 +37,15 @@ static void cpu_download_f32(float *dst, const void *src, size_t n) {
     cpu_copy(dst, src, n * 4);
 }
 static void cpu_sync(void) {}
+static void cpu_copy2d(void *dst, size_t dst_ld, const void *src, size_t src_ld, size_t rows,
+                       size_t cols) {
+    if (dst_ld == cols && src_ld == cols) {  // both contiguous: one block
+        memcpy(dst, src, 4 * rows * cols);
+        return;
+    }
+    for (size_t r = 0; r < rows; r++)
+        memcpy((float *)dst + r * dst_ld, (const float *)src + r * src_ld, 4 * cols);
+}
 
 // ---------------------------------------------------------------- forward
 
@@ -384,6 +394,7 @@ static const Backend CPU = {
     .upload_f32 = cpu_upload_f32,
     .download_f32 = cpu_download_f32,
     .synchronize = cpu_sync,
+    .copy2d = cpu_copy2d,
     .embedding_fwd = cpu_embedding_fwd,
     .rmsnorm_fwd = cpu_rmsnorm_fwd,
     .matmul_fwd = cpu_matmul_fwd,
@@ -402,6 +413,7 @@ static const Backend CPU = {
     .embedding_bwd = cpu_embedding_bwd,
     .sumsq = cpu_sumsq,
     .adamw = cpu_adamw,
+    .share_reg = cpu_share_reg,
 };
 
 const Backend *backend_cpu(void) {

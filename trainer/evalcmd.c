@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "backend.h"
 #include "cliargs.h"
@@ -16,7 +17,8 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: postshare eval MODEL --data GLOB [options]\n"
-            "  MODEL                hf:DIR, llama2c:FILE.bin, or a path\n"
+            "  MODEL                hf:DIR, llama2c:FILE.bin, shared:DIR, or a path (a compact\n"
+            "                       shared model from postshare share runs compact)\n"
             "  --data GLOB          token shards to evaluate on (required)\n"
             "  --seq-len T          tokens per sequence (default: min(256, max_seq_len))\n"
             "  --batch-size B       sequences per batch (default 8)\n"
@@ -57,7 +59,7 @@ int evalcmd_main(int argc, char **argv) {
     if (B < 1) ps_die("eval: --batch-size must be >= 1");
     train_set_threads(threads);
     HostWeights w;
-    if (model_load_any(model, &w) != 0) ps_die("%s", ps_err_msg());
+    if (model_load_any_shared(model, &w) != 0) ps_die("%s", ps_err_msg());
     const LlamaConfig *c = &w.t.cfg;
     if (T == 0) T = c->max_seq_len < 256 ? c->max_seq_len : 256;
     if (T > c->max_seq_len)
@@ -65,10 +67,20 @@ int evalcmd_main(int argc, char **argv) {
     Loader *L = loader_open(data, T, c->vocab_size, 0, 0);
     if (!L) ps_die("eval: %s", ps_err_msg());
     Model M;
-    model_init(&M, backend_get(backend), c);
+    model_init_table(&M, backend_get(backend), &w.t);
     model_set_params(&M, w.params);
     EvalResult r = eval_model(&M, L, B, T, batches);
     printf("model %s | %zu parameters | data %s\n", model, w.t.total, data);
+    const ShareLayout *sh = w.t.shared;
+    if (sh)
+        printf("compact shared model: %d of %d %s reuse another's weights (plan ratio %g)\n",
+               sh->n_replaced, c->n_layers * sh->units, sh->group == 1 ? "heads" : "KV groups",
+               sh->plan.ratio);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("weights %.3f MiB in %s memory | peak RSS %.1f MiB\n",
+           model_weight_bytes(&M.t, M.be->act_bytes) / 1048576.0, M.be->name,
+           ru.ru_maxrss / 1024.0);
     printf("val loss %.4f | perplexity %.3f | %ld tokens | %.2f s | %.0f tok/s\n", r.loss, r.ppl,
            r.tokens, r.seconds, r.tokens / (r.seconds > 0 ? r.seconds : 1e-9));
     loader_close(L);

@@ -59,7 +59,7 @@ int *generate_tokens(Model *M, const int *prompt, int n_prompt, int n_new, float
 static void usage(FILE *f) {
     fprintf(f,
             "usage: postshare generate MODEL --tokenizer SPEC [options]\n"
-            "  MODEL               hf:DIR, llama2c:FILE.bin, or a path\n"
+            "  MODEL               hf:DIR, llama2c:FILE.bin, shared:DIR, or a path\n"
             "  --tokenizer SPEC    byte | llama2c:FILE.bin | FILE.model (required)\n"
             "  --prompt TEXT       text to continue (default: empty, i.e. start from BOS)\n"
             "  --steps N           tokens to generate (default 256, capped by max_seq_len)\n"
@@ -97,7 +97,7 @@ int generate_main(int argc, char **argv) {
         ps_die("generate: MODEL and --tokenizer are required");
     }
     HostWeights w;
-    if (model_load_any(model, &w) != 0) ps_die("%s", ps_err_msg());
+    if (model_load_any_shared(model, &w) != 0) ps_die("%s", ps_err_msg());
     Tokenizer *tok = tok_open(tok_spec);
     if (!tok) ps_die("%s", ps_err_msg());
     if (tok->vocab_size != w.t.cfg.vocab_size)
@@ -110,7 +110,7 @@ int generate_main(int argc, char **argv) {
         ids = tok_encode(tok, "\n", 1, 1, &np);
     }
     Model M;
-    model_init(&M, backend_get("auto"), &w.t.cfg);
+    model_init_table(&M, backend_get("auto"), &w.t);
     model_set_params(&M, w.params);
     int n = 0;
     int *seq = generate_tokens(&M, ids, (int)np, steps, temperature, seed, tok->eos_id, &n);

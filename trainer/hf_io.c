@@ -18,9 +18,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "common.h"
 #include "llama2c.h"
 #include "safetensors.h"
+#include "share.h"
 
 // ---------------------------------------------------------------------------
 // config.json
@@ -139,7 +141,18 @@ static int check_rope(const cJSON *root, const char *path, const char *key, floa
     return 0;
 }
 
-int hf_read_config(const char *path, LlamaConfig *cfg) {
+// The key that marks a compact shared model's config.json; its value names the
+// plan file in the folder: "postshare_shared": {"plan": "plan.json"}.
+#define SHARED_KEY "postshare_shared"
+
+// Shard and plan file names come from JSON: plain names inside DIR only.
+static int bad_file_name(const char *s) {
+    return !s[0] || strchr(s, '/') || strcmp(s, ".") == 0 || strcmp(s, "..") == 0;
+}
+
+// hf_read_config, for a plain model (want_shared 0) or a compact shared one
+// (want_shared 1: the marker is required and plan_name[256] receives its plan file).
+static int read_config(const char *path, LlamaConfig *cfg, int want_shared, char *plan_name) {
     size_t len;
     char *txt = ps_read_file(path, &len);
     if (!txt) return -1;
@@ -157,6 +170,29 @@ int hf_read_config(const char *path, LlamaConfig *cfg) {
     if (!cJSON_IsObject(root)) {
         ps_err_set("%s: malformed config: not a JSON object", path);
         goto done;
+    }
+    const cJSON *mark = cJSON_GetObjectItemCaseSensitive(root, SHARED_KEY);
+    if (mark && !want_shared) {
+        ps_err_set(
+            "%s: this folder holds a compact shared model (written by postshare share), not a "
+            "plain HF model; load it by its bare path or as shared:DIR",
+            path);
+        goto done;
+    }
+    if (want_shared) {
+        const cJSON *pn = cJSON_GetObjectItemCaseSensitive(mark, "plan");
+        if (!mark) {
+            ps_err_set("%s: not a compact shared model (no \"" SHARED_KEY "\" key)", path);
+            goto done;
+        }
+        if (!cJSON_IsString(pn) || bad_file_name(pn->valuestring) ||
+            strlen(pn->valuestring) >= 256) {
+            ps_err_set("%s: \"" SHARED_KEY
+                       "\" must be {\"plan\": FILE} naming a file in the folder",
+                       path);
+            goto done;
+        }
+        snprintf(plan_name, 256, "%s", pn->valuestring);
     }
     if (check_arch(root, path)) goto done;
     if (cfg_int(root, path, "hidden_size", -1, &c.dim) ||
@@ -198,6 +234,10 @@ int hf_read_config(const char *path, LlamaConfig *cfg) {
 done:
     cJSON_Delete(root);
     return rc;
+}
+
+int hf_read_config(const char *path, LlamaConfig *cfg) {
+    return read_config(path, cfg, 0, NULL);
 }
 
 // ---------------------------------------------------------------------------
@@ -306,12 +346,9 @@ fail:
     return -1;
 }
 
-// Shard file names come from the index: plain names inside DIR only.
-static int bad_shard_name(const char *s) {
-    return !s[0] || strchr(s, '/') || strcmp(s, ".") == 0 || strcmp(s, "..") == 0;
-}
-
-int hf_load(const char *dir, HostWeights *w) {
+// hf_load (want_shared 0) and hf_load_shared (1): the same strict loading, of
+// the full table or of the compact one the folder's plan implies.
+static int load_dir(const char *dir, HostWeights *w, int want_shared) {
     memset(w, 0, sizeof *w);
     if (!is_dir(dir)) return ps_err_set("%s: not a directory (expected an HF model folder)", dir);
     char *cfg_path = ps_path_join(dir, "config.json");
@@ -326,8 +363,22 @@ int hf_load(const char *dir, HostWeights *w) {
         ps_err_set("%s: missing config.json in the model folder", cfg_path);
         goto done;
     }
-    if (hf_read_config(cfg_path, &cfg) != 0) goto done;
-    param_table_build(&w->t, &cfg);
+    char plan_name[256];
+    if (read_config(cfg_path, &cfg, want_shared, plan_name) != 0) goto done;
+    if (want_shared) {
+        char *plan_path = ps_path_join(dir, plan_name);
+        SharePlan plan;
+        int bad = share_plan_read(plan_path, &plan);
+        if (!bad) {
+            bad = share_plan_check(&plan, &cfg, NULL, 0, plan_path);
+            if (!bad) param_table_build_shared(&w->t, &cfg, &plan);
+            share_plan_free(&plan);
+        }
+        free(plan_path);
+        if (bad) goto done;
+    } else {
+        param_table_build(&w->t, &cfg);
+    }
     w->params = xmalloc(sizeof(float) * w->t.total);
     L.seen = xcalloc((size_t)w->t.n, 1);
     const char *where;  // for "missing" messages
@@ -349,7 +400,7 @@ int hf_load(const char *dir, HostWeights *w) {
         L.weight_map = wm;
         // Check every shard name before reading anything.
         for (const cJSON *m = wm->child; m; m = m->next) {
-            if (!cJSON_IsString(m) || bad_shard_name(m->valuestring)) {
+            if (!cJSON_IsString(m) || bad_file_name(m->valuestring)) {
                 ps_err_set("%s: weight_map entry '%s' must name a file in the folder", index,
                            m->string);
                 goto done;
@@ -410,13 +461,21 @@ done:
     return rc;
 }
 
+int hf_load(const char *dir, HostWeights *w) {
+    return load_dir(dir, w, 0);
+}
+
+int hf_load_shared(const char *dir, HostWeights *w) {
+    return load_dir(dir, w, 1);
+}
+
 // ---------------------------------------------------------------------------
 // saving
 
 // A JSON number for a float, in its shortest decimal form that reads back as the
 // same float, with ".0" kept on whole numbers (1e-05 rather than
 // 9.99999974737875e-06, 10000.0 rather than 10000).
-static cJSON *json_float(float x) {
+cJSON *hf_json_float(float x) {
     char buf[64];
     if (x == floorf(x) && fabsf(x) < 1e15f) {
         snprintf(buf, sizeof buf, "%.1f", (double)x);
@@ -427,6 +486,16 @@ static cJSON *json_float(float x) {
         }
     }
     return cJSON_CreateRaw(buf);
+}
+
+void hf_json_add_shape(cJSON *o, const LlamaConfig *c) {
+    cJSON_AddNumberToObject(o, "hidden_size", c->dim);
+    cJSON_AddNumberToObject(o, "intermediate_size", c->ffn_dim);
+    cJSON_AddNumberToObject(o, "num_hidden_layers", c->n_layers);
+    cJSON_AddNumberToObject(o, "num_attention_heads", c->n_heads);
+    cJSON_AddNumberToObject(o, "num_key_value_heads", c->n_kv_heads);
+    cJSON_AddNumberToObject(o, "head_dim", cfg_head_dim(c));
+    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
 }
 
 int hf_save(const char *dir, const HostWeights *w, const char *dtype) {
@@ -458,36 +527,38 @@ int hf_save(const char *dir, const HostWeights *w, const char *dtype) {
     int r = st_write(st_path, t->n, wt);
     free(wt);
     if (r != 0) goto done;
+    if (t->shared) {  // a compact shared model: its plan, before the config that points to it
+        char *plan_path = ps_path_join(dir, "plan.json");
+        r = share_plan_write(plan_path, &t->shared->plan);
+        free(plan_path);
+        if (r != 0) goto done;
+    }
 
     const LlamaConfig *c = &t->cfg;
     root = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
     cJSON_AddItemToArray(arch, cJSON_CreateString("LlamaForCausalLM"));
     cJSON_AddStringToObject(root, "model_type", "llama");
-    cJSON_AddNumberToObject(root, "hidden_size", c->dim);
-    cJSON_AddNumberToObject(root, "intermediate_size", c->ffn_dim);
-    cJSON_AddNumberToObject(root, "num_hidden_layers", c->n_layers);
-    cJSON_AddNumberToObject(root, "num_attention_heads", c->n_heads);
-    cJSON_AddNumberToObject(root, "num_key_value_heads", c->n_kv_heads);
-    cJSON_AddNumberToObject(root, "head_dim", cfg_head_dim(c));
-    cJSON_AddNumberToObject(root, "vocab_size", c->vocab_size);
+    hf_json_add_shape(root, c);
     cJSON_AddNumberToObject(root, "max_position_embeddings", c->max_seq_len);
-    cJSON_AddItemToObject(root, "rope_theta", json_float(c->rope_theta));
+    cJSON_AddItemToObject(root, "rope_theta", hf_json_float(c->rope_theta));
     cJSON_AddNullToObject(root, "rope_scaling");
-    cJSON_AddItemToObject(root, "rms_norm_eps", json_float(c->norm_eps));
+    cJSON_AddItemToObject(root, "rms_norm_eps", hf_json_float(c->norm_eps));
     cJSON_AddBoolToObject(root, "tie_word_embeddings", c->tie_embeddings);
     cJSON_AddStringToObject(root, "hidden_act", "silu");
     cJSON_AddBoolToObject(root, "attention_bias", 0);
-    cJSON_AddItemToObject(root, "attention_dropout", json_float(0.0f));
+    cJSON_AddItemToObject(root, "attention_dropout", hf_json_float(0.0f));
     cJSON_AddBoolToObject(root, "mlp_bias", 0);
     cJSON_AddNumberToObject(root, "bos_token_id", 1);
     cJSON_AddNumberToObject(root, "eos_token_id", 2);
-    cJSON_AddItemToObject(root, "initializer_range", json_float(0.02f));
+    cJSON_AddItemToObject(root, "initializer_range", hf_json_float(0.02f));
     cJSON_AddNumberToObject(root, "pretraining_tp", 1);
     cJSON_AddBoolToObject(root, "use_cache", 1);
     // transformers < 4.56 reads torch_dtype, later versions dtype
     cJSON_AddStringToObject(root, "torch_dtype", torch_dtype);
     cJSON_AddStringToObject(root, "dtype", torch_dtype);
+    if (t->shared)
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(root, SHARED_KEY), "plan", "plan.json");
     txt = cJSON_Print(root);
     CHECK(txt, "cJSON_Print failed");
     size_t n = strlen(txt);
@@ -512,20 +583,48 @@ static int ends_with(const char *s, const char *suf) {
     return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
+// A folder whose config.json carries the compact shared model marker.
+static int is_shared_dir(const char *dir) {
+    char *cfg_path = ps_path_join(dir, "config.json");
+    size_t len;
+    char *txt = is_file(cfg_path) ? ps_read_file(cfg_path, &len) : NULL;
+    cJSON *root = txt ? cJSON_ParseWithLength(txt, len) : NULL;
+    int yes = cJSON_IsObject(root) && cJSON_GetObjectItemCaseSensitive(root, SHARED_KEY) != NULL;
+    cJSON_Delete(root);
+    free(txt);
+    free(cfg_path);
+    return yes;
+}
+
 int model_load_any(const char *spec, HostWeights *w) {
+    if (model_load_any_shared(spec, w) != 0) return -1;
+    if (w->t.shared) {  // a compact shared model: callers of this function want a full one
+        HostWeights full;
+        share_materialize(w, &full);
+        host_weights_free(w);
+        *w = full;
+    }
+    return 0;
+}
+
+int model_load_any_shared(const char *spec, HostWeights *w) {
     memset(w, 0, sizeof *w);
     if (strncmp(spec, "hf:", 3) == 0) return hf_load(spec + 3, w);
+    if (strncmp(spec, "shared:", 7) == 0) return hf_load_shared(spec + 7, w);
     if (strncmp(spec, "llama2c:", 8) == 0) return llama2c_load(spec + 8, w);
+    if (strncmp(spec, "ckpt:", 5) == 0) return ckpt_load_weights(spec + 5, w);
     struct stat st;
     if (stat(spec, &st) != 0)
         return ps_err_set(
             "%s: cannot load model: %s (give an HF folder, a llama2.c .bin "
-            "file, or hf:DIR / llama2c:FILE)",
+            "file, a checkpoint .h5, or hf:DIR / llama2c:FILE / ckpt:FILE)",
             spec, strerror(errno));
-    if (S_ISDIR(st.st_mode)) return hf_load(spec, w);
+    if (S_ISDIR(st.st_mode))
+        return is_shared_dir(spec) ? hf_load_shared(spec, w) : hf_load(spec, w);
     if (S_ISREG(st.st_mode) && ends_with(spec, ".bin")) return llama2c_load(spec, w);
+    if (S_ISREG(st.st_mode) && ends_with(spec, ".h5")) return ckpt_load_weights(spec, w);
     return ps_err_set(
-        "%s: cannot tell the model format: expected an HF folder or a llama2.c "
-        ".bin file; prefix hf: or llama2c: to choose",
+        "%s: cannot tell the model format: expected an HF folder, a llama2.c "
+        ".bin file or a checkpoint .h5; prefix hf:, llama2c: or ckpt: to choose",
         spec);
 }

@@ -13,6 +13,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "job.h"
 
+#include "sharereg.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <float.h>
@@ -32,6 +34,10 @@ enum {
     JK_REQUIRED = 1,  // must be given (with JK_SCRATCH: only when model.init is scratch)
     JK_SCRATCH = 2,   // part of the scratch model: an error with any other init
     JK_NONEMPTY = 4,  // strings: "" is rejected
+    // Resuming from a checkpoint compares the job with the one that wrote it:
+    JK_FIXED = 8,   // must not change (model, data order, batch): resume stops
+    JK_NOTE = 16,   // may change; resume reports it (no longer a bit-exact continuation)
+    JK_STRLIST = 32,  // strings: a YAML list of scalars is also accepted, joined with ","
 };
 
 typedef struct {
@@ -53,44 +59,60 @@ typedef struct {
 static const JobKey KEYS[] = {
     {"run.name",             JT_STRING, FIELD(run.name),       "default",     JK_NONEMPTY, NULL, "run name; the run directory is out_dir/name"},
     {"run.out_dir",          JT_STRING, FIELD(run.out_dir),    "checkpoints", JK_NONEMPTY, NULL, "parent of the run directories"},
-    {"run.seed",             JT_INT,    FIELD(run.seed),       "1337",        0, "[0,inf)", "seed of the scratch init and the data order"},
+    {"run.seed",             JT_INT,    FIELD(run.seed),       "1337",        JK_FIXED, "[0,inf)", "seed of the scratch init and the data order"},
 
-    {"model.init",           JT_STRING, FIELD(model.init),     "scratch",     JK_NONEMPTY, "scratch|hf:*|llama2c:*", "scratch, hf:DIR (HF safetensors) or llama2c:FILE"},
-    {"model.dim",            JT_INT,    FIELD(model.dim),         NULL, JK_SCRATCH | JK_REQUIRED, "[1,inf)", "model width C"},
-    {"model.n_layers",       JT_INT,    FIELD(model.n_layers),    NULL, JK_SCRATCH | JK_REQUIRED, "[1,inf)", "transformer blocks"},
-    {"model.n_heads",        JT_INT,    FIELD(model.n_heads),     NULL, JK_SCRATCH | JK_REQUIRED, "[1,inf)", "query heads"},
-    {"model.n_kv_heads",     JT_INT,    FIELD(model.n_kv_heads),  "0",  JK_SCRATCH, "[0,inf)", "key/value heads (GQA); 0: same as n_heads"},
-    {"model.ffn_dim",        JT_INT,    FIELD(model.ffn_dim),     NULL, JK_SCRATCH | JK_REQUIRED, "[1,inf)", "SwiGLU hidden width F"},
-    {"model.vocab_size",     JT_INT,    FIELD(model.vocab_size),  NULL, JK_SCRATCH | JK_REQUIRED, "[1,inf)", "vocabulary size V (256 for bytes)"},
-    {"model.max_seq_len",    JT_INT,    FIELD(model.max_seq_len), NULL, JK_SCRATCH | JK_REQUIRED, "[1,inf)", "longest sequence the model is meant for"},
-    {"model.rope_theta",     JT_FLOAT,  FIELD(model.rope_theta),  "10000", JK_SCRATCH, "(0,inf)", "RoPE base"},
-    {"model.norm_eps",       JT_FLOAT,  FIELD(model.norm_eps),    "1e-5",  JK_SCRATCH, "(0,inf)", "RMSNorm epsilon"},
-    {"model.tie_embeddings", JT_BOOL,   FIELD(model.tie_embeddings), "false", JK_SCRATCH, NULL, "lm_head shares the embedding"},
-    {"model.init_std",       JT_FLOAT,  FIELD(model.init_std),    "0.02",  JK_SCRATCH, "(0,inf)", "std of the normal init of matrices"},
+    {"model.init",           JT_STRING, FIELD(model.init),     "scratch",     JK_NONEMPTY | JK_FIXED, "scratch|hf:*|llama2c:*|ckpt:*", "scratch, hf:DIR (HF safetensors), llama2c:FILE or ckpt:FILE.h5 (a checkpoint's weights)"},
+    {"model.dim",            JT_INT,    FIELD(model.dim),         NULL, JK_SCRATCH | JK_REQUIRED | JK_FIXED, "[1,inf)", "model width C"},
+    {"model.n_layers",       JT_INT,    FIELD(model.n_layers),    NULL, JK_SCRATCH | JK_REQUIRED | JK_FIXED, "[1,inf)", "transformer blocks"},
+    {"model.n_heads",        JT_INT,    FIELD(model.n_heads),     NULL, JK_SCRATCH | JK_REQUIRED | JK_FIXED, "[1,inf)", "query heads"},
+    {"model.n_kv_heads",     JT_INT,    FIELD(model.n_kv_heads),  "0",  JK_SCRATCH | JK_FIXED, "[0,inf)", "key/value heads (GQA); 0: same as n_heads"},
+    {"model.ffn_dim",        JT_INT,    FIELD(model.ffn_dim),     NULL, JK_SCRATCH | JK_REQUIRED | JK_FIXED, "[1,inf)", "SwiGLU hidden width F"},
+    {"model.vocab_size",     JT_INT,    FIELD(model.vocab_size),  NULL, JK_SCRATCH | JK_REQUIRED | JK_FIXED, "[1,inf)", "vocabulary size V (256 for bytes)"},
+    {"model.max_seq_len",    JT_INT,    FIELD(model.max_seq_len), NULL, JK_SCRATCH | JK_REQUIRED | JK_FIXED, "[1,inf)", "longest sequence the model is meant for"},
+    {"model.rope_theta",     JT_FLOAT,  FIELD(model.rope_theta),  "10000", JK_SCRATCH | JK_FIXED, "(0,inf)", "RoPE base"},
+    {"model.norm_eps",       JT_FLOAT,  FIELD(model.norm_eps),    "1e-5",  JK_SCRATCH | JK_FIXED, "(0,inf)", "RMSNorm epsilon"},
+    {"model.tie_embeddings", JT_BOOL,   FIELD(model.tie_embeddings), "false", JK_SCRATCH | JK_FIXED, NULL, "lm_head shares the embedding"},
+    {"model.init_std",       JT_FLOAT,  FIELD(model.init_std),    "0.02",  JK_SCRATCH | JK_FIXED, "(0,inf)", "std of the normal init of matrices"},
 
-    {"data.train",           JT_STRING, FIELD(data.train),       NULL,   JK_REQUIRED | JK_NONEMPTY, NULL, "glob of training shards"},
-    {"data.val",             JT_STRING, FIELD(data.val),         NULL,   JK_REQUIRED | JK_NONEMPTY, NULL, "glob of validation shards"},
-    {"data.seq_len",         JT_INT,    FIELD(data.seq_len),     NULL,   JK_REQUIRED, "[1,inf)", "tokens per sequence T"},
-    {"data.batch_size",      JT_INT,    FIELD(data.batch_size),  NULL,   JK_REQUIRED, "[1,inf)", "sequences per micro-batch B"},
+    {"data.train",           JT_STRING, FIELD(data.train),       NULL,   JK_REQUIRED | JK_NONEMPTY | JK_NOTE, NULL, "glob of training shards"},
+    {"data.val",             JT_STRING, FIELD(data.val),         NULL,   JK_REQUIRED | JK_NONEMPTY | JK_NOTE, NULL, "glob of validation shards"},
+    {"data.seq_len",         JT_INT,    FIELD(data.seq_len),     NULL,   JK_REQUIRED | JK_FIXED, "[1,inf)", "tokens per sequence T"},
+    {"data.batch_size",      JT_INT,    FIELD(data.batch_size),  NULL,   JK_REQUIRED | JK_FIXED, "[1,inf)", "sequences per micro-batch B"},
     {"data.val_batches",     JT_INT,    FIELD(data.val_batches), "8",    0, "[1,inf)", "micro-batches per evaluation"},
-    {"data.shuffle",         JT_BOOL,   FIELD(data.shuffle),     "true", 0, NULL, "shuffle training sequences"},
+    {"data.shuffle",         JT_BOOL,   FIELD(data.shuffle),     "true", JK_FIXED, NULL, "shuffle training sequences"},
     {"data.tokenizer",       JT_STRING, FIELD(data.tokenizer),   "byte", JK_NONEMPTY, "byte|llama2c:*|sp:*|*.bin|*.model", "byte, llama2c:PATH, sp:PATH, *.bin or *.model (the tokenizer of the data; recorded with the run)"},
 
-    {"train.steps",          JT_INT,    FIELD(train.steps),        NULL,   JK_REQUIRED, "[1,inf)", "optimizer steps"},
-    {"train.grad_accum",     JT_INT,    FIELD(train.grad_accum),   "1",    0, "[1,inf)", "micro-batches per optimizer step"},
-    {"train.lr",             JT_FLOAT,  FIELD(train.lr),           "3e-4", 0, "[0,inf)", "peak learning rate"},
-    {"train.min_lr",         JT_FLOAT,  FIELD(train.min_lr),       "-1",   0, NULL, "end of the cosine decay; negative: lr/10"},
-    {"train.warmup",         JT_INT,    FIELD(train.warmup),       "0",    0, "[0,inf)", "linear warmup steps"},
-    {"train.weight_decay",   JT_FLOAT,  FIELD(train.weight_decay), "0.1",  0, "[0,inf)", "AdamW weight decay (matrices only)"},
-    {"train.betas",          JT_FLOAT_LIST2, FIELD(train.betas),   "[0.9, 0.95]", 0, "[0,1)", "AdamW betas"},
-    {"train.eps",            JT_FLOAT,  FIELD(train.eps),          "1e-8", 0, "(0,inf)", "AdamW epsilon"},
-    {"train.clip",           JT_FLOAT,  FIELD(train.clip),         "1.0",  0, "[0,inf)", "global grad-norm clip; 0 disables"},
+    {"train.steps",          JT_INT,    FIELD(train.steps),        NULL,   JK_REQUIRED | JK_NOTE, "[1,inf)", "optimizer steps"},
+    {"train.grad_accum",     JT_INT,    FIELD(train.grad_accum),   "1",    JK_FIXED, "[1,inf)", "micro-batches per optimizer step"},
+    {"train.lr",             JT_FLOAT,  FIELD(train.lr),           "3e-4", JK_NOTE, "[0,inf)", "peak learning rate"},
+    {"train.min_lr",         JT_FLOAT,  FIELD(train.min_lr),       "-1",   JK_NOTE, NULL, "end of the cosine decay; negative: lr/10"},
+    {"train.warmup",         JT_INT,    FIELD(train.warmup),       "0",    JK_NOTE, "[0,inf)", "linear warmup steps"},
+    {"train.weight_decay",   JT_FLOAT,  FIELD(train.weight_decay), "0.1",  JK_NOTE, "[0,inf)", "AdamW weight decay (matrices only)"},
+    {"train.betas",          JT_FLOAT_LIST2, FIELD(train.betas),   "[0.9, 0.95]", JK_NOTE, "[0,1)", "AdamW betas"},
+    {"train.eps",            JT_FLOAT,  FIELD(train.eps),          "1e-8", JK_NOTE, "(0,inf)", "AdamW epsilon"},
+    {"train.clip",           JT_FLOAT,  FIELD(train.clip),         "1.0",  JK_NOTE, "[0,inf)", "global grad-norm clip; 0 disables"},
     {"train.eval_every",     JT_INT,    FIELD(train.eval_every),   "0",    0, "[0,inf)", "steps between evaluations; 0: only at the end"},
     {"train.log_every",      JT_INT,    FIELD(train.log_every),    "10",   0, "[1,inf)", "steps between log lines"},
-    {"train.save_final",     JT_BOOL,   FIELD(train.save_final),   "true", 0, NULL, "save a checkpoint at the end"},
+    {"train.save_final",     JT_BOOL,   FIELD(train.save_final),   "true", 0, NULL, "save the model in HF format (model/) at the end"},
+    {"train.stop_after",     JT_INT,    FIELD(train.stop_after),   "0",    0, "[0,inf)", "end this run after this step with a checkpoint (the schedule still ends at steps); 0: off"},
 
-    {"backend",              JT_STRING, FIELD(backend),            "auto", JK_NONEMPTY, "cpu|cuda|auto", "cpu, cuda or auto (cuda when available)"},
-    {"threads",              JT_INT,    FIELD(threads),            "0",    0, "[0,inf)", "CPU threads; 0: the OpenMP default (OMP_NUM_THREADS, else all cores)"},
+    {"checkpoint.every",     JT_INT,    FIELD(checkpoint.every),   "1000", 0, "[0,inf)", "steps between checkpoints; 0: only at the end and on a signal"},
+    {"checkpoint.keep",      JT_INT,    FIELD(checkpoint.keep),    "3",    0, "[0,inf)", "newest checkpoints kept; 0: keep all"},
+    {"checkpoint.keep_every", JT_INT,   FIELD(checkpoint.keep_every), "0", 0, "[0,inf)", "also keep every checkpoint whose step is a multiple of this; 0: none"},
+    {"checkpoint.resume",    JT_STRING, FIELD(checkpoint.resume),  "auto", JK_NONEMPTY, NULL, "auto (newest valid checkpoint of the run), none, or a checkpoint path"},
+
+    {"share.ratio",          JT_FLOAT,  FIELD(share.ratio),       "0",     JK_FIXED, "[0,1)", "fraction of attention units (KV groups) to share; > 0 (or a plan) turns PostShare on"},
+    {"share.match",          JT_STRING, FIELD(share.match),       "qk",    JK_FIXED, "qk|q|k|v|qkv", "match function: qk, q, k, v or qkv"},
+    {"share.plan",           JT_STRING, FIELD(share.plan),        "",      JK_FIXED, NULL, "plan file from postshare match; empty: computed from the initial weights"},
+    {"share.lm_weight",      JT_FLOAT,  FIELD(share.lm_weight),   "0.5",   JK_FIXED, "[0,inf)", "weight of the LM loss"},
+    {"share.reg.type",       JT_STRING, FIELD(share.reg_type),    "l2",    JK_FIXED, "l2|mse|kl|js|kl2", "regularizer: l2, mse, kl, js or kl2"},
+    {"share.reg.weight",     JT_FLOAT,  FIELD(share.reg_weight),  "0.5",   JK_FIXED, "[0,inf)", "weight of the regularizer R"},
+    {"share.reg.targets",    JT_STRING, FIELD(share.reg_targets), "q,k,v", JK_FIXED | JK_NONEMPTY | JK_STRLIST, NULL, "slices pulled together: a subset of q, k, v, o"},
+    {"share.apply_after",    JT_BOOL,   FIELD(share.apply_after), "true",  0, NULL, "at the end: apply the plan, evaluate, write results.json/md and the shared model"},
+    {"share.materialize",    JT_BOOL,   FIELD(share.materialize), "false", 0, NULL, "also save the shared model as a plain HF directory"},
+
+    {"backend",              JT_STRING, FIELD(backend),            "auto", JK_NONEMPTY | JK_NOTE, "cpu|cuda|auto", "cpu, cuda or auto (cuda when available)"},
+    {"threads",              JT_INT,    FIELD(threads),            "0",    JK_NOTE, "[0,inf)", "CPU threads; 0: the OpenMP default (OMP_NUM_THREADS, else all cores)"},
 };
 // clang-format on
 
@@ -325,6 +347,14 @@ static int set_value(const Ctx *c, int line, JobConfig *cfg, int i, const char *
         memcpy(field, v, sizeof v);
         return 0;
     }
+    char joined[1024];
+    if (items && k->type == JT_STRING && (k->flags & JK_STRLIST)) {
+        size_t n = 0;
+        joined[0] = 0;
+        for (int j = 0; j < n_items && n < sizeof joined; j++)
+            n += (size_t)snprintf(joined + n, sizeof joined - n, "%s%s", j ? "," : "", items[j]);
+        text = joined, items = NULL;
+    }
     if (items) return fail(c, line, "%s: expected %s, got a list", k->key, type_name(k->type));
     switch (k->type) {
     case JT_INT: {
@@ -512,11 +542,24 @@ static int validate(const JobConfig *cfg, int *bad) {
                    ps_err_set("data.seq_len (%d) must be <= model.max_seq_len (%d)",
                               cfg->data.seq_len, cfg->model.max_seq_len);
     }
+    unsigned targets;
+    if (reg_targets_parse(cfg->share.reg_targets, &targets)) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", ps_err_msg());
+        return *bad = find_key("share.reg.targets"), ps_err_set("share.reg.targets: %s", msg);
+    }
+    if (job_share_active(cfg) && cfg->share.lm_weight == 0 && cfg->share.reg_weight == 0)
+        return *bad = find_key("share.lm_weight"),
+               ps_err_set("share.lm_weight and share.reg.weight are both 0: nothing to train");
     if (cfg->train.min_lr >= 0 && cfg->train.min_lr > cfg->train.lr)
         return *bad = find_key("train.min_lr"),
                ps_err_set("train.min_lr (%g) must be <= train.lr (%g)", cfg->train.min_lr,
                           cfg->train.lr);
     return 0;
+}
+
+int job_share_active(const JobConfig *cfg) {
+    return cfg->share.ratio > 0 || cfg->share.plan[0] != 0;
 }
 
 int job_validate(const JobConfig *cfg) {
@@ -581,6 +624,11 @@ static int walk(Ctx *c, yaml_document_t *doc, yaml_node_t *map, const char *pref
                 strcmp((const char *)other->data.scalar.value, name) == 0)
                 return fail(c, kline, "duplicate key '%s' (first on line %d)", path,
                             line_of(other));
+        }
+        // A sweep's list of points (sweep.c reads it); each point is a job without it.
+        if (!prefix[0] && !strcmp(name, "sweep")) {
+            cfg->has_sweep = kline;
+            continue;
         }
         int i = find_key(path);
         if (i >= 0) {
@@ -719,14 +767,21 @@ int job_apply_override(JobConfig *cfg, const char *assignment) {
 // ---------------------------------------------------------------------------
 // Loading
 
-int job_load_string(const char *yaml, const char *name, int n_overrides, char **overrides,
-                    JobConfig *out) {
+static int load_string(const char *yaml, const char *name, int n_overrides, char **overrides,
+                       int allow_sweep, JobConfig *out) {
     JobConfig cfg;
     job_set_defaults(&cfg);
     Ctx c = {0};
     c.file = name ? name : "<config>";
     c.overrides = overrides;
     if (parse_yaml(&c, yaml, &cfg)) return -1;
+    // A sweep config stands for many runs; training "the" job would silently
+    // drop the sweep, so only the sweep command may read it.
+    if (cfg.has_sweep && !allow_sweep)
+        return fail(&c, cfg.has_sweep,
+                    "the config has a sweep section (one run per point); run `postshare sweep "
+                    "%s`",
+                    c.file);
     for (int o = 0; o < n_overrides; o++)
         if (apply_override(&c, -(o + 1), &cfg, overrides[o])) return -1;
 
@@ -762,6 +817,16 @@ int job_load_string(const char *yaml, const char *name, int n_overrides, char **
     if (validate(&cfg, &bad)) return fail(&c, bad >= 0 ? c.origin[bad] : 0, "%s", ps_err_msg());
     *out = cfg;
     return 0;
+}
+
+int job_load_string(const char *yaml, const char *name, int n_overrides, char **overrides,
+                    JobConfig *out) {
+    return load_string(yaml, name, n_overrides, overrides, 0, out);
+}
+
+int job_load_sweep_base(const char *yaml, const char *name, int n_overrides, char **overrides,
+                        JobConfig *out) {
+    return load_string(yaml, name, n_overrides, overrides, 1, out);
 }
 
 int job_load(const char *path, int n_overrides, char **overrides, JobConfig *out) {
@@ -925,3 +990,27 @@ void job_print_keys(FILE *f) {
 }
 
 char *job_run_dir(const JobConfig *cfg) { return ps_path_join(cfg->run.out_dir, cfg->run.name); }
+
+int job_resume_diff(const JobConfig *saved, const JobConfig *cur, char **fixed, char **notes) {
+    Buf b[2] = {{xmalloc(256), 0, 256}, {xmalloc(256), 0, 256}};  // fixed, notes
+    b[0].p[0] = b[1].p[0] = 0;
+    int n_fixed = 0;
+    for (int i = 0; i < N_KEYS; i++) {
+        const JobKey *k = &KEYS[i];
+        // a key inactive on either side (the scratch shape of a loaded model)
+        // has no value to compare; a change of model.init is reported itself
+        if (!(k->flags & (JK_FIXED | JK_NOTE)) || key_inactive(saved, i) || key_inactive(cur, i))
+            continue;
+        if (memcmp((const char *)saved + k->off, (const char *)cur + k->off, k->size) == 0)
+            continue;
+        Buf *o = &b[(k->flags & JK_FIXED) ? 0 : 1];
+        bprintf(o, "%s%s ", o->len ? ", " : "", k->key);
+        fmt_value(saved, i, o);
+        bprintf(o, " -> ");
+        fmt_value(cur, i, o);
+        n_fixed += (k->flags & JK_FIXED) != 0;
+    }
+    *fixed = b[0].p;
+    *notes = b[1].p;
+    return n_fixed;
+}

@@ -57,16 +57,46 @@ typedef struct {
     int eval_every;      // 0: only at the end
     int log_every;
     int save_final;      // bool
+    int stop_after;      // end this run after this step (with a checkpoint); 0: off
 } JobTrain;
+
+typedef struct {
+    int every;       // steps between checkpoints; 0: only at the end (and on a signal)
+    int keep;        // newest checkpoints kept; 0: all
+    int keep_every;  // also keep checkpoints whose step is a multiple of this; 0: none
+    char resume[JOB_PATH_MAX];  // "auto" | "none" | a checkpoint path
+} JobCheckpoint;
+
+// PostShare (docs/postshare.md): active when ratio > 0 or a plan file is given.
+// Loss = lm_weight * LM + reg.weight * R over the plan's pairs (sharereg.h).
+typedef struct {
+    float ratio;                 // fraction of units (KV groups) replaced
+    char match[16];              // qk | q | k | v | qkv
+    char plan[JOB_PATH_MAX];     // a plan file; "": computed from the initial weights
+    float lm_weight;             // weight of the LM loss
+    char reg_type[16];           // l2 | mse | kl | js | kl2
+    float reg_weight;            // weight of R
+    char reg_targets[64];        // subset of q,k,v,o, e.g. "q,k,v"
+    int apply_after;             // bool: share and evaluate at the end of the run
+    int materialize;             // bool: also save the shared model as a plain HF dir
+} JobShare;
 
 typedef struct {
     JobRun run;
     JobModel model;
     JobData data;
     JobTrain train;
+    JobCheckpoint checkpoint;
+    JobShare share;
     char backend[JOB_NAME_MAX];  // "cpu" | "cuda" | "auto"
     int threads;                 // CPU threads; 0 = all cores
+    // Line of a top-level `sweep:` section (postshare sweep, sweep.h), 0: none.
+    // Its content is not a job's: only job_load_sweep_base accepts it, and skips it.
+    int has_sweep;
 } JobConfig;
+
+// 1 when the job has an active share section (PostShare).
+int job_share_active(const JobConfig *cfg);
 
 // Zero the struct and apply every table default. Always returns 0.
 int job_set_defaults(JobConfig *cfg);
@@ -79,6 +109,12 @@ int job_load(const char *path, int n_overrides, char **overrides, JobConfig *out
 // error messages.
 int job_load_string(const char *yaml, const char *name, int n_overrides, char **overrides,
                     JobConfig *out);
+
+// Same as job_load_string, but a top-level `sweep:` section is allowed: it is
+// skipped (out->has_sweep gives its line) and left to `postshare sweep` to read.
+// job_load and job_load_string refuse such a config (it describes many runs).
+int job_load_sweep_base(const char *yaml, const char *name, int n_overrides, char **overrides,
+                        JobConfig *out);
 
 // Apply one "section.key=value" assignment (the --set option). Values are read
 // like YAML scalars; lists as "[0.9,0.95]"; strings verbatim. Returns 0 or -1.
@@ -109,3 +145,12 @@ void job_print_keys(FILE *f);
 
 // out_dir/name, freshly allocated.
 char *job_run_dir(const JobConfig *cfg);
+
+// Compare a job about to resume (cur) with the one that wrote the checkpoint
+// (saved). Each key's row says whether it may change on resume: keys marked
+// fixed (model, data order, batch shape) must be equal, and their differences
+// are listed in *fixed as "key old -> new, ..."; keys marked note (optimizer
+// settings, steps, threads, ...) may change, and are listed in *notes; the
+// rest (logging, evaluation, checkpoint policy, run name) are free. Returns the
+// number of fixed differences. The caller frees *fixed and *notes.
+int job_resume_diff(const JobConfig *saved, const JobConfig *cur, char **fixed, char **notes);

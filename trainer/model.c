@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "share.h"
 
 // Pointer to slab l of a per-layer buffer with `per` elements of `bytes` each.
 static inline void *slab(void *base, int l, size_t per, size_t bytes) {
@@ -38,33 +39,52 @@ static LayerActs layer_acts(const Model *M, int l) {
     size_t e = M->be->act_bytes, capBT = (size_t)a->B * a->T, C = (size_t)c->dim;
     size_t F = (size_t)c->ffn_dim, hd = (size_t)cfg_head_dim(c);
     size_t qd = hd * c->n_heads, kvd = hd * c->n_kv_heads;
+    int s = M->recompute ? 0 : l;  // with recomputation every layer uses the one slab
     LayerActs la = {
         .x = slab(a->x, l, capBT * C, e),
-        .xmid = slab(a->x_mid, l, capBT * C, e),
+        .xmid = slab(a->x_mid, s, capBT * C, e),
         .xnext = slab(a->x, l + 1, capBT * C, e),
-        .ln1 = slab(a->ln1, l, capBT * C, e),
-        .ln2 = slab(a->ln2, l, capBT * C, e),
-        .q = slab(a->q, l, capBT * qd, e),
-        .k = slab(a->k, l, capBT * kvd, e),
-        .v = slab(a->v, l, capBT * kvd, e),
-        .ao = slab(a->ao, l, capBT * qd, e),
-        .att = slab(a->att, l, M->attn_state_per_layer, 1),
-        .gate = slab(a->gate, l, capBT * F, e),
-        .up = slab(a->up, l, capBT * F, e),
-        .h = slab(a->h, l, capBT * F, e),
-        .rstd1 = slab(a->rstd1, l, capBT, 4),
-        .rstd2 = slab(a->rstd2, l, capBT, 4),
+        .ln1 = slab(a->ln1, s, capBT * C, e),
+        .ln2 = slab(a->ln2, s, capBT * C, e),
+        .q = slab(a->q, s, capBT * qd, e),
+        .k = slab(a->k, s, capBT * kvd, e),
+        .v = slab(a->v, s, capBT * kvd, e),
+        .ao = slab(a->ao, s, capBT * qd, e),
+        .att = slab(a->att, s, M->attn_state_per_layer, 1),
+        .gate = slab(a->gate, s, capBT * F, e),
+        .up = slab(a->up, s, capBT * F, e),
+        .h = slab(a->h, s, capBT * F, e),
+        .rstd1 = slab(a->rstd1, s, capBT, 4),
+        .rstd2 = slab(a->rstd2, s, capBT, 4),
     };
     return la;
 }
 
 void model_init(Model *M, const Backend *be, const LlamaConfig *cfg) {
+    ParamTable t;
+    param_table_build(&t, cfg);
+    model_init_table(M, be, &t);
+    param_table_free(&t);
+}
+
+void model_init_table(Model *M, const Backend *be, const ParamTable *t) {
     memset(M, 0, sizeof *M);
     M->be = be;
-    M->cfg = *cfg;
-    param_table_build(&M->t, cfg);
+    M->cfg = t->cfg;
+    param_table_copy(&M->t, t);
     M->params = be->alloc(M->t.total * be->act_bytes);
-    M->grads = be->alloc(M->t.total * be->act_bytes);
+    if (M->t.shared) {  // inference only: no gradients; one layer's assembled attention weights
+        CHECK(be->copy2d, "backend %s cannot run a compact shared model (no copy2d op)", be->name);
+        if (M->t.shared->n_replaced)
+            M->wscratch = be->alloc(share_scratch_elems(&M->cfg) * be->act_bytes);
+    } else {
+        M->grads = be->alloc(M->t.total * be->act_bytes);
+    }
+}
+
+size_t model_weight_bytes(const ParamTable *t, size_t act_bytes) {
+    int scratch = t->shared && t->shared->n_replaced;
+    return (t->total + (scratch ? share_scratch_elems(&t->cfg) : 0)) * act_bytes;
 }
 
 static void free_acts(Model *M) {
@@ -83,7 +103,8 @@ static void free_acts(Model *M) {
 void model_free(Model *M) {
     free_acts(M);
     M->be->free(M->params);
-    M->be->free(M->grads);
+    if (M->grads) M->be->free(M->grads);
+    if (M->wscratch) M->be->free(M->wscratch);
     free(M->host_targets);
     param_table_free(&M->t);
     memset(M, 0, sizeof *M);
@@ -102,22 +123,27 @@ void model_reserve(Model *M, int B, int T) {
     a->T = T;
     M->attn_state_per_layer = be->attn_state_bytes(B, T, c->n_heads);
     a->x = be->alloc((L + 1) * BT * C * e);
-    a->x_mid = be->alloc(L * BT * C * e);
-    a->ln1 = be->alloc(L * BT * C * e);
-    a->ln2 = be->alloc(L * BT * C * e);
-    a->rstd1 = be->alloc(L * BT * 4);
-    a->rstd2 = be->alloc(L * BT * 4);
-    a->q = be->alloc(L * BT * qd * e);
-    a->k = be->alloc(L * BT * kvd * e);
-    a->v = be->alloc(L * BT * kvd * e);
-    a->att = be->alloc(L * M->attn_state_per_layer);
-    a->ao = be->alloc(L * BT * qd * e);
-    a->gate = be->alloc(L * BT * F * e);
-    a->up = be->alloc(L * BT * F * e);
-    a->h = be->alloc(L * BT * F * e);
+    // Saved per-layer activations: every layer's, or one layer's when the
+    // backward recomputes each layer from its input x[l] (M->recompute).
+    size_t Ls = M->recompute ? 1 : L;
+    a->x_mid = be->alloc(Ls * BT * C * e);
+    a->ln1 = be->alloc(Ls * BT * C * e);
+    a->ln2 = be->alloc(Ls * BT * C * e);
+    a->rstd1 = be->alloc(Ls * BT * 4);
+    a->rstd2 = be->alloc(Ls * BT * 4);
+    a->q = be->alloc(Ls * BT * qd * e);
+    a->k = be->alloc(Ls * BT * kvd * e);
+    a->v = be->alloc(Ls * BT * kvd * e);
+    a->att = be->alloc(Ls * M->attn_state_per_layer);
+    a->ao = be->alloc(Ls * BT * qd * e);
+    a->gate = be->alloc(Ls * BT * F * e);
+    a->up = be->alloc(Ls * BT * F * e);
+    a->h = be->alloc(Ls * BT * F * e);
     a->lnf = be->alloc(BT * C * e);
     a->rstdf = be->alloc(BT * 4);
-    a->logits = be->alloc(BT * V * e);
+    // With a fused classifier (be->classifier_fwd) only forwards without targets
+    // need the [BT,V] logits: model_forward allocates them on first such use.
+    a->logits = be->classifier_fwd ? NULL : be->alloc(BT * V * e);
     a->losses = be->alloc(BT * 4);
     a->tokens = be->alloc(BT * 4);
     a->targets = be->alloc(BT * 4);
@@ -133,6 +159,11 @@ void model_reserve(Model *M, int B, int T) {
     M->host_targets = xrealloc(M->host_targets, BT * sizeof(int));
 }
 
+void model_set_recompute(Model *M, int on) {
+    free_acts(M);  // the slabs change size
+    M->recompute = on != 0;
+}
+
 void model_set_params(Model *M, const float *host) {
     M->be->upload_f32(M->params, host, M->t.total);
 }
@@ -140,10 +171,62 @@ void model_get_params(const Model *M, float *host) {
     M->be->download_f32(host, M->params, M->t.total);
 }
 void model_get_grads(const Model *M, float *host) {
+    CHECK(M->grads, "a compact shared model has no gradients (it is for inference)");
     M->be->download_f32(host, M->grads, M->t.total);
 }
 void model_zero_grads(Model *M) {
+    CHECK(M->grads, "a compact shared model has no gradients (it is for inference)");
     M->be->zero(M->grads, M->t.total * M->be->act_bytes);
+}
+
+// Layer l's forward on the last forward's batch: from x[l] the saved activations
+// of the layer and (unless saved_only) x[l+1]. The backward calls it with
+// saved_only = 1 to recompute a layer's activations when M->recompute is set:
+// the same ops on the same inputs, so they come out bitwise the same.
+static void layer_forward(Model *M, int l, int saved_only) {
+    const Backend *be = M->be;
+    const LlamaConfig *c = &M->cfg;
+    int B = M->B, T = M->T, BT = B * T, C = c->dim, F = c->ffn_dim;
+    int nh = c->n_heads, nkv = c->n_kv_heads, hd = cfg_head_dim(c);
+    int qd = nh * hd, kvd = nkv * hd;
+    size_t e = be->act_bytes;
+#define W(kind) pview(M, M->params, param_layer(&M->t, l, kind))
+    LayerActs la = layer_acts(M, l);
+    void *x = la.x, *xmid = la.xmid, *xnext = la.xnext, *ln1 = la.ln1, *ln2 = la.ln2;
+    float *rstd1 = la.rstd1, *rstd2 = la.rstd2;
+    void *q = la.q, *k = la.k, *v = la.v, *ao = la.ao, *att = la.att;
+    void *gate = la.gate, *up = la.up, *h = la.h;
+    void *wq = W(P_WQ), *wk = W(P_WK), *wv = W(P_WV), *wo = W(P_WO);
+    if (M->t.shared && M->t.shared->n_own[l] < nkv) {
+        // Compact shared model, a layer with replaced units: assemble its full
+        // Wq [qd,C], Wk, Wv [kvd,C], Wo [C,qd] into the one-layer scratch.
+        wq = M->wscratch;
+        wk = (char *)wq + (size_t)qd * C * e;
+        wv = (char *)wk + (size_t)kvd * C * e;
+        wo = (char *)wv + (size_t)kvd * C * e;
+        share_assemble_layer(&M->t, be, M->params, l, wq, wk, wv, wo);
+    }
+
+    // attention block
+    be->rmsnorm_fwd(ln1, rstd1, x, W(P_ATTN_NORM), BT, C, c->norm_eps);
+    be->matmul_fwd(q, ln1, wq, BT, C, qd);
+    be->matmul_fwd(k, ln1, wk, BT, C, kvd);
+    be->matmul_fwd(v, ln1, wv, BT, C, kvd);
+    be->rope_fwd(q, B, T, nh, hd, c->rope_theta);
+    be->rope_fwd(k, B, T, nkv, hd, c->rope_theta);
+    be->attention_fwd(ao, att, q, k, v, B, T, nh, nkv, hd);
+    be->matmul_fwd(xmid, ao, wo, BT, qd, C);
+    be->add_inplace(xmid, x, (size_t)BT * C);  // x_mid = x + ao Wo^T
+    // MLP block
+    be->rmsnorm_fwd(ln2, rstd2, xmid, W(P_FFN_NORM), BT, C, c->norm_eps);
+    be->matmul_fwd(gate, ln2, W(P_W_GATE), BT, C, F);
+    be->matmul_fwd(up, ln2, W(P_W_UP), BT, C, F);
+    be->swiglu_fwd(h, gate, up, (size_t)BT * F);
+    if (!saved_only) {
+        be->matmul_fwd(xnext, h, W(P_W_DOWN), BT, F, C);
+        be->add_inplace(xnext, xmid, (size_t)BT * C);  // x_next = x_mid + h Wdown^T
+    }
+#undef W
 }
 
 float model_forward(Model *M, const int *tokens, const int *targets, int B, int T) {
@@ -151,9 +234,7 @@ float model_forward(Model *M, const int *tokens, const int *targets, int B, int 
     const LlamaConfig *c = &M->cfg;
     model_reserve(M, B, T);
     Activations *a = &M->a;
-    int L = c->n_layers, BT = B * T, C = c->dim, F = c->ffn_dim, V = c->vocab_size;
-    int nh = c->n_heads, nkv = c->n_kv_heads, hd = cfg_head_dim(c);
-    int qd = nh * hd, kvd = nkv * hd;
+    int L = c->n_layers, BT = B * T, C = c->dim, V = c->vocab_size;
     size_t e = be->act_bytes, capBT = (size_t)a->B * a->T;
     M->B = B;
     M->T = T;
@@ -163,37 +244,17 @@ float model_forward(Model *M, const int *tokens, const int *targets, int B, int 
     be->upload(a->tokens, tokens, (size_t)BT * sizeof(int));
 
     be->embedding_fwd(a->x, a->tokens, pview(M, M->params, &M->t.e[M->t.embed]), BT, C);
-    for (int l = 0; l < L; l++) {
-#define W(kind) pview(M, M->params, param_layer(&M->t, l, kind))
-        LayerActs la = layer_acts(M, l);
-        void *x = la.x, *xmid = la.xmid, *xnext = la.xnext, *ln1 = la.ln1, *ln2 = la.ln2;
-        float *rstd1 = la.rstd1, *rstd2 = la.rstd2;
-        void *q = la.q, *k = la.k, *v = la.v, *ao = la.ao, *att = la.att;
-        void *gate = la.gate, *up = la.up, *h = la.h;
-
-        // attention block
-        be->rmsnorm_fwd(ln1, rstd1, x, W(P_ATTN_NORM), BT, C, c->norm_eps);
-        be->matmul_fwd(q, ln1, W(P_WQ), BT, C, qd);
-        be->matmul_fwd(k, ln1, W(P_WK), BT, C, kvd);
-        be->matmul_fwd(v, ln1, W(P_WV), BT, C, kvd);
-        be->rope_fwd(q, B, T, nh, hd, c->rope_theta);
-        be->rope_fwd(k, B, T, nkv, hd, c->rope_theta);
-        be->attention_fwd(ao, att, q, k, v, B, T, nh, nkv, hd);
-        be->matmul_fwd(xmid, ao, W(P_WO), BT, qd, C);
-        be->add_inplace(xmid, x, (size_t)BT * C);  // x_mid = x + ao Wo^T
-        // MLP block
-        be->rmsnorm_fwd(ln2, rstd2, xmid, W(P_FFN_NORM), BT, C, c->norm_eps);
-        be->matmul_fwd(gate, ln2, W(P_W_GATE), BT, C, F);
-        be->matmul_fwd(up, ln2, W(P_W_UP), BT, C, F);
-        be->swiglu_fwd(h, gate, up, (size_t)BT * F);
-        be->matmul_fwd(xnext, h, W(P_W_DOWN), BT, F, C);
-        be->add_inplace(xnext, xmid, (size_t)BT * C);  // x_next = x_mid + h Wdown^T
-#undef W
-    }
+    for (int l = 0; l < L; l++) layer_forward(M, l, 0);
     void *xL = slab(a->x, L, capBT * C, e);
     be->rmsnorm_fwd(a->lnf, a->rstdf, xL, pview(M, M->params, &M->t.e[M->t.final_norm]), BT, C,
                     c->norm_eps);
-    be->matmul_fwd(a->logits, a->lnf, pview(M, M->params, param_lm_head(&M->t)), BT, C, V);
+    void *head = pview(M, M->params, param_lm_head(&M->t));
+    // With targets and a fused classifier the logits are never stored (the CPU has none).
+    M->fused_loss = targets && be->classifier_fwd;
+    if (!M->fused_loss) {
+        if (!a->logits) a->logits = be->alloc(capBT * V * e);
+        be->matmul_fwd(a->logits, a->lnf, head, BT, C, V);
+    }
 
     M->n_valid = 0;
     if (!targets) return 0.0f;
@@ -204,7 +265,10 @@ float model_forward(Model *M, const int *tokens, const int *targets, int B, int 
         if (targets[i] >= 0) M->n_valid++;
     }
     be->upload(a->targets, targets, (size_t)BT * sizeof(int));
-    be->crossentropy_fwd(a->losses, a->logits, a->targets, BT, V);
+    if (M->fused_loss)
+        be->classifier_fwd(a->losses, a->lnf, head, a->targets, BT, C, V);
+    else
+        be->crossentropy_fwd(a->losses, a->logits, a->targets, BT, V);
     float *losses = xmalloc(sizeof(float) * (size_t)BT);
     be->download(losses, a->losses, sizeof(float) * (size_t)BT);
     double sum = 0.0;
@@ -214,10 +278,17 @@ float model_forward(Model *M, const int *tokens, const int *targets, int B, int 
 }
 
 void model_get_logits(const Model *M, float *host) {
+    CHECK(!M->fused_loss,
+          "backend %s fuses the classifier of forwards with targets: run the "
+          "forward without targets to get logits",
+          M->be->name);
     M->be->download_f32(host, M->a.logits, (size_t)M->B * M->T * M->cfg.vocab_size);
 }
 
 void model_backward(Model *M, float loss_scale) {
+    // Not built for compact shared models (a source's gradient would have to
+    // gather its replicas' gradients): they are for inference; materialize to train.
+    CHECK(!M->t.shared, "backward on a compact shared model is not supported; materialize it");
     const Backend *be = M->be;
     const LlamaConfig *c = &M->cfg;
     Activations *a = &M->a;
@@ -227,9 +298,15 @@ void model_backward(Model *M, float loss_scale) {
     size_t e = be->act_bytes, capBT = (size_t)a->B * a->T;
 
     // classifier: dlogits in place, then into the LM head and the final norm
-    be->crossentropy_bwd(a->logits, a->targets, BT, V, loss_scale);
-    be->matmul_bwd(a->dln, pview(M, M->grads, param_lm_head(&M->t)), a->logits, a->lnf,
-                   pview(M, M->params, param_lm_head(&M->t)), BT, C, V, 0);
+    const ParamEntry *head = param_lm_head(&M->t);
+    if (M->fused_loss) {  // the same, fused: the backend recomputes the logits in chunks
+        be->classifier_bwd(a->dln, pview(M, M->grads, head), a->lnf, pview(M, M->params, head),
+                           a->targets, BT, C, V, loss_scale);
+    } else {
+        be->crossentropy_bwd(a->logits, a->targets, BT, V, loss_scale);
+        be->matmul_bwd(a->dln, pview(M, M->grads, head), a->logits, a->lnf,
+                       pview(M, M->params, head), BT, C, V, 0);
+    }
     const ParamEntry *fn = &M->t.e[M->t.final_norm];
     be->zero(a->dres, (size_t)BT * C * e);
     be->rmsnorm_bwd(a->dres, pview(M, M->grads, fn), a->dln, slab(a->x, L, capBT * C, e),
@@ -238,6 +315,7 @@ void model_backward(Model *M, float loss_scale) {
     for (int l = L - 1; l >= 0; l--) {
 #define W(kind) pview(M, M->params, param_layer(&M->t, l, kind))
 #define G(kind) pview(M, M->grads, param_layer(&M->t, l, kind))
+        if (M->recompute) layer_forward(M, l, 1);  // this layer's activations again
         LayerActs la = layer_acts(M, l);
         void *x = la.x, *xmid = la.xmid, *ln1 = la.ln1, *ln2 = la.ln2;
         float *rstd1 = la.rstd1, *rstd2 = la.rstd2;

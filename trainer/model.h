@@ -35,24 +35,40 @@ typedef struct {
     const Backend *be;
     ParamTable t;  // layout of params and grads (and of master/m/v in the optimizer)
     LlamaConfig cfg;
-    void *params;  // [t.total] compute type
-    void *grads;   // [t.total] compute type, accumulated by backward
+    void *params;    // [t.total] compute type
+    void *grads;     // [t.total] compute type, accumulated by backward (NULL when t.shared)
+    void *wscratch;  // compact shared models: one layer's full Wq|Wk|Wv|Wo, assembled per layer
     Activations a;
     size_t attn_state_per_layer;  // bytes
     // last forward
     int B, T;
+    int recompute;      // 1: activations of one layer only; the backward recomputes each layer
+    int fused_loss;     // 1: it ran be->classifier_fwd (targets given), so no logits are stored
     int n_valid;        // number of targets that count toward the loss
     int *host_targets;  // [B*T] copy of the last targets
 } Model;
 
 // Create a model on backend be with the given config; params are zero.
 void model_init(Model *M, const Backend *be, const LlamaConfig *cfg);
+// Create a model with the layout of table t (copied). A compact shared table
+// (t->shared, see share.h) gives an inference-only model: no gradients, and the
+// forward assembles each layer that has replaced units into one layer-sized
+// scratch (be->copy2d); model_backward refuses it.
+void model_init_table(Model *M, const Backend *be, const ParamTable *t);
+// Bytes of backend memory a model of table t holds as weights (act_bytes per
+// element): its params, plus a compact shared model's one-layer scratch.
+size_t model_weight_bytes(const ParamTable *t, size_t act_bytes);
 void model_free(Model *M);
 // Upload / download the flat fp32 parameter buffer (t.total floats).
 void model_set_params(Model *M, const float *host);
 void model_get_params(const Model *M, float *host);
 void model_get_grads(const Model *M, float *host);
 void model_zero_grads(Model *M);
+// Activation recomputation (off by default): keep only each layer's input
+// x[l] and recompute the layer's other activations in the backward (one more
+// layer forward, bitwise the same values), so activation memory holds one
+// layer instead of L. Frees the activations; the next forward re-reserves.
+void model_set_recompute(Model *M, int on);
 // Allocate activations for up to B x T (no-op if already large enough).
 void model_reserve(Model *M, int B, int T);
 

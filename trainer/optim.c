@@ -77,8 +77,10 @@ void optim_get_state(const Optim *o, float *master, float *m, float *v) {
     if (v) o->be->download(v, o->v + o->lo, n * 4);
 }
 
-void optim_set_state(Optim *o, Model *M, const float *master, const float *m, const float *v) {
+void optim_set_state(Optim *o, Model *M, const float *master, const float *m, const float *v,
+                     int t) {
     size_t n = o->hi - o->lo;
+    o->t = t;
     o->be->upload(o->master + o->lo, master, n * 4);
     o->be->upload(o->m + o->lo, m, n * 4);
     o->be->upload(o->v + o->lo, v, n * 4);

@@ -38,6 +38,10 @@ float optim_grad_norm(const Model *M);
 // cfg.clip by global norm `grad_norm`. Writes new parameters into the model.
 // Returns the learning rate used.
 float optim_step(Optim *o, Model *M, int step, float grad_norm);
-// Host copies of the optimizer state (for checkpoints and tests).
+// Host copies of the optimizer state (for checkpoints and tests). The state
+// is the [lo, hi) slice of master, m and v plus the step counter o->t, which
+// set_state restores too: AdamW's bias correction depends on it, so a resumed
+// run that restarted it at 0 would take different steps.
 void optim_get_state(const Optim *o, float *master, float *m, float *v);
-void optim_set_state(Optim *o, Model *M, const float *master, const float *m, const float *v);
+void optim_set_state(Optim *o, Model *M, const float *master, const float *m, const float *v,
+                     int t);

@@ -34,9 +34,9 @@ static void add(ParamTable *t, ParamKind kind, int layer, const char *name, int6
     snprintf(e->name, sizeof e->name, "%s", name);
     e->kind = kind;
     e->layer = layer;
-    e->ndim = cols > 0 ? 2 : 1;
+    e->ndim = cols >= 0 ? 2 : 1;  // cols < 0: a vector (norm weights)
     e->shape[0] = rows;
-    e->shape[1] = cols > 0 ? cols : 1;
+    e->shape[1] = cols >= 0 ? cols : 1;
     e->numel = (size_t)rows * (size_t)e->shape[1];
     e->offset = t->total;
     e->decay = e->ndim == 2;
@@ -45,13 +45,15 @@ static void add(ParamTable *t, ParamKind kind, int layer, const char *name, int6
     t->n++;
 }
 
-void param_table_build(ParamTable *t, const LlamaConfig *cfg) {
+// Lay out every tensor; with a share layout, the attention tensors of layer l
+// hold only its n_own[l] owned units (ShareLayout in params.h).
+static void build(ParamTable *t, const LlamaConfig *cfg, ShareLayout *shared) {
     CHECK(llama_config_validate(cfg) == 0, "%s", ps_err_msg());
     memset(t, 0, sizeof *t);
     t->cfg = *cfg;
+    t->shared = shared;
     int L = cfg->n_layers, C = cfg->dim, F = cfg->ffn_dim, V = cfg->vocab_size;
-    int hd = cfg_head_dim(cfg);
-    int qd = cfg->n_heads * hd, kvd = cfg->n_kv_heads * hd;
+    int hd = cfg_head_dim(cfg), G = cfg->n_heads / cfg->n_kv_heads;
     t->e = xcalloc((size_t)(3 + 9 * L), sizeof(ParamEntry));
     t->layer_idx = xmalloc(sizeof(int) * (size_t)L * P_NUM_KINDS);
     for (int i = 0; i < L * P_NUM_KINDS; i++) t->layer_idx[i] = -1;
@@ -60,19 +62,21 @@ void param_table_build(ParamTable *t, const LlamaConfig *cfg) {
     add(t, P_EMBED, -1, "model.embed_tokens.weight", V, C);
     for (int l = 0; l < L; l++) {
 #define LNAME(s) (snprintf(nm, sizeof nm, "model.layers.%d.%s", l, s), nm)
-        add(t, P_ATTN_NORM, l, LNAME("input_layernorm.weight"), C, 0);
+        int own = shared ? shared->n_own[l] : cfg->n_kv_heads;  // units whose rows are stored
+        int qd = own * G * hd, kvd = own * hd;
+        add(t, P_ATTN_NORM, l, LNAME("input_layernorm.weight"), C, -1);
         add(t, P_WQ, l, LNAME("self_attn.q_proj.weight"), qd, C);
         add(t, P_WK, l, LNAME("self_attn.k_proj.weight"), kvd, C);
         add(t, P_WV, l, LNAME("self_attn.v_proj.weight"), kvd, C);
         add(t, P_WO, l, LNAME("self_attn.o_proj.weight"), C, qd);
-        add(t, P_FFN_NORM, l, LNAME("post_attention_layernorm.weight"), C, 0);
+        add(t, P_FFN_NORM, l, LNAME("post_attention_layernorm.weight"), C, -1);
         add(t, P_W_GATE, l, LNAME("mlp.gate_proj.weight"), F, C);
         add(t, P_W_UP, l, LNAME("mlp.up_proj.weight"), F, C);
         add(t, P_W_DOWN, l, LNAME("mlp.down_proj.weight"), C, F);
 #undef LNAME
     }
     t->final_norm = t->n;
-    add(t, P_FINAL_NORM, -1, "model.norm.weight", C, 0);
+    add(t, P_FINAL_NORM, -1, "model.norm.weight", C, -1);
     if (cfg->tie_embeddings) {
         t->lm_head = t->embed;
     } else {
@@ -81,7 +85,76 @@ void param_table_build(ParamTable *t, const LlamaConfig *cfg) {
     }
 }
 
+void param_table_build(ParamTable *t, const LlamaConfig *cfg) {
+    build(t, cfg, NULL);
+}
+
+static ShareLayout *layout_new(int L, int U, int G) {
+    ShareLayout *s = xcalloc(1, sizeof *s);
+    s->units = U;
+    s->group = G;
+    s->src = xmalloc(sizeof(int) * (size_t)L * U);
+    s->slot = xmalloc(sizeof(int) * (size_t)L * U);
+    s->n_own = xcalloc((size_t)L, sizeof(int));
+    return s;
+}
+
+void share_plan_src(const SharePlan *p, int *src) {
+    int U = p->cfg.n_kv_heads, N = p->cfg.n_layers * U;
+    for (int i = 0; i < N; i++) src[i] = i;
+    for (int k = 0; k < p->n; k++)
+        src[p->e[k].layer * U + p->e[k].unit] = p->e[k].src_layer * U + p->e[k].src_unit;
+}
+
+void share_plan_copy(SharePlan *dst, const SharePlan *src) {
+    *dst = *src;
+    dst->e = xmalloc(sizeof(ShareEntry) * (size_t)(src->n ? src->n : 1));
+    memcpy(dst->e, src->e, sizeof(ShareEntry) * (size_t)src->n);
+}
+
+void share_plan_free(SharePlan *p) {
+    free(p->e);
+    memset(p, 0, sizeof *p);
+}
+
+void param_table_build_shared(ParamTable *t, const LlamaConfig *cfg, const SharePlan *plan) {
+    CHECK(llama_config_validate(cfg) == 0, "%s", ps_err_msg());
+    int L = cfg->n_layers, U = cfg->n_kv_heads, N = L * U;
+    CHECK(plan->cfg.n_layers == L && plan->cfg.n_kv_heads == U && plan->cfg.n_heads == cfg->n_heads,
+          "the plan is for another shape");
+    ShareLayout *s = layout_new(L, U, cfg->n_heads / U);
+    int *src = s->src;
+    share_plan_src(plan, src);
+    share_plan_copy(&s->plan, plan);
+    for (int i = 0; i < N; i++) {
+        CHECK(src[i] >= 0 && src[i] < N, "unit %d: source %d out of range", i, src[i]);
+        CHECK(src[src[i]] == src[i], "unit %d: source %d is itself replaced (a chain)", i, src[i]);
+        if (src[i] == i) {
+            s->slot[i] = s->n_own[i / U]++;
+        } else {
+            s->slot[i] = -1;
+            s->n_replaced++;
+        }
+    }
+    build(t, cfg, s);
+}
+
+void param_table_copy(ParamTable *dst, const ParamTable *src) {
+    if (src->shared)
+        param_table_build_shared(dst, &src->cfg, &src->shared->plan);
+    else
+        param_table_build(dst, &src->cfg);
+    CHECK(dst->total == src->total && dst->n == src->n, "table copy differs from its source");
+}
+
 void param_table_free(ParamTable *t) {
+    if (t->shared) {
+        free(t->shared->src);
+        free(t->shared->slot);
+        free(t->shared->n_own);
+        share_plan_free(&t->shared->plan);
+        free(t->shared);
+    }
     free(t->e);
     free(t->layer_idx);
     memset(t, 0, sizeof *t);

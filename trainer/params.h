@@ -72,17 +72,68 @@ typedef struct {
     int decay;  // 1: AdamW applies weight decay (matrices), 0: norms
 } ParamEntry;
 
+// A sharing plan (made, checked and read/written by share.h; the types live
+// here because the layout of a compact shared model follows from one).
+// Match functions: which slices of a unit make its match vector.
+typedef enum { MATCH_QK = 0, MATCH_Q, MATCH_K, MATCH_V, MATCH_QKV } ShareMatchFn;
+
+// One replaced unit: (layer, unit) uses the weights of (src_layer, src_unit).
+typedef struct {
+    int layer, unit, src_layer, src_unit;
+    float sim;  // similarity of the pair under the plan's match function
+} ShareEntry;
+
+typedef struct SharePlan {
+    LlamaConfig cfg;       // the model shape the plan is for (shape fields only)
+    char fingerprint[40];  // "fnv1a64:<16 hex>" of the attention weights (share_fingerprint)
+    ShareMatchFn match;
+    double ratio;
+    int n;          // replaced units
+    ShareEntry *e;  // [n], ordered by (layer, unit)
+} SharePlan;
+
+// src[L*U] from a plan: each unit's source unit, itself when it keeps its weights.
+void share_plan_src(const SharePlan *p, int *src);
+void share_plan_copy(SharePlan *dst, const SharePlan *src);
+void share_plan_free(SharePlan *p);
+
+// Where each attention unit of a compact shared model (postshare share, see
+// docs/sharing.md) finds its weights. A unit is a KV group: its G = nh/nkv
+// query heads plus their K/V head (under MHA, G = 1: one head). Unit u of layer
+// l (flat index i = l*U + u) owns rows u*G*hd..(u+1)*G*hd of Wq, rows
+// u*hd..(u+1)*hd of Wk and Wv, and the same columns of Wo as its Wq rows. In
+// the compact table, layer l's q/k/v_proj keep only the rows of the units it
+// owns and o_proj only their columns, in unit order; a replaced unit reads its
+// source's slices from the source layer's tensors.
+typedef struct {
+    int units;   // U = n_kv_heads
+    int group;   // G = n_heads / n_kv_heads query heads per unit
+    int *src;    // [L*U] flat unit whose weights unit i uses: i itself when it owns them
+    int *slot;   // [L*U] position of an owning unit among its layer's owned units; -1 if replaced
+    int *n_own;  // [L] owned units per layer
+    int n_replaced;
+    SharePlan plan;  // the plan the layout comes from (a copy, saved with the model)
+} ShareLayout;
+
 typedef struct {
     LlamaConfig cfg;
-    int n;          // number of tensors
-    ParamEntry *e;  // [n], in layout order
-    size_t total;   // total elements in the flat buffer
+    ShareLayout *shared;  // NULL: a full model; else a compact shared model (owned)
+    int n;                // number of tensors
+    ParamEntry *e;        // [n], in layout order
+    size_t total;         // total elements in the flat buffer
     // quick access: index into e[] per (layer, kind), -1 if absent
     int *layer_idx;                  // [n_layers * P_NUM_KINDS]
     int embed, final_norm, lm_head;  // lm_head == embed when tied
 } ParamTable;
 
 void param_table_build(ParamTable *t, const LlamaConfig *cfg);
+// The table of a compact shared model under a plan already checked for this
+// shape (share_plan_read/check): like param_table_build, but layer l's q/k/v_proj
+// are [n_own[l]*G*hd, C], [n_own[l]*hd, C] and o_proj [C, n_own[l]*G*hd] (see
+// ShareLayout). A source must keep its own weights (no chains).
+void param_table_build_shared(ParamTable *t, const LlamaConfig *cfg, const SharePlan *plan);
+// Deep copy (the share layout included).
+void param_table_copy(ParamTable *dst, const ParamTable *src);
 void param_table_free(ParamTable *t);
 // Index of the tensor with this HF name, or -1.
 int param_table_find(const ParamTable *t, const char *name);

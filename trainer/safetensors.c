@@ -426,6 +426,36 @@ static int write_converted(FILE *fp, StDtype d, const float *src, size_t n) {
     return 0;
 }
 
+// The header st_write writes: metadata first, then the tensors in the order
+// given, packed back to back, space-padded to a multiple of 8 bytes. *data_bytes
+// (if given) receives the size of the data section.
+static Sb build_header(int n, const StWriteTensor *t, size_t *data_bytes) {
+    Sb h = {xmalloc(4096), 0, 4096};
+    sb_printf(&h, "{\"__metadata__\":{\"format\":\"pt\"}");
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        size_t bytes = wt_numel(&t[i]) * dtype_size(t[i].dtype);
+        sb_printf(&h, ",");
+        sb_json_str(&h, t[i].name);
+        sb_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", st_dtype_name(t[i].dtype));
+        for (int k = 0; k < t[i].ndim; k++)
+            sb_printf(&h, "%s%lld", k ? "," : "", (long long)t[i].shape[k]);
+        sb_printf(&h, "],\"data_offsets\":[%zu,%zu]}", off, off + bytes);
+        off += bytes;
+    }
+    sb_printf(&h, "}");
+    while (h.len % 8) sb_printf(&h, " ");  // data section starts 8-byte aligned
+    if (data_bytes) *data_bytes = off;
+    return h;
+}
+
+size_t st_write_size(int n, const StWriteTensor *t) {
+    size_t data;
+    Sb h = build_header(n, t, &data);
+    free(h.s);
+    return 8 + h.len + data;
+}
+
 int st_write(const char *path, int n, const StWriteTensor *t) {
     // Validate the request before touching the disk.
     for (int i = 0; i < n; i++) {
@@ -449,22 +479,7 @@ int st_write(const char *path, int n, const StWriteTensor *t) {
                 return ps_err_set("%s: tensor '%s' given twice", path, w->name);
     }
 
-    // Header: metadata first, then tensors in the order given, packed back to back.
-    Sb h = {xmalloc(4096), 0, 4096};
-    sb_printf(&h, "{\"__metadata__\":{\"format\":\"pt\"}");
-    size_t off = 0;
-    for (int i = 0; i < n; i++) {
-        size_t bytes = wt_numel(&t[i]) * dtype_size(t[i].dtype);
-        sb_printf(&h, ",");
-        sb_json_str(&h, t[i].name);
-        sb_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", st_dtype_name(t[i].dtype));
-        for (int k = 0; k < t[i].ndim; k++)
-            sb_printf(&h, "%s%lld", k ? "," : "", (long long)t[i].shape[k]);
-        sb_printf(&h, "],\"data_offsets\":[%zu,%zu]}", off, off + bytes);
-        off += bytes;
-    }
-    sb_printf(&h, "}");
-    while (h.len % 8) sb_printf(&h, " ");  // data section starts 8-byte aligned
+    Sb h = build_header(n, t, NULL);
 
     AtomicFile af;
     FILE *fp = ps_atomic_open(&af, path);

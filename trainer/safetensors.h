@@ -81,3 +81,5 @@ typedef struct {
 // "__metadata__": {"format": "pt"} and the header space-padded to a multiple of
 // 8 bytes. 0, or -1 with ps_err set (the target is then left untouched).
 int st_write(const char *path, int n, const StWriteTensor *t);
+// The size in bytes of the file st_write would write for these tensors.
+size_t st_write_size(int n, const StWriteTensor *t);

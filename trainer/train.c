@@ -1,13 +1,15 @@
 // train.c: `postshare train CONFIG.yaml [--set section.key=value ...]`, the
-// training loop. It reads top to bottom: config -> weights -> model and
-// optimizer -> data -> for each step {micro-batches: forward, backward;
-// clip; AdamW; log; evaluate} -> save.
+// training loop. It reads top to bottom: config -> the checkpoint to resume
+// from, if any -> weights -> model and optimizer -> data -> (resume: check and
+// restore) -> for each step {micro-batches: forward, backward; clip; AdamW;
+// log; evaluate; checkpoint} -> save.
 #include "train.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "common.h"
@@ -17,14 +19,22 @@
 #include "loader.h"
 #include "model.h"
 #include "optim.h"
+#include "postshare.h"
+#include "resume.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: postshare train CONFIG.yaml [--set section.key=value ...]\n"
             "  Trains the model the config describes; writes the run directory\n"
-            "  (run.out_dir/run.name): config.yaml (resolved), metrics.jsonl, model/ (HF).\n"
+            "  (run.out_dir/run.name): config.yaml (resolved), metrics.jsonl, checkpoints\n"
+            "  ckpt-<step>.h5 (HDF5) and model/ (HF). It continues from the newest valid\n"
+            "  checkpoint there unless checkpoint.resume says otherwise.\n"
             "  --set KEY=VALUE   override one config key (repeatable), e.g. --set train.steps=50\n"
-            "  --keys            list every config key with its default and meaning\n");
+            "  --keys            list every config key with its default and meaning\n"
+            "exit status: 0 done (or stopped at train.stop_after), 1 error, %d stopped by\n"
+            "  SIGINT/SIGTERM after writing a checkpoint; a second signal kills it at once by\n"
+            "  that signal (shells report 130 / 143), the earlier checkpoints intact\n",
+            PS_EXIT_INTERRUPTED);
 }
 
 static void fmt_hms(char *buf, size_t n, double s) {
@@ -55,43 +65,55 @@ static void initial_weights(const JobConfig *job, HostWeights *w) {
     }
 }
 
-int train_run(const JobConfig *job) {
-    train_set_threads(job->threads);
+// The fp32 weights of the run into w->params: the optimizer's master weights
+// (on a bf16 backend the model's own params are rounded).
+static void final_weights(const Model *M, const Optim *opt, HostWeights *w) {
+    if (opt->master_is_params)
+        model_get_params(M, w->params);
+    else
+        optim_get_state(opt, w->params, NULL, NULL);
+}
 
-    // weights, model, optimizer
-    HostWeights w = {0};
-    initial_weights(job, &w);
-    const LlamaConfig *mc = &w.t.cfg;
-    const Backend *be = backend_get(job->backend);
-    Model M;
-    model_init(&M, be, mc);
-    model_set_params(&M, w.params);
-    const JobTrain *tr = &job->train;
-    OptimConfig oc = {.lr = tr->lr, .min_lr = tr->min_lr, .warmup = tr->warmup,
-                      .total_steps = tr->steps, .beta1 = tr->betas[0], .beta2 = tr->betas[1],
-                      .eps = tr->eps, .weight_decay = tr->weight_decay, .clip = tr->clip};
-    Optim opt;
-    optim_init(&opt, &M, &oc);
+// run_dir/model in HF format, from the run's fp32 weights.
+static void save_model(const char *run_dir, const Model *M, const Optim *opt, HostWeights *w) {
+    char *model_dir = ps_path_join(run_dir, "model");
+    final_weights(M, opt, w);
+    if (hf_save(model_dir, w, "float32") != 0) ps_die("saving the model: %s", ps_err_msg());
+    printf("saved %s (HF format)\n", model_dir);
+    free(model_dir);
+}
 
-    // data
+// The steps of a run whose weights, optimizer, data and resume point are set
+// up: touches the run directory, trains from prog->step to train.steps (or
+// train.stop_after, or a signal), checkpoints, and saves the model. Returns the
+// exit status.
+// The end of a finished run: the model in HF format, then results.json/md
+// (with PostShare's hand-off when the job has a share section).
+static void finish_run(const JobConfig *job, const char *run_dir, const PostShare *ps,
+                       const HostWeights *w0, HostWeights *w, Model *M, const Optim *opt,
+                       Loader *val, EvalResult ev) {
     int B = job->data.batch_size, T = job->data.seq_len;
-    if (T > mc->max_seq_len)
-        ps_die("data.seq_len %d exceeds the model's max_seq_len %d", T, mc->max_seq_len);
-    Loader *train = loader_open(job->data.train, T, mc->vocab_size, job->data.shuffle,
-                                (uint64_t)job->run.seed);
-    if (!train) ps_die("data.train: %s", ps_err_msg());
-    Loader *val = loader_open(job->data.val, T, mc->vocab_size, 0, 0);
-    if (!val) ps_die("data.val: %s", ps_err_msg());
-    if (loader_num_windows(train) < (uint64_t)B || loader_num_windows(val) < (uint64_t)B)
-        ps_die("data: need at least data.batch_size = %d sequences of %d tokens, but %s has %llu "
-               "and %s has %llu",
-               B, T, job->data.train, (unsigned long long)loader_num_windows(train),
-               job->data.val, (unsigned long long)loader_num_windows(val));
+    final_weights(M, opt, w);
+    if (job->train.save_final) save_model(run_dir, M, opt, w);
+    if (ps->active && job->share.apply_after)
+        postshare_handoff(ps, job, run_dir, w0, w, val, B, T, postshare_stats(ps, M));
+    else
+        postshare_results_plain(job, run_dir, w, ev);
+}
 
-    // Only now that the weights and the data are known good does the run
-    // directory get touched, so a bad input never damages an earlier run.
-    char *run_dir = job_run_dir(job);
+static int run_steps(const JobConfig *job, const char *run_dir, const PostShare *ps,
+                     const HostWeights *w0, ResumePoint *rp, HostWeights *w, Model *M, Optim *opt,
+                     Loader *train, Loader *val, RunProgress *prog) {
+    const char *plan_json = ps->plan_json;
+    const JobTrain *tr = &job->train;
+    const LlamaConfig *mc = &w->t.cfg;
+    const Backend *be = M->be;
+    int B = job->data.batch_size, T = job->data.seq_len;
+    // Only now that the weights, the data and the checkpoint are known good
+    // does the run directory get touched, so a bad input never damages an
+    // earlier run.
     if (ps_mkdirs(run_dir) != 0) ps_die("%s", ps_err_msg());
+    resume_tidy_dir(run_dir, rp);
     char *yaml = job_to_yaml(job);
     char *cfg_path = ps_path_join(run_dir, "config.yaml");
     if (ps_write_file_atomic(cfg_path, yaml, strlen(yaml)) != 0) ps_die("%s", ps_err_msg());
@@ -99,44 +121,75 @@ int train_run(const JobConfig *job) {
     free(cfg_path);
 
     char *metrics_path = ps_path_join(run_dir, "metrics.jsonl");
-    FILE *metrics = xfopen(metrics_path, "w");
+    FILE *metrics = resume_open_metrics(metrics_path, rp->resumed, prog->step);
     long tokens_per_step = (long)B * T * tr->grad_accum;
     printf("postshare train: %s | backend %s | %zu parameters | L%d C%d heads %d/%d F%d V%d\n",
-           run_dir, be->name, w.t.total, mc->n_layers, mc->dim, mc->n_heads, mc->n_kv_heads,
+           run_dir, be->name, w->t.total, mc->n_layers, mc->dim, mc->n_heads, mc->n_kv_heads,
            mc->ffn_dim, mc->vocab_size);
     printf("data: %llu train sequences, %llu val sequences of %d tokens | %ld tokens/step\n",
            (unsigned long long)loader_num_windows(train),
            (unsigned long long)loader_num_windows(val), T, tokens_per_step);
+    if (rp->resumed)
+        printf("resume: continuing at step %lld of %d (%lld tokens seen)\n", (long long)prog->step,
+               tr->steps, (long long)prog->tokens_seen);
 
     int *inp = xmalloc(sizeof(int) * (size_t)B * T), *tgt = xmalloc(sizeof(int) * (size_t)B * T);
-    double t_start = ps_now(), t_log = t_start;
+    double t_start = ps_now() - prog->elapsed_s, t_log;
     long tokens_since_log = 0;
-    EvalResult ev = eval_model(&M, val, B, T, job->data.val_batches);
-    printf("step %5d/%d | val loss %.4f | val ppl %.2f | %ld tokens\n", 0, tr->steps, ev.loss,
-           ev.ppl, ev.tokens);
-    fprintf(metrics, "{\"step\":0,\"val_loss\":%.6f,\"val_ppl\":%.4f}\n", ev.loss, ev.ppl);
-    float first_val = (float)ev.loss;
+    EvalResult ev = {0};
+    stop_signals_install();
+    if (!rp->resumed) {
+        ev = eval_model(M, val, B, T, job->data.val_batches);
+        printf("step %5d/%d | val loss %.4f | val ppl %.2f | %ld tokens\n", 0, tr->steps, ev.loss,
+               ev.ppl, ev.tokens);
+        fprintf(metrics, "{\"step\":0,\"val_loss\":%.6f,\"val_ppl\":%.4f", ev.loss, ev.ppl);
+        if (ps->active) {  // where the planned pairs start from
+            RegStats st = postshare_stats(ps, M);
+            printf(
+                "step %5d/%d | reg %.4f | pairs: cos %.3f [%.3f, %.3f] | dist %.3f [%.3f, "
+                "%.3f]\n",
+                0, tr->steps, st.R, st.cos_mean, st.cos_min, st.cos_max, st.dist_mean, st.dist_min,
+                st.dist_max);
+            fprintf(metrics,
+                    ",\"reg_loss\":%.9g,\"cos_mean\":%.6f,\"cos_min\":%.6f,\"cos_max\":%.6f,"
+                    "\"dist_mean\":%.6f,\"dist_min\":%.6f,\"dist_max\":%.6f",
+                    st.R, st.cos_mean, st.cos_min, st.cos_max, st.dist_mean, st.dist_min,
+                    st.dist_max);
+        }
+        fprintf(metrics, "}\n");
+        prog->first_val_loss = ev.loss;
+    }
     t_log = ps_now();  // throughput counts training time only
+    // train.stop_after ends this run early; a run that starts at or past it runs to the end
+    int stop_after = tr->stop_after > prog->step ? tr->stop_after : 0, sig = 0, stopped = 0;
 
-    for (int step = 0; step < tr->steps; step++) {
-        // forward/backward over the micro-batches; the gradient is the mean
-        // over all counted tokens of each micro-batch, averaged over micro-batches
-        model_zero_grads(&M);
+    for (int step = (int)prog->step; step < tr->steps; step++) {
+        // forward/backward over the micro-batches; the LM gradient is the mean
+        // over all counted tokens of each micro-batch, averaged over
+        // micro-batches, times share.lm_weight (1 without PostShare)
+        model_zero_grads(M);
         double loss_sum = 0.0;
         for (int micro = 0; micro < tr->grad_accum; micro++) {
             loader_next_batch(train, B, inp, tgt);
-            float loss = model_forward(&M, inp, tgt, B, T);
-            if (M.n_valid > 0) model_backward(&M, 1.0f / ((float)M.n_valid * tr->grad_accum));
+            float loss = model_forward(M, inp, tgt, B, T);
+            if (M->n_valid > 0)
+                model_backward(M, ps->lm_weight / ((float)M->n_valid * tr->grad_accum));
             loss_sum += loss;
         }
-        float loss = (float)(loss_sum / tr->grad_accum);
-        float gnorm = optim_grad_norm(&M);
+        float lm_loss = (float)(loss_sum / tr->grad_accum);
+        // PostShare: + reg.weight * R over the plan's pairs, once per step
+        RegStats rs = postshare_step(ps, M);
+        float loss = ps->active ? ps->lm_weight * lm_loss + ps->reg_weight * (float)rs.R : lm_loss;
+        float gnorm = optim_grad_norm(M);
         if (!isfinite(loss) || !isfinite(gnorm))
-            ps_die("step %d: loss %g, grad norm %g is not finite; lower train.lr or check the "
-                   "data",
-                   step + 1, loss, gnorm);
-        float lr = optim_step(&opt, &M, step, gnorm);
+            ps_die(
+                "step %d: loss %g, grad norm %g is not finite; lower train.lr or check the "
+                "data",
+                step + 1, loss, gnorm);
+        float lr = optim_step(opt, M, step, gnorm);
         tokens_since_log += tokens_per_step;
+        prog->tokens_seen += tokens_per_step;
+        prog->lr = lr;
 
         int last = step + 1 == tr->steps;
         if ((step + 1) % tr->log_every == 0 || last || step == 0) {
@@ -146,20 +199,35 @@ int train_run(const JobConfig *job) {
             char e1[32], e2[32];
             fmt_hms(e1, sizeof e1, elapsed);
             fmt_hms(e2, sizeof e2, eta);
-            printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | %s elapsed "
-                   "| ETA %s\n",
-                   step + 1, tr->steps, loss, lr, gnorm, tps, e1, e2);
+            printf(
+                "step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | %s elapsed "
+                "| ETA %s\n",
+                step + 1, tr->steps, loss, lr, gnorm, tps, e1, e2);
             fflush(stdout);
+            // %.9g: floats round-trip exactly, so runs can be compared bit for bit
+            if (ps->active)
+                printf(
+                    "           | lm %.4f | reg %.4f | pairs: cos %.3f [%.3f, %.3f] | dist "
+                    "%.3f [%.3f, %.3f]\n",
+                    lm_loss, rs.R, rs.cos_mean, rs.cos_min, rs.cos_max, rs.dist_mean, rs.dist_min,
+                    rs.dist_max);
             fprintf(metrics,
-                    "{\"step\":%d,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,"
-                    "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}\n",
+                    "{\"step\":%d,\"loss\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g,"
+                    "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f",
                     step + 1, loss, lr, gnorm, tps, elapsed);
+            if (ps->active)
+                fprintf(metrics,
+                        ",\"lm_loss\":%.9g,\"reg_loss\":%.9g,\"cos_mean\":%.6f,\"cos_min\":%.6f,"
+                        "\"cos_max\":%.6f,\"dist_mean\":%.6f,\"dist_min\":%.6f,\"dist_max\":%.6f",
+                        lm_loss, rs.R, rs.cos_mean, rs.cos_min, rs.cos_max, rs.dist_mean,
+                        rs.dist_min, rs.dist_max);
+            fprintf(metrics, "}\n");
             fflush(metrics);
             t_log = now;
             tokens_since_log = 0;
         }
         if ((tr->eval_every > 0 && (step + 1) % tr->eval_every == 0) || last) {
-            ev = eval_model(&M, val, B, T, job->data.val_batches);
+            ev = eval_model(M, val, B, T, job->data.val_batches);
             printf("step %5d/%d | val loss %.4f | val ppl %.2f | %ld tokens | %.2fs\n", step + 1,
                    tr->steps, ev.loss, ev.ppl, ev.tokens, ev.seconds);
             fprintf(metrics, "{\"step\":%d,\"val_loss\":%.6f,\"val_ppl\":%.4f}\n", step + 1,
@@ -167,28 +235,145 @@ int train_run(const JobConfig *job) {
             fflush(metrics);
             t_log += ev.seconds;  // leave evaluation time out of the next tok/s
         }
+        // checkpoint after the step's logs and evaluation, so that everything
+        // in metrics.jsonl up to its step stays valid when a run resumes from it
+        sig = stop_signal_pending();
+        stopped = step + 1 == stop_after && !last;
+        int every = job->checkpoint.every;
+        if (last || sig || stopped || (every > 0 && (step + 1) % every == 0)) {
+            prog->step = step + 1;
+            prog->elapsed_s = ps_now() - t_start;
+            t_log += resume_save(job, run_dir, M, opt, train, prog, plan_json);
+            sig = stop_signal_pending();  // came during the write: that checkpoint is current
+        }
+        if (sig || stopped) break;
     }
     fclose(metrics);
-    printf("done: val loss %.4f -> %.4f (ppl %.2f -> %.2f) in %.1fs\n", first_val, ev.loss,
-           exp(first_val), ev.ppl, ps_now() - t_start);
-
-    if (job->train.save_final) {
-        char *model_dir = ps_path_join(run_dir, "model");
-        model_get_params(&M, w.params);
-        if (hf_save(model_dir, &w, "float32") != 0) ps_die("saving the model: %s", ps_err_msg());
-        printf("saved %s (HF format)\n", model_dir);
-        free(model_dir);
-    }
     free(inp);
     free(tgt);
     free(metrics_path);
+    if (sig) {
+        printf(
+            "stopped by signal %d after step %lld of %d, checkpoint written; run the same "
+            "command to resume (exit status %d)\n",
+            sig, (long long)prog->step, tr->steps, PS_EXIT_INTERRUPTED);
+        return PS_EXIT_INTERRUPTED;
+    }
+    if (stopped) {
+        printf(
+            "stopped after step %lld of %d (train.stop_after); run the same command to "
+            "continue\n",
+            (long long)prog->step, tr->steps);
+        return 0;
+    }
+    printf("done: val loss %.4f -> %.4f (ppl %.2f -> %.2f) in %.1fs\n", prog->first_val_loss,
+           ev.loss, exp(prog->first_val_loss), ev.ppl, ps_now() - t_start);
+
+    finish_run(job, run_dir, ps, w0, w, M, opt, val, ev);
+    return 0;
+}
+
+int train_run(const JobConfig *job) {
+    train_set_threads(job->threads);
+    char *run_dir = job_run_dir(job);
+    // The checkpoint to continue from, if any: read and verified, no file touched yet.
+    ResumePoint rp;
+    resume_find(job, run_dir, &rp);
+
+    // weights, model, optimizer; w0: the starting weights, which PostShare
+    // needs (its plan is made from them; its hand-off evaluates them)
+    HostWeights w = {0}, w0 = {0};
+    if (rp.resumed) {
+        w = rp.ck.w;  // the checkpoint's fp32 master weights
+        memset(&rp.ck.w, 0, sizeof rp.ck.w);
+    } else {
+        initial_weights(job, &w);
+    }
+    if (job_share_active(job)) {
+        if (rp.resumed) {
+            initial_weights(job, &w0);
+        } else {
+            param_table_copy(&w0.t, &w.t);
+            w0.params = xmalloc(sizeof(float) * w.t.total);
+            memcpy(w0.params, w.params, sizeof(float) * w.t.total);
+        }
+    }
+    // PostShare: the plan (a resumed run keeps its checkpoint's) and the regularizer
+    PostShare ps;
+    if (postshare_init(&ps, job, job_share_active(job) ? &w0 : &w,
+                       rp.resumed && job_share_active(job) ? rp.ck.meta.plan_json : NULL))
+        ps_die("share: %s", ps_err_msg());
+    // The sharing plan as JSON (NULL without PostShare): checkpoints store it,
+    // and a resumed run must have the same plan.
+    const char *plan_json = ps.plan_json;
+    const LlamaConfig *mc = &w.t.cfg;
+    const Backend *be = backend_get(job->backend);
+    Model M;
+    model_init(&M, be, mc);
+    model_set_params(&M, w.params);
+    const JobTrain *tr = &job->train;
+    OptimConfig oc = {.lr = tr->lr,
+                      .min_lr = tr->min_lr,
+                      .warmup = tr->warmup,
+                      .total_steps = tr->steps,
+                      .beta1 = tr->betas[0],
+                      .beta2 = tr->betas[1],
+                      .eps = tr->eps,
+                      .weight_decay = tr->weight_decay,
+                      .clip = tr->clip};
+    Optim opt;
+    optim_init(&opt, &M, &oc);
+
+    // data
+    int B = job->data.batch_size, T = job->data.seq_len;
+    if (T > mc->max_seq_len)
+        ps_die("data.seq_len %d exceeds the model's max_seq_len %d", T, mc->max_seq_len);
+    Loader *train =
+        loader_open(job->data.train, T, mc->vocab_size, job->data.shuffle, (uint64_t)job->run.seed);
+    if (!train) ps_die("data.train: %s", ps_err_msg());
+    Loader *val = loader_open(job->data.val, T, mc->vocab_size, 0, 0);
+    if (!val) ps_die("data.val: %s", ps_err_msg());
+    if (loader_num_windows(train) < (uint64_t)B || loader_num_windows(val) < (uint64_t)B)
+        ps_die(
+            "data: need at least data.batch_size = %d sequences of %d tokens, but %s has %llu "
+            "and %s has %llu",
+            B, T, job->data.train, (unsigned long long)loader_num_windows(train), job->data.val,
+            (unsigned long long)loader_num_windows(val));
+
+    // A resumed run continues the checkpoint's optimizer state and data position.
+    RunProgress prog = {0};
+    if (rp.resumed) resume_check(job, &rp, &w, plan_json, train);
+    resume_guard_dir(run_dir, &rp);
+    int status = 0;
+    if (rp.resumed) {
+        prog = resume_restore(&rp, &M, &opt, train, w.params);
+        if (prog.step >= tr->steps) {
+            printf(
+                "resume: %s is at step %lld = train.steps: the run is complete, nothing to "
+                "train (raise train.steps to train further)\n",
+                rp.path, (long long)prog.step);
+            // a run stopped between its last checkpoint and the end of finish_run
+            char *results = ps_path_join(run_dir, "results.json");
+            if (access(results, F_OK) != 0) {
+                EvalResult ev = eval_model(&M, val, B, T, job->data.val_batches);
+                finish_run(job, run_dir, &ps, &w0, &w, &M, &opt, val, ev);
+            }
+            free(results);
+        }
+    }
+    if (prog.step < tr->steps) {
+        status = run_steps(job, run_dir, &ps, &w0, &rp, &w, &M, &opt, train, val, &prog);
+    }
+    resume_point_free(&rp);
+    postshare_free(&ps);
+    if (w0.params) host_weights_free(&w0);
     loader_close(train);
     loader_close(val);
     optim_free(&opt);
     model_free(&M);
     host_weights_free(&w);
     free(run_dir);
-    return 0;
+    return status;
 }
 
 int train_main(int argc, char **argv) {

@@ -3,7 +3,8 @@
 
 #include "job.h"
 
-// Run a whole training job (the loop in train.c). Returns 0; dies on errors.
+// Run a whole training job (the loop in train.c). Returns the exit status: 0,
+// or PS_EXIT_INTERRUPTED (resume.h) after a SIGINT/SIGTERM checkpoint; dies on errors.
 int train_run(const JobConfig *job);
 // CLI entry: argv holds the arguments after "train".
 int train_main(int argc, char **argv);
