@@ -303,10 +303,11 @@ static void parse_sweep_section(Sweep *s) {
             "%s: no sweep section: a sweep config is a job config plus `sweep:`, which maps "
             "job keys to lists of values (docs/sweeps.md); `postshare train` runs a single job",
             s->path);
-    if (sec->type != YAML_MAPPING_NODE)
+    int empty = sec->type == YAML_SCALAR_NODE && sec->data.scalar.length == 0;  // "sweep:" alone
+    if (sec->type != YAML_MAPPING_NODE && !empty)
         ps_die("%s:%d: sweep: expected a mapping of job keys to lists of values, got %s", s->path,
                line, node_kind(sec));
-    collect_axes(s, &doc, sec, "");
+    if (!empty) collect_axes(s, &doc, sec, "");
     if (!s->n_ax)
         ps_die(
             "%s:%d: sweep: the section is empty; list job keys with their values, e.g. "
@@ -415,21 +416,34 @@ static void find_sweep_dir(Sweep *s) {
     free(dir);
 }
 
-// pNN_key=value_key=value, with characters other than [A-Za-z0-9._=+-] as '_',
-// cut to fit a run name (the number keeps it unique).
+// A point's swept values as "key=value" joined by sep, leaving out the key
+// skip (NULL: none). Caller frees.
+static char *values_text(const Sweep *s, const Point *p, const char *sep, const char *skip) {
+    char *t = xstrdup("");
+    for (int a = 0; a < s->n_ax; a++) {
+        if (skip && !strcmp(s->ax[a].key, skip)) continue;
+        char *u = xasprintf("%s%s%s=%s", t, t[0] ? sep : "", s->ax[a].key, s->ax[a].val[p->vi[a]]);
+        free(t);
+        t = u;
+    }
+    return t;
+}
+
+// Characters that need no quoting in a file name anywhere.
+static int safe_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("._=+-", c));
+}
+
+// pNN_key=value_key=value, other characters than safe_char as '_', cut to
+// fit a run name (the number keeps it unique).
 static void point_name(const Sweep *s, int k, int width, Point *p) {
     size_t cap = sizeof p->name;
-    size_t u = (size_t)snprintf(p->name, cap, "p%0*d", width, k + 1);
-    for (int a = 0; a < s->n_ax && u < cap - 1; a++) {
-        char *part = xasprintf("_%s=%s", s->ax[a].key, s->ax[a].val[p->vi[a]]);
-        for (const char *c = part; *c && u < cap - 1; c++)
-            p->name[u++] = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
-                                   (*c >= '0' && *c <= '9') || (*c && strchr("._=+-", *c))
-                               ? *c
-                               : '_';
-        free(part);
-    }
+    size_t u = (size_t)snprintf(p->name, cap, "p%0*d_", width, k + 1);
+    char *v = values_text(s, p, "_", NULL);
+    for (const char *c = v; *c && u < cap - 1; c++) p->name[u++] = safe_char(*c) ? *c : '_';
     p->name[u] = 0;
+    free(v);
 }
 
 // Every point of the cartesian product (the first axis varies slowest), with
@@ -448,15 +462,12 @@ static void make_points(Sweep *s) {
     for (int k = 0; k < s->n_pt; k++) {
         Point *p = &s->pt[k];
         p->vi = xcalloc((size_t)s->n_ax, sizeof(int));
-        size_t len = 1;
-        for (int a = s->n_ax - 1, rest = k; a >= 0; rest /= s->ax[a].n, a--) {
+        int rest = k;  // k in mixed radix, the last axis the fastest digit
+        for (int a = s->n_ax - 1; a >= 0; a--) {
             p->vi[a] = rest % s->ax[a].n;
-            len += strlen(s->ax[a].key) + strlen(s->ax[a].val[p->vi[a]]) + 3;
+            rest /= s->ax[a].n;
         }
-        p->values = xmalloc(len);
-        for (int a = 0, u = 0; a < s->n_ax; a++)
-            u += snprintf(p->values + u, len - (size_t)u, "%s%s=%s", a ? ", " : "", s->ax[a].key,
-                          s->ax[a].val[p->vi[a]]);
+        p->values = values_text(s, p, ", ", NULL);
         point_name(s, k, width, p);
         char *what = xasprintf("%s: sweep point %d/%d (%s): ", s->path, k + 1, s->n_pt, p->values);
         JobConfig c;
@@ -527,7 +538,7 @@ static void point_status(const Point *p, char *buf, size_t n) {
         snprintf(buf, n, "finished");
     else if (step >= 0)
         snprintf(buf, n, "not finished: resumes at step %lld", step);
-    else if (access(p->dir, F_OK) == 0)
+    else if (exists_in(p->dir, "metrics.jsonl"))  // not just the job.yaml of --print-commands
         snprintf(buf, n, "not finished: no checkpoint yet");
     else
         snprintf(buf, n, "not started");
@@ -619,6 +630,9 @@ static void on_stop_signal(int sig) {
     g_signal = sig;
     g_signals = g_signals + 1;
 }
+static const char *stop_signal_name(void) {
+    return g_signal == SIGINT ? "SIGINT" : "SIGTERM";
+}
 
 typedef struct {
     int k;  // the point; -1: a free slot
@@ -658,7 +672,7 @@ static void start_point(const Sweep *s, const char *exe, int k, Slot *sl) {
         CHECK(fcntl(fds[i], F_SETFD, FD_CLOEXEC) == 0, "fcntl: %s", strerror(errno));
     char *argv[] = {(char *)exe, "train", p->job, NULL};
     sl->pid = spawn(exe, argv, NULL, fds[1]);
-    close(fds[1]);
+    CHECK(close(fds[1]) == 0, "close: %s", strerror(errno));  // the child holds its own copy
     sl->k = k, sl->fd = fds[0], sl->log = log, sl->log_failed = 0, sl->len = 0, sl->t0 = ps_now();
     free(log_path);
 }
@@ -698,7 +712,7 @@ static int drain(const Sweep *s, Slot *sl) {
 // The child of slot sl has closed its output: collect its status and say how it went.
 static void finish_point(Sweep *s, Slot *sl, Tally *t) {
     int st = wait_child(sl->pid);
-    close(sl->fd);
+    CHECK(close(sl->fd) == 0, "close: %s", strerror(errno));
     if (close(sl->log) != 0 && !sl->log_failed)
         fprintf(stderr, "postshare: warning: %s/train.log: %s\n", s->pt[sl->k].dir,
                 strerror(errno));
@@ -767,13 +781,16 @@ static int run_points(Sweep *s, const char *exe, int jobs) {
             printf(
                 "sweep: %s: no new point starts; the running ones checkpoint and stop (if the "
                 "signal reached the sweep alone, send it again to pass it on to them)\n",
-                strsignal(g_signal));
+                stop_signal_name());
         }
         if (g_signals > 1 && !passed_on) {
             passed_on = 1;
             for (int i = 0; i < jobs; i++)
-                if (sl[i].k >= 0) kill(sl[i].pid, g_signal);
-            printf("sweep: passed %s on to the running point(s)\n", strsignal(g_signal));
+                // ESRCH: it has just exited (its output is still to be read)
+                if (sl[i].k >= 0 && kill(sl[i].pid, g_signal) != 0 && errno != ESRCH)
+                    ps_die("cannot signal point %d (pid %ld): %s", sl[i].k + 1, (long)sl[i].pid,
+                           strerror(errno));
+            printf("sweep: passed %s on to the running point(s)\n", stop_signal_name());
         }
         int np = 0;
         for (int i = 0; i < jobs; i++)
@@ -796,6 +813,7 @@ static int run_points(Sweep *s, const char *exe, int jobs) {
     printf("sweep: %d points: %d trained now, %d finished earlier", s->n_pt, t.trained, t.skipped);
     if (t.failed) printf(", %d FAILED", t.failed);
     if (t.stopped) printf(", %d stopped", t.stopped);
+    if (t.no_results) printf(", %d without results.json", t.no_results);
     if (not_started) printf(", %d not started", not_started);
     printf("\n");
     for (int k = 0; k < s->n_pt; k++)
@@ -803,7 +821,7 @@ static int run_points(Sweep *s, const char *exe, int jobs) {
             printf("  failed: %s (%s); log %s/train.log\n", s->pt[k].name, s->pt[k].failure,
                    s->pt[k].dir);
     if (g_signals)
-        printf("sweep: stopped by %s; run the same command to go on\n", strsignal(g_signal));
+        printf("sweep: stopped by %s; run the same command to go on\n", stop_signal_name());
     if (t.failed) return 1;
     return g_signals || t.stopped ? PS_EXIT_INTERRUPTED : 0;
 }
@@ -984,7 +1002,7 @@ static int draw(const Sweep *s, const char *name) {
     if (fd < 0) ps_die("%s: cannot open: %s", log, strerror(errno));
     char *argv[] = {"gnuplot", gp, NULL};
     int st = wait_child(spawn("gnuplot", argv, s->dir, fd)), rc = 0;
-    close(fd);
+    CHECK(close(fd) == 0, "%s: %s", log, strerror(errno));
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
         printf("sweep: plot %s/%s.png\n", s->dir, name);
     } else if (WIFEXITED(st) && WEXITSTATUS(st) == 127) {
@@ -1022,14 +1040,7 @@ static int cmp_row(const void *a, const void *b) {
 // The curve label of a point in the perplexity plot: its swept values but
 // share.reg.weight (the x axis), or else its share.ratio.
 static char *ppl_label(const Sweep *s, const Point *p, const cJSON *res) {
-    char *label = xstrdup("");
-    for (int a = 0; a < s->n_ax; a++) {
-        if (!strcmp(s->ax[a].key, REG_WEIGHT_KEY)) continue;
-        char *l = xasprintf("%s%s%s=%s", label, label[0] ? " " : "", s->ax[a].key,
-                            s->ax[a].val[p->vi[a]]);
-        free(label);
-        label = l;
-    }
+    char *label = values_text(s, p, " ", REG_WEIGHT_KEY);
     if (label[0]) return label;
     free(label);
     return xasprintf("share.ratio=%g",
@@ -1290,12 +1301,12 @@ int sweep_main(int argc, char **argv) {
             usage(stdout);
             free(sets);
             return 0;
-        } else if (!strcmp(a, "--set") || !strcmp(a, "--jobs")) {
-            if (i + 1 >= argc) ps_die("sweep: %s needs a value (see postshare sweep --help)", a);
-            if (a[2] == 's')
-                sets[n_sets++] = argv[++i];
-            else
-                jobs = (int)cli_int("sweep", "--jobs", argv[++i], 1, 256);
+        } else if ((!strcmp(a, "--set") || !strcmp(a, "--jobs")) && i + 1 >= argc) {
+            ps_die("sweep: %s needs a value (see postshare sweep --help)", a);
+        } else if (!strcmp(a, "--set")) {
+            sets[n_sets++] = argv[++i];
+        } else if (!strcmp(a, "--jobs")) {
+            jobs = (int)cli_int("sweep", "--jobs", argv[++i], 1, 256);
         } else if (!strncmp(a, "--set=", 6)) {
             sets[n_sets++] = argv[i] + 6;
         } else if (!strncmp(a, "--jobs=", 7)) {
@@ -1354,7 +1365,7 @@ int sweep_main(int argc, char **argv) {
         status = run_points(&s, exe, jobs);
         int rs = report(&s);
         if (!status) status = rs;
-        close(lock);
+        CHECK(close(lock) == 0, "closing the sweep lock: %s", strerror(errno));
     }
     sweep_free(&s);
     free(sets);
