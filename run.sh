@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # run.sh: the main job on the built-in default, from a fresh Debian machine.
 # Installs what it needs, builds, prepares the King James Bible as byte-level
-# token shards, trains a small LLaMA on it on the CPU (configs/default.yaml),
-# then applies DirectShare to it (match + share at ratio 0.3, no training) and
-# compares the validation loss of the original and the compact shared model.
+# token shards, and runs the whole PostShare pipeline on the CPU:
+#   1. pretrain a small LLaMA (configs/default.yaml), or reuse it if present;
+#   2. DirectShare it: match + share 30% of its heads with no training;
+#   3. PostShare it (configs/postshare.yaml): post-train with the similarity
+#      regularizer, then share the same heads;
+#   4. print the results table (checkpoints/postshare/results.md).
+# Extra arguments go to the pretraining run (step 1).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$ROOT/scripts/setup.sh"
@@ -15,8 +19,18 @@ if ! ls $DATA/kjv_train_*.bin >/dev/null 2>&1; then
   bible "Gen1:1-Rev22:21" > $DATA/kjv.txt
   $PS prepare --tokenizer byte --out $DATA --prefix kjv --val-fraction 0.05 $DATA/kjv.txt
 fi
-$PS train configs/default.yaml "$@"
+if [ -f checkpoints/default/results.json ] && [ $# -eq 0 ]; then
+  echo "== 1. pretraining: reusing checkpoints/default/model (delete checkpoints/default to retrain)"
+else
+  echo "== 1. pretraining (configs/default.yaml)"
+  $PS train configs/default.yaml "$@"
+fi
+echo "== 2. DirectShare"
 # DirectShare (docs/sharing.md): share 30% of the trained model's heads with no
 # training, and compare its validation loss with the original's.
 bash scripts/directshare.sh checkpoints/default/model "$DATA/kjv_val_*.bin" 0.3 \
   checkpoints/default/directshare --seq-len 128 --batch-size 16
+echo "== 3. PostShare (configs/postshare.yaml)"
+$PS train configs/postshare.yaml
+echo "== 4. results"
+cat checkpoints/postshare/results.md

@@ -16,6 +16,7 @@
 #include "model.h"
 #include "optim.h"
 #include "test_gpu.h"
+#include "train.h"
 
 #define STEPS 50
 
@@ -54,15 +55,7 @@ static void train(const Backend *be, const JobConfig *job, const LlamaConfig *cf
     model_init(&M, be, cfg);
     model_set_params(&M, init);
     const JobTrain *tr = &job->train;
-    OptimConfig oc = {.lr = tr->lr,
-                      .min_lr = tr->min_lr,
-                      .warmup = tr->warmup,
-                      .total_steps = tr->steps,
-                      .beta1 = tr->betas[0],
-                      .beta2 = tr->betas[1],
-                      .eps = tr->eps,
-                      .weight_decay = tr->weight_decay,
-                      .clip = tr->clip};
+    OptimConfig oc = train_optim_config(job);
     Optim o;
     optim_init(&o, &M, &oc);
     int B = job->data.batch_size, T = job->data.seq_len;

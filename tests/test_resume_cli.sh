@@ -4,7 +4,7 @@
 #     (train.stop_after, then the same command), bitwise: final model, the
 #     final checkpoint's tensors and data state, and every metrics line but the
 #     wall-clock fields; for each variant in VARIANTS (plain, gradient
-#     accumulation; the PostShare variant is one more line there);
+#     accumulation, PostShare with accumulation);
 #   - the keep policy, no step-0 evaluation on resume, metrics appended;
 #   - SIGINT / SIGTERM: exit status 3 after a checkpoint, then an exact resume;
 #     a signal during a write; a second signal aborts (status 143) and leaves
@@ -35,6 +35,7 @@ digest() { (cd "$RUNS/$1" && find . -type f | sort | xargs md5sum | md5sum); }
 VARIANTS=(
   "plain|"
   "accum|--set train.grad_accum=3"
+  "postshare|--set share.ratio=0.3 --set share.reg.weight=1 --set train.grad_accum=2"
 )
 COMMON=(--set train.steps=40 --set train.log_every=1 --set train.eval_every=7
         --set checkpoint.every=6 --set checkpoint.keep=2)

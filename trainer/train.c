@@ -45,6 +45,20 @@ static void fmt_hms(char *buf, size_t n, double s) {
         snprintf(buf, n, "%d:%02d", t / 60, t % 60);
 }
 
+OptimConfig train_optim_config(const JobConfig *job) {
+    const JobTrain *tr = &job->train;
+    OptimConfig oc = {.lr = tr->lr,
+                      .min_lr = tr->min_lr,
+                      .warmup = tr->warmup,
+                      .total_steps = tr->steps,
+                      .beta1 = tr->betas[0],
+                      .beta2 = tr->betas[1],
+                      .eps = tr->eps,
+                      .weight_decay = tr->weight_decay,
+                      .clip = tr->clip};
+    return oc;
+}
+
 void train_set_threads(int threads) {
     if (threads > 0) {
         omp_set_num_threads(threads);
@@ -312,15 +326,7 @@ int train_run(const JobConfig *job) {
     model_init(&M, be, mc);
     model_set_params(&M, w.params);
     const JobTrain *tr = &job->train;
-    OptimConfig oc = {.lr = tr->lr,
-                      .min_lr = tr->min_lr,
-                      .warmup = tr->warmup,
-                      .total_steps = tr->steps,
-                      .beta1 = tr->betas[0],
-                      .beta2 = tr->betas[1],
-                      .eps = tr->eps,
-                      .weight_decay = tr->weight_decay,
-                      .clip = tr->clip};
+    OptimConfig oc = train_optim_config(job);
     Optim opt;
     optim_init(&opt, &M, &oc);
 
