@@ -24,13 +24,14 @@ if [ -f checkpoints/default/results.json ] && [ $# -eq 0 ]; then
 else
   echo "== 1. pretraining (configs/default.yaml)"
   $PS train configs/default.yaml "$@"
+  rm -rf checkpoints/postshare  # PostShare's run was made from an older base model
 fi
 echo "== 2. DirectShare"
 # DirectShare (docs/sharing.md): share 30% of the trained model's heads with no
 # training, and compare its validation loss with the original's.
 bash scripts/directshare.sh checkpoints/default/model "$DATA/kjv_val_*.bin" 0.3 \
   checkpoints/default/directshare --seq-len 128 --batch-size 16
-echo "== 3. PostShare (configs/postshare.yaml)"
+echo "== 3. PostShare (configs/postshare.yaml; reused when it already ran on this base)"
 $PS train configs/postshare.yaml
 echo "== 4. results"
 cat checkpoints/postshare/results.md
