@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -24,10 +23,9 @@
 #include "common.h"
 #include "hf_io.h"
 #include "model.h"
+#include "plot.h"
 #include "share.h"
 #include "train.h"
-
-extern char **environ;
 
 // PLAN.json -> PLAN + suffix (the files match writes beside the plan).
 static char *beside(const char *plan_path, const char *suffix) {
@@ -165,25 +163,6 @@ static void gp_quoted(FILE *f, const char *s) {
     fputc('\'', f);
 }
 
-// Run gnuplot on script, its messages into log; 0 when it drew, 1 when gnuplot
-// is not installed, -1 on failure.
-static int run_gnuplot(const char *script, const char *log) {
-    char *argv[] = {"gnuplot", (char *)script, NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    int rc = posix_spawnp(&pid, "gnuplot", &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc == ENOENT) return 1;
-    if (rc != 0) return -1;
-    int st;
-    if (waitpid(pid, &st, 0) < 0) return -1;
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 127) return 1;
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
-}
-
 // PLAN.heatmap.dat: best-match similarity, one row per layer, one column per
 // unit ('?' in layer 0, which has no earlier layer); PLAN.chosen.dat: each
 // replaced unit and its source; PLAN.gp: the gnuplot script that draws PLAN.png
@@ -234,7 +213,7 @@ static void write_heatmap(const char *plan_path, const LlamaConfig *c, const Sha
     gp_quoted(f, cho);
     fprintf(f, " using 4:3 with points pt 6 ps 1.5 lw 2 lc rgb 'black' title 'source'\n");
     CHECK(fclose(f) == 0, "writing %s failed", gp);
-    int r = run_gnuplot(gp, log);
+    int r = plot_gnuplot(NULL, gp, log);
     if (r == 0)
         printf("match: heat map %s (data %s, %s; script %s)\n", png, dat, cho, gp);
     else if (r == 1)

@@ -8,6 +8,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "sweep.h"
 
+#include "plot.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -998,14 +1000,10 @@ static void write_csv(const Sweep *s, cJSON **res) {
 // gnuplot's messages go to NAME.gp.log. Returns 0, or -1 when gnuplot failed.
 static int draw(const Sweep *s, const char *name) {
     char *log = xasprintf("%s/%s.gp.log", s->dir, name), *gp = xasprintf("%s.gp", name);
-    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) ps_die("%s: cannot open: %s", log, strerror(errno));
-    char *argv[] = {"gnuplot", gp, NULL};
-    int st = wait_child(spawn("gnuplot", argv, s->dir, fd)), rc = 0;
-    CHECK(close(fd) == 0, "%s: %s", log, strerror(errno));
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+    int r = plot_gnuplot(s->dir, gp, log), rc = 0;
+    if (r == 0) {
         printf("sweep: plot %s/%s.png\n", s->dir, name);
-    } else if (WIFEXITED(st) && WEXITSTATUS(st) == 127) {
+    } else if (r == 1) {
         printf(
             "sweep: gnuplot is not installed (apt-get install gnuplot-nox): wrote %s.dat and "
             "%s.gp in %s but no %s.png; `gnuplot %s.gp` there draws it\n",
