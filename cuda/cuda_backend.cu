@@ -238,6 +238,9 @@ cublasLtHandle_t cuda_lt_handle(void) {
 cublasHandle_t cuda_blas_handle(void) {
     return g_blas;
 }
+cudaStream_t cuda_stream(void) {
+    return 0;
+}
 extern "C" const char *cuda_device_name(void) {
     return g_device_name;
 }
@@ -264,13 +267,17 @@ extern "C" const Backend *backend_cuda_probe(const char **why) {
         } else if (n == 0) {
             reason = "no NVIDIA GPU is visible (cudaGetDeviceCount returned 0)";
         } else {
-            CUDA_CHECK(cudaSetDevice(0));
-            CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+            // The current device: 0, or the one the NCCL communicator chose for this
+            // rank (comm_nccl runs before the backend starts).
+            int dev = 0;
+            CUDA_CHECK(cudaGetDevice(&dev));
+            CUDA_CHECK(cudaSetDevice(dev));
+            CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
             if (prop.major < 8) {
                 snprintf(msg, sizeof msg,
-                         "GPU 0 (%s) has compute capability %d.%d; the CUDA backend needs 8.0 or "
+                         "GPU %d (%s) has compute capability %d.%d; the CUDA backend needs 8.0 or "
                          "newer (bf16 tensor cores)",
-                         prop.name, prop.major, prop.minor);
+                         dev, prop.name, prop.major, prop.minor);
                 reason = msg;
             } else {
                 snprintf(g_device_name, sizeof g_device_name, "%s", prop.name);

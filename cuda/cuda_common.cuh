@@ -130,6 +130,9 @@ void *cuda_scratch(ScratchSlot slot, size_t bytes);
 // Handles shared by the matmul code (created when the backend is probed).
 cublasLtHandle_t cuda_lt_handle(void);
 cublasHandle_t cuda_blas_handle(void);
+// The stream every op runs on (the legacy default stream, 0). Work on another
+// stream (the NCCL communicator's, comm_nccl.cu) is ordered against it by events.
+cudaStream_t cuda_stream(void);
 
 // ---------------------------------------------------------------- ops
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PKGS=(build-essential cmake pkg-config libopenblas-openmp-dev libyaml-dev libcjson-dev
-      libhdf5-dev hdf5-tools
+      libhdf5-dev hdf5-tools libopenmpi-dev openmpi-bin
       bible-kjv gnuplot-nox python3 python3-sentencepiece time)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -13,14 +13,32 @@
 #include <time.h>
 #include <unistd.h>
 
+static char g_die_prefix[64];
+static void (*g_exit_hook)(int status);
+
+void ps_set_die_prefix(const char *prefix) {
+    snprintf(g_die_prefix, sizeof g_die_prefix, "%s", prefix);
+}
+
+void ps_set_exit_hook(void (*hook)(int status)) {
+    g_exit_hook = hook;
+}
+
 __attribute__((noreturn)) static void vdie(const char *file, int line, const char *cond,
                                            const char *fmt, va_list ap) {
     fflush(stdout);
-    fprintf(stderr, "postshare: error: ");
-    if (cond) fprintf(stderr, "check failed: %s: ", cond);
-    vfprintf(stderr, fmt, ap);
+    // one write of the whole line, so that a launcher merging the output of
+    // several ranks cannot split it
+    char msg[4096];
+    size_t n = (size_t)snprintf(msg, sizeof msg, "%spostshare: error: ", g_die_prefix);
+    if (cond && n < sizeof msg)
+        n += (size_t)snprintf(msg + n, sizeof msg - n, "check failed: %s: ", cond);
+    if (n < sizeof msg) n += (size_t)vsnprintf(msg + n, sizeof msg - n, fmt, ap);
     const char *base = strrchr(file, '/');  // CMake passes absolute paths: keep the name
-    fprintf(stderr, " [%s:%d]\n", base ? base + 1 : file, line);
+    if (n < sizeof msg) snprintf(msg + n, sizeof msg - n, " [%s:%d]", base ? base + 1 : file, line);
+    fprintf(stderr, "%s\n", msg);
+    fflush(stderr);
+    if (g_exit_hook) g_exit_hook(1);  // e.g. end every rank of a data-parallel job
     exit(1);
 }
 

@@ -16,6 +16,11 @@ __attribute__((noreturn, format(printf, 3, 4))) void ps_die_at(const char *file,
                                                                const char *fmt, ...);
 #define ps_die(...) ps_die_at(__FILE__, __LINE__, __VA_ARGS__)
 
+// Data-parallel jobs: a prefix for error messages ("[rank 3] "), and a hook
+// that ps_die / CHECK call instead of returning to exit(1) (it aborts the job).
+void ps_set_die_prefix(const char *prefix);
+void ps_set_exit_hook(void (*hook)(int status));
+
 // CHECK(cond, "hint %d", x): abort with file:line, the failed condition and a hint.
 // The condition is printed as a string argument, so a '%' in it is harmless.
 __attribute__((noreturn, format(printf, 4, 5))) void ps_check_failed(const char *file, int line,

@@ -10,7 +10,7 @@
 #   bash experiments/gpu/fetch_deps.sh                      # here: fills .gpudeps/
 #   device run: command "bash experiments/gpu/check.sh", carry [".gpudeps"], timeout_s 600
 # Results go to $OUT (the device tool returns it; default build-gpu/out):
-#   env.txt build.log tests.log sanitizer.log bench.log bench.jsonl summary.md
+#   env.txt build.log tests.log nccl.log sanitizer.log bench.log bench.jsonl summary.md
 # summary.md ends with a block to append to experiments/gpu-results.md.
 # CHECK_BUDGET_S (default 560): a phase that would likely not finish in the
 # time left is skipped and reported as such, so the table always prints.
@@ -25,7 +25,7 @@ BUDGET="${CHECK_BUDGET_S:-560}"
 T0=$SECONDS
 STATUS="$OUT/status.tsv"  # phase, result, seconds, note (read by summarize.py)
 : >"$STATUS"
-for f in bench.jsonl build.log tests.log sanitizer.log bench.log; do : >"$OUT/$f"; done
+for f in bench.jsonl build.log tests.log nccl.log sanitizer.log bench.log; do : >"$OUT/$f"; done
 BUILD="$ROOT/build-gpu"
 ORIG_LD="${LD_LIBRARY_PATH:-}"
 
@@ -103,6 +103,16 @@ if deps >"$OUT/build.log" 2>&1; then record deps ok 0; else record deps FAIL 0 "
 cat "$OUT/build.log"
 
 # ---------------------------------------------------------------- build
+# NCCL (comm: nccl): CMake looks beside nvcc; when it is not there, use the one
+# that PyTorch's wheels ship (site-packages/nvidia/nccl), if any.
+CUDA_HOME_DIR="$(dirname "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")")"
+if [ -z "${NCCL_HOME:-}" ] && [ ! -f "$CUDA_HOME_DIR/include/nccl.h" ] && [ ! -f /usr/include/nccl.h ]; then
+  P="$(LD_LIBRARY_PATH="$ORIG_LD" python3 -c 'import nvidia.nccl as n; print(list(n.__path__)[0])' 2>/dev/null)"
+  if [ -n "$P" ] && [ -f "$P/include/nccl.h" ]; then
+    export NCCL_HOME="$P"
+    echo "nccl: none beside nvcc; using PyTorch's: $P" | tee -a "$OUT/build.log"
+  fi
+fi
 GEN=()
 command -v ninja >/dev/null && GEN=(-G Ninja)
 rm -rf "$BUILD/CMakeCache.txt"
@@ -113,10 +123,10 @@ BUILT=0  # ps_bench_gpu exists only in a build with the CUDA backend
 [ -x "$BUILD/test_gpu_ops" ] && [ -x "$BUILD/ps_bench_gpu" ] && BUILT=1
 
 # Phases in order of importance, so that running out of time drops the least
-# important: tests, memcheck, PostShare bench, torch eager, torch.compile,
-# racecheck, synccheck. CHECK_PHASES (default all) picks a subset for a second
-# call, e.g. CHECK_PHASES="racecheck synccheck".
-PHASES="${CHECK_PHASES:-tests memcheck bench torch-eager torch-compile racecheck synccheck}"
+# important: tests, the NCCL 1-rank run, memcheck, PostShare bench, torch eager,
+# torch.compile, racecheck, synccheck. CHECK_PHASES (default all) picks a subset
+# for a second call, e.g. CHECK_PHASES="racecheck synccheck".
+PHASES="${CHECK_PHASES:-tests nccl memcheck bench torch-eager torch-compile racecheck synccheck}"
 want() { [[ " $PHASES " == *" $1 "* ]]; }
 sanitize() {  # sanitize TOOL EXE: a short (quick-mode) run under compute-sanitizer
   if ! command -v compute-sanitizer >/dev/null; then record "sanitizer $1" skipped 0 "not installed"; return; fi
@@ -130,9 +140,77 @@ torch_bench() {  # torch_bench MODE NEEDED_S: HF LlamaForCausalLM + AdamW, both 
       --preset "$preset" --mode "$1" --json "$OUT/bench.jsonl"
   done
 }
+# The NCCL communicator with one rank: 20 steps of the default job (its model,
+# batch, optimizer) with comm: single and with comm: nccl (world 1, through
+# NCCL's collectives), on byte-level shards of this repository's text (no data
+# to carry). The per-step losses in the two metrics.jsonl must be bitwise equal.
+# With mpirun (and a build with MPI), once more under mpirun -np 1. A failure is
+# a row of the table; the script goes on.
+nccl_one_rank() {
+  local log="$OUT/nccl.log" runs="$BUILD/nccl-runs" ps="$BUILD/postshare"
+  if ! grep -q "comm: nccl available" "$OUT/build.log"; then
+    record "nccl 1-rank vs single" skipped 0 "this build has no NCCL (see build.log)"; return
+  fi
+  if [ "$(left)" -lt 60 ]; then
+    record "nccl 1-rank vs single" skipped 0 "out of time ($(left)s left of ${BUDGET}s)"; return
+  fi
+  rm -rf "$runs" && mkdir -p "$runs/data"
+  cat "$ROOT"/README.md "$ROOT"/docs/*.md "$ROOT"/trainer/*.c "$ROOT"/trainer/*.h >"$runs/corpus.txt"
+  if ! "$ps" prepare --tokenizer byte --out "$runs/data" --prefix repo --val-fraction 0.05 \
+       "$runs/corpus.txt" >>"$log" 2>&1; then
+    record "nccl 1-rank vs single" FAIL 0 "postshare prepare failed (nccl.log)"; return
+  fi
+  local job=(train "$ROOT/configs/default.yaml" --set backend=cuda --set train.steps=20
+             --set train.log_every=1 --set train.eval_every=0 --set data.val_batches=2
+             --set "data.train=$runs/data/repo_train_*.bin" --set "data.val=$runs/data/repo_val_*.bin"
+             --set "run.out_dir=$runs")
+  run_phase "nccl: train comm=single" 30 90 "$log" "$ps" "${job[@]}" --set comm=single --set run.name=single
+  run_phase "nccl: train comm=nccl" 30 90 "$log" env NCCL_DEBUG=WARN "$ps" "${job[@]}" \
+    --set comm=nccl --set run.name=nccl
+  local mpi=""
+  if command -v mpirun >/dev/null && grep -q "^-- postshare: MPI" "$OUT/build.log"; then
+    mpi=nccl-mpi
+    run_phase "nccl: mpirun -np 1 comm=nccl" 30 90 "$log" env NCCL_DEBUG=WARN \
+      mpirun --allow-run-as-root -np 1 "$ps" "${job[@]}" --set comm=nccl --set run.name=nccl-mpi
+  else
+    record "nccl: mpirun -np 1" skipped 0 "no mpirun, or a build without MPI"
+  fi
+  for r in single nccl $mpi; do
+    cp "$runs/$r/metrics.jsonl" "$OUT/nccl-$r.metrics.jsonl" 2>/dev/null
+  done
+  # one row per comparison: "nccl 1-rank vs single" (and "nccl mpirun -np 1 vs single")
+  python3 - "$runs" $mpi >>"$STATUS" 2>>"$log" <<'PY' ||
+import json, sys
+runs, others = sys.argv[1], ["nccl"] + sys.argv[2:]
+def losses(name):
+    out = {}
+    try:
+        for line in open(f"{runs}/{name}/metrics.jsonl"):
+            r = json.loads(line)
+            if "loss" in r:
+                out[r["step"]] = r["loss"]
+    except OSError:
+        pass
+    return out
+ref = losses("single")
+for name in others:
+    label = "nccl 1-rank vs single" if name == "nccl" else "nccl mpirun -np 1 vs single"
+    got = losses(name)
+    if not ref or set(got) != set(ref):
+        print(f"{label}\tFAIL\t0\tsteps logged: single {len(ref)}, {name} {len(got)}")
+        continue
+    rel = max(abs(got[s] - ref[s]) / max(abs(ref[s]), 1e-30) for s in ref)
+    res = "PASS" if rel == 0 else "FAIL"
+    print(f"{label}\t{res}\t0\tmax rel loss diff {rel:.3g} over {len(ref)} steps "
+          f"(bitwise expected; final loss {ref[max(ref)]:.6f})")
+PY
+    record "nccl 1-rank vs single" FAIL 0 "the comparison script failed (nccl.log)"
+}
+
 if [ $BUILT -eq 1 ]; then
   want tests && run_phase "ctest -L gpu" 60 240 "$OUT/tests.log" \
     ctest --test-dir "$BUILD" -L gpu --verbose --timeout 200
+  want nccl && nccl_one_rank
   want memcheck && sanitize memcheck "$BUILD/test_gpu_model"
   if want bench; then
     for preset in 125m 1b; do
