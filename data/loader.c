@@ -170,10 +170,18 @@ void loader_read_sample(Loader *L, uint64_t k, int *inp, int *tgt) {
     }
 }
 
-void loader_next_batch(Loader *L, int B, int *inp, int *tgt) {
+void loader_read_batch(Loader *L, uint64_t k0, int B, int *inp, int *tgt) {
     size_t T = (size_t)L->seq_len;
-    for (int b = 0; b < B; b++) loader_read_sample(L, L->sample + (uint64_t)b, inp + (size_t)b * T, tgt + (size_t)b * T);
-    L->sample += (uint64_t)B;
+    for (int b = 0; b < B; b++) loader_read_sample(L, k0 + (uint64_t)b, inp + (size_t)b * T, tgt + (size_t)b * T);
+}
+
+void loader_skip(Loader *L, uint64_t n) {
+    L->sample += n;
+}
+
+void loader_next_batch(Loader *L, int B, int *inp, int *tgt) {
+    loader_read_batch(L, L->sample, B, inp, tgt);
+    loader_skip(L, (uint64_t)B);
 }
 
 LoaderState loader_get_state(const Loader *L) {

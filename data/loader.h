@@ -54,6 +54,13 @@ void loader_read_sample(Loader *L, uint64_t k, int *inp, int *tgt);
 // the sample counter).
 void loader_locate(Loader *L, uint64_t k, int *shard, size_t *offset);
 
+// Read samples k0 .. k0+B-1 into inp/tgt ([B, seq_len] row-major each); does
+// not move the stream position. A data-parallel rank reads its micro-batches of
+// a step's global batch with it, then every rank skips the whole global batch.
+void loader_read_batch(Loader *L, uint64_t k0, int B, int *inp, int *tgt);
+// Advance the stream position by n samples.
+void loader_skip(Loader *L, uint64_t n);
+
 // Read the next B samples (B consecutive sample indices) into inp/tgt
 // ([B, seq_len] row-major each) and advance the position by B.
 void loader_next_batch(Loader *L, int B, int *inp, int *tgt);

@@ -644,17 +644,19 @@ static void test_resume_diff(void) {
             "steps and lr are notes: '%s'", notes);
     free(fixed), free(notes);
     b.model.dim = 64, b.data.seq_len = 16, b.train.grad_accum = 2, b.run.seed = 1;
-    T_CHECK(job_resume_diff(&a, &b, &fixed, &notes) == 4 && strstr(fixed, "model.dim 32 -> 64") &&
-                strstr(fixed, "data.seq_len") && strstr(fixed, "train.grad_accum") &&
-                strstr(fixed, "run.seed"),
-            "model, data and batch shape are fixed: '%s'", fixed);
+    T_CHECK(job_resume_diff(&a, &b, &fixed, &notes) == 3 && strstr(fixed, "model.dim 32 -> 64") &&
+                strstr(fixed, "data.seq_len") && strstr(fixed, "run.seed") &&
+                strstr(notes, "train.grad_accum"),
+            "model, sequence length and seed are fixed, grad_accum a note (resume_check "
+            "keeps the global batch): '%s' '%s'",
+            fixed, notes);
     free(fixed), free(notes);
 }
 
 // Run resume_check in a child (it exits on a mismatch); returns its exit status
 // and leaves its stderr in tp("check.err").
-static int check_in_child(const JobConfig *job, ResumePoint *rp, const HostWeights *w,
-                          const char *plan, const Loader *L) {
+static int check_in_child_world(const JobConfig *job, ResumePoint *rp, const HostWeights *w,
+                                const char *plan, const Loader *L, int world) {
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
@@ -662,12 +664,17 @@ static int check_in_child(const JobConfig *job, ResumePoint *rp, const HostWeigh
         (void)e;
         FILE *o = freopen("/dev/null", "w", stdout);
         (void)o;
-        resume_check(job, rp, w, plan, L);
+        resume_check(job, rp, w, plan, L, world);
         _exit(0);
     }
     int st;
     waitpid(pid, &st, 0);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int check_in_child(const JobConfig *job, ResumePoint *rp, const HostWeights *w,
+                          const char *plan, const Loader *L) {
+    return check_in_child_world(job, rp, w, plan, L, 1);
 }
 
 static int err_has(const char *needle) {
@@ -728,6 +735,28 @@ static void test_resume_check(void) {
     other.train.steps = 500;
     other.train.log_every = 1;
     T_CHECK(check_in_child(&other, &rp, &w, plan, L) == 0, "more steps and other logging pass");
+
+    // the global batch: ranks x batch_size x grad_accum (tiny.yaml: B 4, accum 1)
+    other = job;
+    other.data.batch_size = 8;
+    T_CHECK(check_in_child(&other, &rp, &w, plan, L) == 1 && err_has("global batch would change") &&
+                err_has("from 4 samples per step"),
+            "a larger global batch must stop");
+    T_CHECK(check_in_child_world(&job, &rp, &w, plan, L, 2) == 1 &&
+                err_has("2 rank(s) x data.batch_size 4"),
+            "the same config on 2 ranks doubles the global batch: must stop");
+    other = job;
+    other.data.batch_size = 2;
+    other.train.grad_accum = 2;
+    T_CHECK(check_in_child(&other, &rp, &w, plan, L) == 0, "B 2 x accum 2 continues B 4");
+    other.train.grad_accum = 1;
+    T_CHECK(check_in_child_world(&other, &rp, &w, plan, L, 2) == 0, "2 ranks x B 2 continues B 4");
+    rp.ck.meta.global_batch = 8, rp.ck.meta.world_size = 2;
+    T_CHECK(check_in_child_world(&job, &rp, &w, plan, L, 2) == 0 &&
+                check_in_child_world(&other, &rp, &w, plan, L, 4) == 0,
+            "a checkpoint of 2 ranks x B 4 continues on 2 x 4 and on 4 x 2");
+    T_CHECK(check_in_child(&job, &rp, &w, plan, L) == 1 && err_has("from 8 samples per step"),
+            "and not on 1 rank x B 4");
     param_table_free(&w.t);
     resume_point_free(&rp);
     loader_close(L);

@@ -396,12 +396,8 @@ static void test_shards(const Case *c) {
         if (full.t.e[i].offset == half) half++;
     Optim of, oa, ob;
     optim_init(&of, &full, &FIX_CFG);
-    optim_init(&oa, &a, &FIX_CFG);
-    optim_init(&ob, &b, &FIX_CFG);
-    oa.lo = 0;
-    oa.hi = half;
-    ob.lo = half;
-    ob.hi = n;
+    optim_init_range(&oa, &a, &FIX_CFG, 0, half);
+    optim_init_range(&ob, &b, &FIX_CFG, half, n);
 
     float *g = xmalloc(sizeof(float) * n);
     for (int s = 0; s < 3; s++) {

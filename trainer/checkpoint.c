@@ -7,7 +7,8 @@
 //   /config                the resolved job config (YAML text)
 //   /plan                  the sharing plan (JSON text), only when there is one
 //   /model                 attrs: the LlamaConfig (dim, n_layers, ...), n_params
-//   /data                  attrs: the train loader position; /data/train_shards (text)
+//   /data                  attrs: the train loader position, global batch (samples per step)
+//                          and data-parallel world size; /data/train_shards (text)
 //   /rng                   attrs: one uint64 per named RNG state
 //   /params/<HF name>/     one group per tensor in table order (attrs index, offset)
 //       master, adam_m, adam_v   fp32 datasets of the tensor's HF shape
@@ -165,10 +166,12 @@ typedef struct {
     AttrType type;
     size_t off;   // offsetof in the struct the table describes
     size_t size;  // A_STR: capacity of the char array
+    int optional;  // added after format 1 was in use: a file without it reads as 0
 } AttrSpec;
 
-#define META(f) offsetof(CkptMeta, f), sizeof(((CkptMeta *)0)->f)
-#define MCFG(f) offsetof(LlamaConfig, f), sizeof(((LlamaConfig *)0)->f)
+#define META(f) offsetof(CkptMeta, f), sizeof(((CkptMeta *)0)->f), 0
+#define META_OPTIONAL(f) offsetof(CkptMeta, f), sizeof(((CkptMeta *)0)->f), 1
+#define MCFG(f) offsetof(LlamaConfig, f), sizeof(((LlamaConfig *)0)->f), 0
 
 // clang-format off
 static const AttrSpec META_ATTRS[] = {
@@ -188,6 +191,8 @@ static const AttrSpec META_ATTRS[] = {
     {"/data", "epoch",        A_U64, META(epoch)},
     {"/data", "shard",        A_STR, META(shard)},
     {"/data", "shard_offset", A_I64, META(shard_offset)},
+    {"/data", "global_batch", A_I64, META_OPTIONAL(global_batch)},
+    {"/data", "world_size",   A_I32, META_OPTIONAL(world_size)},
 };
 static const AttrSpec MODEL_ATTRS[] = {
     {"/model", "dim",            A_I32, MCFG(dim)},
@@ -300,6 +305,11 @@ static int attrs_io(hid_t f, const char *path, const AttrSpec *spec, int n, void
         } else {
             htri_t has = H5Aexists(g, s->name);
             H5_TRY(path, has, "looking for attribute %s", s->name);
+            if (!has && s->optional) {
+                memset(field, 0, s->size);
+                H5Gclose(g);
+                continue;
+            }
             if (!has)
                 BAD(path, "attribute '%s' is missing from %s (not a complete PostShare checkpoint)",
                     s->name, s->group);

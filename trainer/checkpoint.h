@@ -50,6 +50,8 @@ typedef struct {
     uint64_t epoch;
     char shard[256];       // base name of the shard holding the next sample
     int64_t shard_offset;  // its token offset in that shard
+    int64_t global_batch;  // samples per optimizer step (ranks x batch x accumulation); 0: unknown
+    int world_size;        // data-parallel ranks that wrote it (0: unknown, an older file)
     char *train_shards;    // "name<TAB>tokens\n" per train shard: what the data was
     int n_rng;
     CkptRng rng[CKPT_MAX_RNG];

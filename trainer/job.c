@@ -77,13 +77,13 @@ static const JobKey KEYS[] = {
     {"data.train",           JT_STRING, FIELD(data.train),       NULL,   JK_REQUIRED | JK_NONEMPTY | JK_NOTE, NULL, "glob of training shards"},
     {"data.val",             JT_STRING, FIELD(data.val),         NULL,   JK_REQUIRED | JK_NONEMPTY | JK_NOTE, NULL, "glob of validation shards"},
     {"data.seq_len",         JT_INT,    FIELD(data.seq_len),     NULL,   JK_REQUIRED | JK_FIXED, "[1,inf)", "tokens per sequence T"},
-    {"data.batch_size",      JT_INT,    FIELD(data.batch_size),  NULL,   JK_REQUIRED | JK_FIXED, "[1,inf)", "sequences per micro-batch B"},
+    {"data.batch_size",      JT_INT,    FIELD(data.batch_size),  NULL,   JK_REQUIRED | JK_NOTE, "[1,inf)", "sequences per micro-batch B (per rank); the global batch ranks x B x grad_accum must stay the same to resume"},
     {"data.val_batches",     JT_INT,    FIELD(data.val_batches), "8",    0, "[1,inf)", "micro-batches per evaluation"},
     {"data.shuffle",         JT_BOOL,   FIELD(data.shuffle),     "true", JK_FIXED, NULL, "shuffle training sequences"},
     {"data.tokenizer",       JT_STRING, FIELD(data.tokenizer),   "byte", JK_NONEMPTY, "byte|llama2c:*|sp:*|*.bin|*.model", "byte, llama2c:PATH, sp:PATH, *.bin or *.model (the tokenizer of the data; recorded with the run)"},
 
     {"train.steps",          JT_INT,    FIELD(train.steps),        NULL,   JK_REQUIRED | JK_NOTE, "[1,inf)", "optimizer steps"},
-    {"train.grad_accum",     JT_INT,    FIELD(train.grad_accum),   "1",    JK_FIXED, "[1,inf)", "micro-batches per optimizer step"},
+    {"train.grad_accum",     JT_INT,    FIELD(train.grad_accum),   "1",    JK_NOTE, "[1,inf)", "micro-batches per optimizer step (per rank)"},
     {"train.lr",             JT_FLOAT,  FIELD(train.lr),           "3e-4", JK_NOTE, "[0,inf)", "peak learning rate"},
     {"train.min_lr",         JT_FLOAT,  FIELD(train.min_lr),       "-1",   JK_NOTE, NULL, "end of the cosine decay; negative: lr/10"},
     {"train.warmup",         JT_INT,    FIELD(train.warmup),       "0",    JK_NOTE, "[0,inf)", "linear warmup steps"},
@@ -112,7 +112,9 @@ static const JobKey KEYS[] = {
     {"share.materialize",    JT_BOOL,   FIELD(share.materialize), "false", 0, NULL, "also save the shared model as a plain HF directory"},
 
     {"backend",              JT_STRING, FIELD(backend),            "auto", JK_NONEMPTY | JK_NOTE, "cpu|cuda|auto", "cpu, cuda or auto (cuda when available)"},
-    {"threads",              JT_INT,    FIELD(threads),            "0",    JK_NOTE, "[0,inf)", "CPU threads; 0: the OpenMP default (OMP_NUM_THREADS, else all cores)"},
+    {"threads",              JT_INT,    FIELD(threads),            "0",    JK_NOTE, "[0,inf)", "CPU threads per rank; 0: the OpenMP default (OMP_NUM_THREADS, else the cores divided among the node's ranks)"},
+    {"comm_overlap",         JT_BOOL,   FIELD(comm_overlap),       "true", JK_NOTE, NULL, "start each layer's gradient reduction as soon as the backward has finished it (where the communicator can)"},
+    {"comm",                 JT_STRING, FIELD(comm),               "auto", JK_NONEMPTY | JK_NOTE, "auto|single|mpi|nccl", "data-parallel communicator: auto (single, or under mpirun/srun nccl for cuda and mpi for cpu), single, mpi or nccl"},
 };
 // clang-format on
 

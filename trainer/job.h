@@ -90,6 +90,8 @@ typedef struct {
     JobShare share;
     char backend[JOB_NAME_MAX];  // "cpu" | "cuda" | "auto"
     int threads;                 // CPU threads; 0 = all cores
+    char comm[JOB_NAME_MAX];     // "auto" | "single" | "mpi" | "nccl" (comm.h)
+    int comm_overlap;            // reduce gradients during the backward (zero.h)
     // Line of a top-level `sweep:` section (postshare sweep, sweep.h), 0: none.
     // Its content is not a job's: only job_load_sweep_base accepts it, and skips it.
     int has_sweep;

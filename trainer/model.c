@@ -72,6 +72,7 @@ void model_init_table(Model *M, const Backend *be, const ParamTable *t) {
     M->be = be;
     M->cfg = t->cfg;
     param_table_copy(&M->t, t);
+    M->n_alloc = M->t.total;
     M->params = be->alloc(M->t.total * be->act_bytes);
     if (M->t.shared) {  // inference only: no gradients; one layer's assembled attention weights
         CHECK(be->copy2d, "backend %s cannot run a compact shared model (no copy2d op)", be->name);
@@ -80,6 +81,21 @@ void model_init_table(Model *M, const Backend *be, const ParamTable *t) {
     } else {
         M->grads = be->alloc(M->t.total * be->act_bytes);
     }
+}
+
+void model_pad(Model *M, size_t n) {
+    CHECK(M->grads && n >= M->t.total,
+          "model_pad: a trainable model, to at least its %zu parameters", M->t.total);
+    if (n == M->n_alloc) return;
+    const Backend *be = M->be;
+    size_t e = be->act_bytes;
+    void *p = be->alloc(n * e);  // zeroed: the padding stays 0
+    be->copy2d(p, M->t.total, M->params, M->t.total, 1, M->t.total);
+    be->free(M->params);
+    be->free(M->grads);
+    M->params = p;
+    M->grads = be->alloc(n * e);
+    M->n_alloc = n;
 }
 
 size_t model_weight_bytes(const ParamTable *t, size_t act_bytes) {
@@ -176,7 +192,7 @@ void model_get_grads(const Model *M, float *host) {
 }
 void model_zero_grads(Model *M) {
     CHECK(M->grads, "a compact shared model has no gradients (it is for inference)");
-    M->be->zero(M->grads, M->t.total * M->be->act_bytes);
+    M->be->zero(M->grads, M->n_alloc * M->be->act_bytes);
 }
 
 // Layer l's forward on the last forward's batch: from x[l] the saved activations
@@ -285,6 +301,27 @@ void model_get_logits(const Model *M, float *host) {
     M->be->download_f32(host, M->a.logits, (size_t)M->B * M->T * M->cfg.vocab_size);
 }
 
+// Tell the grad_ready hook (if any) that the gradients of elements [lo, hi)
+// are final.
+static void announce(const Model *M, size_t lo, size_t hi) {
+    if (M->grad_ready && hi > lo) M->grad_ready(M->grad_ready_ctx, lo, hi);
+}
+
+// Start of layer l's parameters in the flat buffer (l = L: the end of the
+// layers). The table lays out: embedding | layer 0 | ... | layer L-1 | final
+// norm | lm_head (untied).
+static size_t layer_start(const Model *M, int l) {
+    if (l == M->cfg.n_layers) return M->t.e[M->t.final_norm].offset;
+    return param_layer(&M->t, l, P_ATTN_NORM)->offset;
+}
+
+void model_grads_ready_all(const Model *M) {
+    int L = M->cfg.n_layers;
+    announce(M, layer_start(M, L), M->t.total);
+    for (int l = L - 1; l >= 0; l--) announce(M, layer_start(M, l), layer_start(M, l + 1));
+    announce(M, 0, layer_start(M, 0));
+}
+
 void model_backward(Model *M, float loss_scale) {
     // Not built for compact shared models (a source's gradient would have to
     // gather its replicas' gradients): they are for inference; materialize to train.
@@ -311,6 +348,8 @@ void model_backward(Model *M, float loss_scale) {
     be->zero(a->dres, (size_t)BT * C * e);
     be->rmsnorm_bwd(a->dres, pview(M, M->grads, fn), a->dln, slab(a->x, L, capBT * C, e),
                     pview(M, M->params, fn), a->rstdf, BT, C);
+    // final norm and an untied LM head are done (a tied head is the embedding: last)
+    announce(M, layer_start(M, L), M->t.total);
 
     for (int l = L - 1; l >= 0; l--) {
 #define W(kind) pview(M, M->params, param_layer(&M->t, l, kind))
@@ -339,6 +378,8 @@ void model_backward(Model *M, float loss_scale) {
         be->rmsnorm_bwd(a->dres, G(P_ATTN_NORM), a->dln, x, W(P_ATTN_NORM), rstd1, BT, C);
 #undef W
 #undef G
+        announce(M, layer_start(M, l), layer_start(M, l + 1));
     }
     be->embedding_bwd(pview(M, M->grads, &M->t.e[M->t.embed]), a->dres, a->tokens, BT, C);
+    announce(M, 0, layer_start(M, 0));
 }

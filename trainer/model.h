@@ -37,6 +37,7 @@ typedef struct {
     LlamaConfig cfg;
     void *params;    // [t.total] compute type
     void *grads;     // [t.total] compute type, accumulated by backward (NULL when t.shared)
+    size_t n_alloc;  // elements params and grads hold: t.total, or more after model_pad
     void *wscratch;  // compact shared models: one layer's full Wq|Wk|Wv|Wo, assembled per layer
     Activations a;
     size_t attn_state_per_layer;  // bytes
@@ -46,6 +47,13 @@ typedef struct {
     int fused_loss;     // 1: it ran be->classifier_fwd (targets given), so no logits are stored
     int n_valid;        // number of targets that count toward the loss
     int *host_targets;  // [B*T] copy of the last targets
+    // Data parallelism: model_backward calls grad_ready(ctx, lo, hi) as soon as
+    // the gradients of elements [lo, hi) are final (the LM head and final norm,
+    // then each layer from the last, then the embedding: every element once),
+    // so their reduction can start while the backward goes on (zero.h). NULL:
+    // no calls.
+    void (*grad_ready)(void *ctx, size_t lo, size_t hi);
+    void *grad_ready_ctx;
 } Model;
 
 // Create a model on backend be with the given config; params are zero.
@@ -58,6 +66,9 @@ void model_init_table(Model *M, const Backend *be, const ParamTable *t);
 // Bytes of backend memory a model of table t holds as weights (act_bytes per
 // element): its params, plus a compact shared model's one-layer scratch.
 size_t model_weight_bytes(const ParamTable *t, size_t act_bytes);
+// Grow params and grads to n elements (n >= t.total; the extra ones stay 0), so
+// that data-parallel collectives can split them into equal shards (zero.h).
+void model_pad(Model *M, size_t n);
 void model_free(Model *M);
 // Upload / download the flat fp32 parameter buffer (t.total floats).
 void model_set_params(Model *M, const float *host);
@@ -80,5 +91,9 @@ float model_forward(Model *M, const int *tokens, const int *targets, int B, int 
 // d(loss_scale * sum of per-token losses)/dparams. For a mean over one
 // micro-batch, loss_scale = 1 / n_valid; with accumulation divide by the steps too.
 void model_backward(Model *M, float loss_scale);
+// Make the grad_ready calls of a backward, in its order, without one (a rank
+// whose micro-batch had no target to learn from still takes part in the
+// reductions the others start).
+void model_grads_ready_all(const Model *M);
 // Copy the last forward's logits [B,T,V] to host memory (fp32).
 void model_get_logits(const Model *M, float *host);

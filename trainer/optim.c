@@ -7,26 +7,33 @@
 
 #include "common.h"
 
-void optim_init(Optim *o, Model *M, const OptimConfig *cfg) {
+void optim_init_range(Optim *o, Model *M, const OptimConfig *cfg, size_t lo, size_t hi) {
+    CHECK(lo <= hi && hi <= M->t.total, "optimizer range [%zu, %zu) outside the %zu parameters", lo,
+          hi, M->t.total);
     memset(o, 0, sizeof *o);
     o->cfg = *cfg;
     o->be = M->be;
-    size_t n = M->t.total;
+    o->lo = lo;
+    o->hi = hi;
+    size_t n = hi - lo;
+    // state for [lo, hi) only: with ZeRO-1 each rank holds 1/world of it
     o->m = o->be->alloc(n * 4);
     o->v = o->be->alloc(n * 4);
     if (o->be->act_bytes == 4) {
         // fp32 compute: the parameters are the master weights
-        o->master = M->params;
+        o->master = (float *)M->params + lo;
         o->master_is_params = 1;
     } else {
         o->master = o->be->alloc(n * 4);
-        float *tmp = xmalloc(n * 4);
+        float *tmp = xmalloc(M->t.total * 4);
         model_get_params(M, tmp);  // exact when the params came from fp32 masters
-        o->be->upload(o->master, tmp, n * 4);
+        o->be->upload(o->master, tmp + lo, n * 4);
         free(tmp);
     }
-    o->lo = 0;
-    o->hi = n;
+}
+
+void optim_init(Optim *o, Model *M, const OptimConfig *cfg) {
+    optim_init_range(o, M, cfg, 0, M->t.total);
 }
 
 void optim_free(Optim *o) {
@@ -50,6 +57,10 @@ float optim_grad_norm(const Model *M) {
     return (float)sqrt(M->be->sumsq(M->grads, M->t.total));
 }
 
+double optim_range_sumsq(const Optim *o, const Model *M) {
+    return M->be->sumsq((const char *)M->grads + o->lo * M->be->act_bytes, o->hi - o->lo);
+}
+
 float optim_step(Optim *o, Model *M, int step, float grad_norm) {
     const OptimConfig *c = &o->cfg;
     float lr = optim_lr(c, step);
@@ -63,8 +74,9 @@ float optim_step(Optim *o, Model *M, int step, float grad_norm) {
         if (a < o->lo) a = o->lo;
         if (b > o->hi) b = o->hi;
         if (a >= b) continue;
-        o->be->adamw(o->master + a, (char *)M->params + a * e, (const char *)M->grads + a * e,
-                     o->m + a, o->v + a, b - a, lr, c->beta1, c->beta2, c->eps,
+        size_t k = a - o->lo;  // index into the range's state
+        o->be->adamw(o->master + k, (char *)M->params + a * e, (const char *)M->grads + a * e,
+                     o->m + k, o->v + k, b - a, lr, c->beta1, c->beta2, c->eps,
                      pe->decay ? c->weight_decay : 0.0f, scale, o->t);
     }
     return lr;
@@ -72,18 +84,18 @@ float optim_step(Optim *o, Model *M, int step, float grad_norm) {
 
 void optim_get_state(const Optim *o, float *master, float *m, float *v) {
     size_t n = o->hi - o->lo;
-    if (master) o->be->download(master, o->master + o->lo, n * 4);
-    if (m) o->be->download(m, o->m + o->lo, n * 4);
-    if (v) o->be->download(v, o->v + o->lo, n * 4);
+    if (master) o->be->download(master, o->master, n * 4);
+    if (m) o->be->download(m, o->m, n * 4);
+    if (v) o->be->download(v, o->v, n * 4);
 }
 
 void optim_set_state(Optim *o, Model *M, const float *master, const float *m, const float *v,
                      int t) {
     size_t n = o->hi - o->lo;
     o->t = t;
-    o->be->upload(o->master + o->lo, master, n * 4);
-    o->be->upload(o->m + o->lo, m, n * 4);
-    o->be->upload(o->v + o->lo, v, n * 4);
+    o->be->upload(o->master, master, n * 4);
+    o->be->upload(o->m, m, n * 4);
+    o->be->upload(o->v, v, n * 4);
     if (!o->master_is_params)
         M->be->upload_f32((char *)M->params + o->lo * M->be->act_bytes, master, n);
 }

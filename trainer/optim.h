@@ -20,20 +20,28 @@ typedef struct {
 typedef struct {
     OptimConfig cfg;
     const Backend *be;
-    float *master;  // [total] fp32 (aliases model params when the compute type is fp32)
-    float *m, *v;   // [total] fp32
+    float *master;  // [hi-lo] fp32: master weights of [lo, hi) (on an fp32 backend, an
+                    // alias of the model's params + lo)
+    float *m, *v;   // [hi-lo] fp32
     int master_is_params;
     size_t lo, hi;  // the range this process updates (whole buffer for one rank)
     int t;          // number of steps taken
 } Optim;
 
+// The optimizer of the whole parameter buffer.
 void optim_init(Optim *o, Model *M, const OptimConfig *cfg);
+// The optimizer of parameters [lo, hi) only (a ZeRO-1 shard): its state holds
+// hi - lo elements, and optim_step touches only those parameters.
+void optim_init_range(Optim *o, Model *M, const OptimConfig *cfg, size_t lo, size_t hi);
 void optim_free(Optim *o);
 // Learning rate at step (0-based): linear warmup to lr over `warmup` steps,
 // then cosine decay to min_lr at total_steps (and min_lr after).
 float optim_lr(const OptimConfig *cfg, int step);
-// Global L2 norm of the model's gradients.
+// Global L2 norm of the model's gradients (one process).
 float optim_grad_norm(const Model *M);
+// Sum of squares of the gradients in the optimizer's range [lo, hi): data
+// parallel ranks add theirs up for the global norm.
+double optim_range_sumsq(const Optim *o, const Model *M);
 // One AdamW step at `step` (0-based) using the model's gradients, clipped to
 // cfg.clip by global norm `grad_norm`. Writes new parameters into the model.
 // Returns the learning rate used.

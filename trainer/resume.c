@@ -52,19 +52,26 @@ static void report_read(const char *path, const Checkpoint *c, const CkptIoStats
            st->seconds, st->bytes / 1e6 / (st->seconds > 0 ? st->seconds : 1e-9));
 }
 
+void resume_open(const char *path, ResumePoint *rp) {
+    memset(rp, 0, sizeof *rp);
+    CkptReadOpts all = {.optim = 1};
+    CkptIoStats st;
+    if (ckpt_read(path, &rp->ck, &all, &st)) ps_die("checkpoint.resume: %s", ps_err_msg());
+    rp->resumed = 1;
+    rp->path = xstrdup(path);
+    report_read(path, &rp->ck, &st);
+}
+
 void resume_find(const JobConfig *job, const char *run_dir, ResumePoint *rp) {
     memset(rp, 0, sizeof *rp);
     const char *mode = job->checkpoint.resume;
     if (!strcmp(mode, "none")) return;
-    CkptReadOpts all = {.optim = 1};
-    CkptIoStats st;
     if (strcmp(mode, "auto") != 0) {
-        if (ckpt_read(mode, &rp->ck, &all, &st)) ps_die("checkpoint.resume: %s", ps_err_msg());
-        rp->resumed = 1;
-        rp->path = xstrdup(mode);
-        report_read(mode, &rp->ck, &st);
+        resume_open(mode, rp);
         return;
     }
+    CkptReadOpts all = {.optim = 1};
+    CkptIoStats st;
     CkptEntry *e;
     int n = ckpt_list(run_dir, &e);
     for (int i = 0; i < n && !rp->resumed; i++) {
@@ -123,7 +130,7 @@ static void first_diff_line(const char *a, const char *b, char *la, char *lb, si
 }
 
 void resume_check(const JobConfig *job, const ResumePoint *rp, const HostWeights *w,
-                  const char *plan_json, const Loader *train) {
+                  const char *plan_json, const Loader *train, int world) {
     const CkptMeta *m = &rp->ck.meta;
     const char *path = rp->path;
     JobConfig saved;
@@ -171,6 +178,22 @@ void resume_check(const JobConfig *job, const ResumePoint *rp, const HostWeights
             a, b);
     }
     free(now);
+    // The global batch (samples per step) must stay: the loader position counts
+    // samples, and the schedule counts steps. Ranks, batch_size and grad_accum
+    // may trade against each other (a checkpoint of N ranks resumes on M).
+    int64_t saved_gb =
+        m->global_batch ? m->global_batch : (int64_t)saved.data.batch_size * saved.train.grad_accum;
+    int64_t gb = (int64_t)world * job->data.batch_size * job->train.grad_accum;
+    if (gb != saved_gb)
+        ps_die(
+            "resume: the global batch would change from %lld samples per step (%s) to %lld (%d "
+            "rank(s) x data.batch_size %d x train.grad_accum %d); keep ranks x batch_size x "
+            "grad_accum = %lld to continue %s",
+            (long long)saved_gb, m->world_size > 0 ? "as written" : "one rank", (long long)gb,
+            world, job->data.batch_size, job->train.grad_accum, (long long)saved_gb, path);
+    if (m->world_size > 0 && m->world_size != world)
+        printf("resume: %s was written by %d rank(s); continuing on %d\n", path, m->world_size,
+               world);
     if (job->train.steps < m->step)
         ps_die("resume: train.steps (%d) is below the step of %s (%lld); raise it to continue",
                job->train.steps, path, (long long)m->step);
@@ -223,10 +246,10 @@ void resume_tidy_dir(const char *run_dir, const ResumePoint *rp) {
 RunProgress resume_restore(ResumePoint *rp, Model *M, Optim *opt, Loader *train,
                            const float *master) {
     const Checkpoint *c = &rp->ck;
-    CHECK(opt->lo == 0 && opt->hi == M->t.total,
-          "resuming a sharded optimizer needs a scatter of the checkpoint's state (ZeRO-1)");
     CHECK(c->m && c->v, "the checkpoint was read without its optimizer state");
-    optim_set_state(opt, M, master, c->m, c->v, (int)c->meta.optim_t);
+    // the optimizer's range [lo, hi) of the whole state (ZeRO-1: this rank's shard)
+    size_t lo = opt->lo;
+    optim_set_state(opt, M, master + lo, c->m + lo, c->v + lo, (int)c->meta.optim_t);
     if (loader_set_state(train, c->meta.loader)) ps_die("resume: %s: %s", rp->path, ps_err_msg());
     RunProgress p = {.step = c->meta.step,
                      .tokens_seen = c->meta.tokens_seen,
@@ -291,28 +314,27 @@ static void prune(const char *run_dir, int keep, int keep_every) {
     ckpt_list_free(e, n);
 }
 
-double resume_save(const JobConfig *job, const char *run_dir, const Model *M, const Optim *opt,
-                   Loader *train, const RunProgress *p, const char *plan_json) {
-    CHECK(opt->lo == 0 && opt->hi == M->t.total,
-          "checkpointing a sharded optimizer needs a gather of the state (ZeRO-1)");
+double resume_save(const JobConfig *job, const char *run_dir, const CkptState *state, Loader *train,
+                   const RunProgress *p, const char *plan_json) {
     Checkpoint c;
     memset(&c, 0, sizeof c);
-    size_t n = M->t.total;
-    c.w.t = M->t;  // borrowed: the table is the layout of the buffers below
-    c.w.params = xmalloc(n * sizeof(float));
-    c.m = xmalloc(n * sizeof(float));
-    c.v = xmalloc(n * sizeof(float));
-    optim_get_state(opt, c.w.params, c.m, c.v);
+    c.w.t = *state->t;  // borrowed: the table is the layout of the buffers below
+    c.w.params = (float *)state->master;
+    c.m = (float *)state->m;
+    c.v = (float *)state->v;
 
     CkptMeta *m = &c.meta;
-    *m = (CkptMeta){.step = p->step,
-                    .tokens_seen = p->tokens_seen,
-                    .optim_t = opt->t,
-                    .lr = p->lr,
-                    .elapsed_s = p->elapsed_s,
-                    .first_val_loss = p->first_val_loss,
-                    .loader = loader_get_state(train),
-                    .shuffle = job->data.shuffle};
+    *m = (CkptMeta){
+        .step = p->step,
+        .tokens_seen = p->tokens_seen,
+        .optim_t = state->optim_t,
+        .lr = p->lr,
+        .elapsed_s = p->elapsed_s,
+        .first_val_loss = p->first_val_loss,
+        .loader = loader_get_state(train),
+        .shuffle = job->data.shuffle,
+        .global_batch = (int64_t)state->world * job->data.batch_size * job->train.grad_accum,
+        .world_size = state->world};
     m->epoch = m->loader.sample / loader_num_windows(train);
     int shard;
     size_t off;
@@ -336,9 +358,6 @@ double resume_save(const JobConfig *job, const char *run_dir, const Model *M, co
     free(path);
     free(m->train_shards);
     free(m->config_yaml);
-    free(c.w.params);
-    free(c.m);
-    free(c.v);
     return st.seconds;
 }
 

@@ -44,14 +44,18 @@ typedef struct {
 // newer ones are damaged, and starts fresh when run_dir has none. Dies with a
 // clear message when nothing valid is left to resume from. Changes no file.
 void resume_find(const JobConfig *job, const char *run_dir, ResumePoint *rp);
+// Read and verify the checkpoint at path (the one resume_find chose on rank 0,
+// for the other ranks of a data-parallel job); dies when it does not read back.
+void resume_open(const char *path, ResumePoint *rp);
 
 // Die with a clear message unless the checkpoint can continue this job: the
 // config keys that must not change, the model (w: the checkpoint's weights),
 // the sharing plan (plan_json, NULL: none) and the train shards must match,
-// and train.steps must not be below the checkpoint's step. Prints the keys
-// that changed harmlessly.
+// the global batch (world ranks x batch_size x grad_accum) must be the
+// checkpoint's, and train.steps must not be below the checkpoint's step.
+// Prints the keys that changed harmlessly.
 void resume_check(const JobConfig *job, const ResumePoint *rp, const HostWeights *w,
-                  const char *plan_json, const Loader *train);
+                  const char *plan_json, const Loader *train, int world);
 
 // Die unless run_dir is free of checkpoints past the run's start (they belong
 // to another history, and keeping the newest K would delete this run's own).
@@ -62,9 +66,10 @@ void resume_guard_dir(const char *run_dir, const ResumePoint *rp);
 // "*.damaged", never deleted) and remove temp files of dead writers.
 void resume_tidy_dir(const char *run_dir, const ResumePoint *rp);
 
-// Load the checkpoint's optimizer state (master: its fp32 weights, already in
-// the model) and loader position; returns the run's progress. Frees what rp
-// still holds of the checkpoint.
+// Load the checkpoint's optimizer state for the optimizer's range [lo, hi)
+// (master: the checkpoint's whole fp32 weights, already in the model) and the
+// loader position; returns the run's progress. Frees what rp still holds of
+// the checkpoint.
 RunProgress resume_restore(ResumePoint *rp, Model *M, Optim *opt, Loader *train,
                            const float *master);
 void resume_point_free(ResumePoint *rp);
@@ -74,12 +79,21 @@ void resume_point_free(ResumePoint *rp);
 // the file is appended to.
 FILE *resume_open_metrics(const char *path, int resumed, int64_t step);
 
-// Write run_dir/ckpt-<step>.h5 from the model, optimizer and loader, print
+// Write run_dir/ckpt-<step>.h5 from the state and the loader, print
 // the time and throughput, and delete the checkpoints checkpoint.keep and
 // checkpoint.keep_every do not keep. Dies on a write error (the earlier
 // checkpoints are then untouched). Returns the seconds it took.
-double resume_save(const JobConfig *job, const char *run_dir, const Model *M, const Optim *opt,
-                   Loader *train, const RunProgress *p, const char *plan_json);
+// The whole training state a checkpoint holds, on the host (a data-parallel
+// job gathers the optimizer's shards onto rank 0 first).
+typedef struct {
+    const ParamTable *t;
+    const float *master, *m, *v;  // [t->total] each
+    int optim_t;                  // AdamW's step counter
+    int world;                    // data-parallel ranks
+} CkptState;
+
+double resume_save(const JobConfig *job, const char *run_dir, const CkptState *state, Loader *train,
+                   const RunProgress *p, const char *plan_json);
 
 // SIGINT/SIGTERM: the first sets a flag the loop polls after each step; a
 // second one removes a half-written checkpoint and kills the process by that

@@ -1,8 +1,14 @@
 // train.c: `postshare train CONFIG.yaml [--set section.key=value ...]`, the
-// training loop. It reads top to bottom: config -> the checkpoint to resume
-// from, if any -> weights -> model and optimizer -> data -> (resume: check and
-// restore) -> for each step {micro-batches: forward, backward; clip; AdamW;
-// log; evaluate; checkpoint} -> save.
+// training loop. It reads top to bottom: config -> communicator -> the
+// checkpoint to resume from, if any -> weights -> model and optimizer -> data
+// -> (resume: check and restore) -> for each step {this rank's micro-batches:
+// forward, backward; regularizer; reduce-scatter and global norm; AdamW on the
+// shard; all-gather; log; evaluate; checkpoint} -> save.
+//
+// Data parallelism (ZeRO-1, zero.h) is always on: one process is world 1 and
+// its collectives move nothing. Rank 0 alone touches the run directory
+// (config, metrics, checkpoints, model, results), logs and evaluates; every
+// rank trains.
 #include "train.h"
 
 #include <cblas.h>
@@ -12,6 +18,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "comm.h"
 #include "common.h"
 #include "eval.h"
 #include "hf_io.h"
@@ -21,6 +28,7 @@
 #include "optim.h"
 #include "postshare.h"
 #include "resume.h"
+#include "zero.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -79,67 +87,114 @@ static void initial_weights(const JobConfig *job, HostWeights *w) {
     }
 }
 
-// The fp32 weights of the run into w->params: the optimizer's master weights
-// (on a bf16 backend the model's own params are rounded).
-static void final_weights(const Model *M, const Optim *opt, HostWeights *w) {
+// The fp32 weights of the run into w->params (on rank 0; collective): the
+// optimizer's master weights, gathered from the ranks' shards (on an fp32
+// backend the model's replicated params are the masters).
+static void final_weights(const Zero1 *z, const Model *M, const Optim *opt, HostWeights *w) {
     if (opt->master_is_params)
         model_get_params(M, w->params);
     else
-        optim_get_state(opt, w->params, NULL, NULL);
+        zero1_gather_state(z, opt, w->params, NULL, NULL, 0);
 }
 
-// run_dir/model in HF format, from the run's fp32 weights.
-static void save_model(const char *run_dir, const Model *M, const Optim *opt, HostWeights *w) {
+// run_dir/model in HF format, from the run's fp32 weights w.
+static void save_model(const char *run_dir, const HostWeights *w) {
     char *model_dir = ps_path_join(run_dir, "model");
-    final_weights(M, opt, w);
     if (hf_save(model_dir, w, "float32") != 0) ps_die("saving the model: %s", ps_err_msg());
     printf("saved %s (HF format)\n", model_dir);
     free(model_dir);
 }
 
-// The steps of a run whose weights, optimizer, data and resume point are set
-// up: touches the run directory, trains from prog->step to train.steps (or
-// train.stop_after, or a signal), checkpoints, and saves the model. Returns the
-// exit status.
-// The end of a finished run: the model in HF format, then results.json/md
-// (with PostShare's hand-off when the job has a share section).
+// The end of a finished run (collective; rank 0 writes): the model in HF
+// format, then results.json/md (with PostShare's hand-off when the job has a
+// share section).
 static void finish_run(const JobConfig *job, const char *run_dir, const PostShare *ps,
-                       const HostWeights *w0, HostWeights *w, Model *M, const Optim *opt,
-                       Loader *val, EvalResult ev) {
+                       const HostWeights *w0, HostWeights *w, const Zero1 *z, Model *M,
+                       const Optim *opt, Loader *val, EvalResult ev) {
     int B = job->data.batch_size, T = job->data.seq_len;
-    final_weights(M, opt, w);
-    if (job->train.save_final) save_model(run_dir, M, opt, w);
+    final_weights(z, M, opt, w);
+    if (z->comm->rank != 0) return;
+    if (job->train.save_final) save_model(run_dir, w);
     if (ps->active && job->share.apply_after)
         postshare_handoff(ps, job, run_dir, w0, w, val, B, T, postshare_stats(ps, M));
     else
         postshare_results_plain(job, run_dir, w, ev);
 }
 
+// Write a checkpoint of step prog->step (collective: the optimizer's shards
+// are gathered onto rank 0, which writes). Returns the seconds it took.
+static double save_checkpoint(const JobConfig *job, const char *run_dir, const Zero1 *z,
+                              const Model *M, const Optim *opt, Loader *train,
+                              const RunProgress *prog, const char *plan_json) {
+    double t0 = ps_now();
+    int root = z->comm->rank == 0;
+    size_t n = M->t.total;
+    float *master = root ? xmalloc(n * 4) : NULL, *m = root ? xmalloc(n * 4) : NULL,
+          *v = root ? xmalloc(n * 4) : NULL;
+    zero1_gather_state(z, opt, master, m, v, 0);
+    if (root) {
+        CkptState st = {&M->t, master, m, v, opt->t, z->comm->world};
+        resume_save(job, run_dir, &st, train, prog, plan_json);
+    }
+    free(master), free(m), free(v);
+    return ps_now() - t0;
+}
+
+// The signal that stops the run, agreed by every rank (a signal may reach
+// only some of them), so that all stop after the same step.
+static int stop_signal_agreed(Comm *c) {
+    int sig = stop_signal_pending();
+    c->host_allreduce(c, &sig, 1, COMM_I32, COMM_MAX);
+    return sig;
+}
+
+// The steps of a run whose weights, optimizer, data and resume point are set
+// up: touches the run directory (rank 0), trains from prog->step to
+// train.steps (or train.stop_after, or a signal), checkpoints, and saves the
+// model. Returns the exit status.
 static int run_steps(const JobConfig *job, const char *run_dir, const PostShare *ps,
-                     const HostWeights *w0, ResumePoint *rp, HostWeights *w, Model *M, Optim *opt,
-                     Loader *train, Loader *val, RunProgress *prog) {
+                     const HostWeights *w0, ResumePoint *rp, HostWeights *w, Zero1 *z, Model *M,
+                     Optim *opt, Loader *train, Loader *val, RunProgress *prog) {
     const char *plan_json = ps->plan_json;
     const JobTrain *tr = &job->train;
     const LlamaConfig *mc = &w->t.cfg;
     const Backend *be = M->be;
-    int B = job->data.batch_size, T = job->data.seq_len;
+    Comm *comm = z->comm;
+    int root = comm->rank == 0, world = comm->world;
+    int B = job->data.batch_size, T = job->data.seq_len, accum = tr->grad_accum;
     // Only now that the weights, the data and the checkpoint are known good
     // does the run directory get touched, so a bad input never damages an
     // earlier run.
-    if (ps_mkdirs(run_dir) != 0) ps_die("%s", ps_err_msg());
-    resume_tidy_dir(run_dir, rp);
-    char *yaml = job_to_yaml(job);
-    char *cfg_path = ps_path_join(run_dir, "config.yaml");
-    if (ps_write_file_atomic(cfg_path, yaml, strlen(yaml)) != 0) ps_die("%s", ps_err_msg());
-    free(yaml);
-    free(cfg_path);
-
-    char *metrics_path = ps_path_join(run_dir, "metrics.jsonl");
-    FILE *metrics = resume_open_metrics(metrics_path, rp->resumed, prog->step);
-    long tokens_per_step = (long)B * T * tr->grad_accum;
+    FILE *metrics = NULL;
+    if (root) {
+        if (ps_mkdirs(run_dir) != 0) ps_die("%s", ps_err_msg());
+        resume_tidy_dir(run_dir, rp);
+        char *yaml = job_to_yaml(job);
+        char *cfg_path = ps_path_join(run_dir, "config.yaml");
+        if (ps_write_file_atomic(cfg_path, yaml, strlen(yaml)) != 0) ps_die("%s", ps_err_msg());
+        free(yaml);
+        free(cfg_path);
+        char *metrics_path = ps_path_join(run_dir, "metrics.jsonl");
+        metrics = resume_open_metrics(metrics_path, rp->resumed, prog->step);
+        free(metrics_path);
+    }
+    // The global batch of a step: samples [base, base + G) of the loader's
+    // stream, G = ranks x B x accumulation. Micro-batch j (0 <= j < world x
+    // accum) is samples base + j*B ..; rank r runs j = r*accum .. r*accum +
+    // accum-1. So the samples of a step depend on the seed and the step only:
+    // 1 rank with accumulation 2 and 2 ranks without it see the same ones.
+    uint64_t global_batch = (uint64_t)world * B * accum;
+    long tokens_per_step = (long)global_batch * T;
     printf("postshare train: %s | backend %s | %zu parameters | L%d C%d heads %d/%d F%d V%d\n",
            run_dir, be->name, w->t.total, mc->n_layers, mc->dim, mc->n_heads, mc->n_kv_heads,
            mc->ffn_dim, mc->vocab_size);
+    if (world > 1)
+        printf(
+            "data parallel: %d ranks (%s), ZeRO-1 shards of %zu parameters, gradient "
+            "reduction %s\n",
+            world, comm->name, z->shard,
+            job->comm_overlap && comm->reduce_start ? "overlapped with the backward"
+                                                    : "after the backward");
     printf("data: %llu train sequences, %llu val sequences of %d tokens | %ld tokens/step\n",
            (unsigned long long)loader_num_windows(train),
            (unsigned long long)loader_num_windows(val), T, tokens_per_step);
@@ -152,7 +207,7 @@ static int run_steps(const JobConfig *job, const char *run_dir, const PostShare 
     long tokens_since_log = 0;
     EvalResult ev = {0};
     stop_signals_install();
-    if (!rp->resumed) {
+    if (!rp->resumed && root) {
         ev = eval_model(M, val, B, T, job->data.val_batches);
         printf("step %5d/%d | val loss %.4f | val ppl %.2f | %ld tokens\n", 0, tr->steps, ev.loss,
                ev.ppl, ev.tokens);
@@ -181,32 +236,53 @@ static int run_steps(const JobConfig *job, const char *run_dir, const PostShare 
         // forward/backward over the micro-batches; the LM gradient is the mean
         // over all counted tokens of each micro-batch, averaged over
         // micro-batches, times share.lm_weight (1 without PostShare)
+        // micro-batches of all ranks, averaged over all of them: each rank's
+        // backward scales by 1 / (world x accum), and the reduction sums
         model_zero_grads(M);
+        // PostShare: + reg.weight * R over the plan's pairs, once per step. It
+        // is counted exactly once: the parameters are replicated, so rank 0's
+        // copy of every pair is the global one, and only rank 0 adds R's
+        // gradient to its local gradient, which the reduction then sums with
+        // the other ranks' LM gradients (R's term appears once in the sum). It
+        // goes in first (R depends on the weights only), before any reduction
+        // starts.
+        RegStats rs = {0};
+        if (root) rs = postshare_step(ps, M);
+        comm->host_broadcast(comm, &rs, sizeof rs, 0);  // every rank logs/stops alike
+        uint64_t base = loader_get_state(train).sample;
         double loss_sum = 0.0;
-        for (int micro = 0; micro < tr->grad_accum; micro++) {
-            loader_next_batch(train, B, inp, tgt);
+        for (int micro = 0; micro < accum; micro++) {
+            uint64_t j = (uint64_t)comm->rank * accum + micro;
+            loader_read_batch(train, base + j * B, B, inp, tgt);
+            // the last backward hands each finished layer to the reduction
+            if (micro == accum - 1 && job->comm_overlap) zero1_overlap_next(z, M);
             float loss = model_forward(M, inp, tgt, B, T);
             if (M->n_valid > 0)
-                model_backward(M, ps->lm_weight / ((float)M->n_valid * tr->grad_accum));
+                model_backward(M, ps->lm_weight / ((float)M->n_valid * accum * world));
+            else
+                model_grads_ready_all(M);  // no targets here, but the others reduce
             loss_sum += loss;
         }
-        float lm_loss = (float)(loss_sum / tr->grad_accum);
-        // PostShare: + reg.weight * R over the plan's pairs, once per step
-        RegStats rs = postshare_step(ps, M);
+        loader_skip(train, global_batch);
+        comm->host_allreduce(comm, &loss_sum, 1, COMM_F64, COMM_SUM);
+        float lm_loss = (float)(loss_sum / ((double)accum * world));
         float loss = ps->active ? ps->lm_weight * lm_loss + ps->reg_weight * (float)rs.R : lm_loss;
-        float gnorm = optim_grad_norm(M);
+        // ZeRO-1: sum the gradients into each rank's shard; the true global norm
+        float gnorm = zero1_reduce_grads(z, M, opt);
         if (!isfinite(loss) || !isfinite(gnorm))
             ps_die(
                 "step %d: loss %g, grad norm %g is not finite; lower train.lr or check the "
                 "data",
                 step + 1, loss, gnorm);
+        // AdamW on this rank's shard, then every rank gets every updated shard
         float lr = optim_step(opt, M, step, gnorm);
+        zero1_gather_params(z, M);
         tokens_since_log += tokens_per_step;
         prog->tokens_seen += tokens_per_step;
         prog->lr = lr;
 
         int last = step + 1 == tr->steps;
-        if ((step + 1) % tr->log_every == 0 || last || step == 0) {
+        if (root && ((step + 1) % tr->log_every == 0 || last || step == 0)) {
             double now = ps_now(), elapsed = now - t_start;
             double tps = tokens_since_log / (now - t_log);
             double eta = elapsed / (step + 1) * (tr->steps - step - 1);
@@ -240,7 +316,7 @@ static int run_steps(const JobConfig *job, const char *run_dir, const PostShare 
             t_log = now;
             tokens_since_log = 0;
         }
-        if ((tr->eval_every > 0 && (step + 1) % tr->eval_every == 0) || last) {
+        if (root && ((tr->eval_every > 0 && (step + 1) % tr->eval_every == 0) || last)) {
             ev = eval_model(M, val, B, T, job->data.val_batches);
             printf("step %5d/%d | val loss %.4f | val ppl %.2f | %ld tokens | %.2fs\n", step + 1,
                    tr->steps, ev.loss, ev.ppl, ev.tokens, ev.seconds);
@@ -251,21 +327,20 @@ static int run_steps(const JobConfig *job, const char *run_dir, const PostShare 
         }
         // checkpoint after the step's logs and evaluation, so that everything
         // in metrics.jsonl up to its step stays valid when a run resumes from it
-        sig = stop_signal_pending();
+        sig = stop_signal_agreed(comm);
         stopped = step + 1 == stop_after && !last;
         int every = job->checkpoint.every;
         if (last || sig || stopped || (every > 0 && (step + 1) % every == 0)) {
             prog->step = step + 1;
             prog->elapsed_s = ps_now() - t_start;
-            t_log += resume_save(job, run_dir, M, opt, train, prog, plan_json);
-            sig = stop_signal_pending();  // came during the write: that checkpoint is current
+            t_log += save_checkpoint(job, run_dir, z, M, opt, train, prog, plan_json);
+            sig = stop_signal_agreed(comm);  // came during the write: that checkpoint is current
         }
         if (sig || stopped) break;
     }
-    fclose(metrics);
+    if (metrics) fclose(metrics);
     free(inp);
     free(tgt);
-    free(metrics_path);
     if (sig) {
         printf(
             "stopped by signal %d after step %lld of %d, checkpoint written; run the same "
@@ -283,16 +358,62 @@ static int run_steps(const JobConfig *job, const char *run_dir, const PostShare 
     printf("done: val loss %.4f -> %.4f (ppl %.2f -> %.2f) in %.1fs\n", prog->first_val_loss,
            ev.loss, exp(prog->first_val_loss), ev.ppl, ps_now() - t_start);
 
-    finish_run(job, run_dir, ps, w0, w, M, opt, val, ev);
+    finish_run(job, run_dir, ps, w0, w, z, M, opt, val, ev);
     return 0;
 }
 
+// Threads per rank: the job's, else OMP_NUM_THREADS, else the node's cores
+// divided among the ranks on it (so two ranks on one machine do not fight).
+static void set_rank_threads(const JobConfig *job, const Comm *comm) {
+    int threads = job->threads;
+    if (threads <= 0 && comm->local_world > 1 && !getenv("OMP_NUM_THREADS")) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cores / comm->local_world > 1 ? (int)(cores / comm->local_world) : 1;
+    }
+    train_set_threads(threads);
+}
+
+// The checkpoint to continue from: rank 0 chooses (and only it may later set
+// damaged files aside); the others read the file it chose.
+static void find_resume_point(const JobConfig *job, const char *run_dir, Comm *comm,
+                              ResumePoint *rp) {
+    char path[4096] = "";
+    if (comm->rank == 0) {
+        resume_find(job, run_dir, rp);
+        if (rp->resumed) snprintf(path, sizeof path, "%s", rp->path);
+    }
+    comm->host_broadcast(comm, path, sizeof path, 0);
+    if (comm->rank != 0) {
+        memset(rp, 0, sizeof *rp);
+        if (path[0]) resume_open(path, rp);
+    }
+}
+
+// Every rank must start from the same weights (each loads or draws them
+// itself): compare a checksum of the fp32 buffer with rank 0's.
+static void check_replicated(Comm *comm, const HostWeights *w) {
+    uint64_t h = 1469598103934665603ull, h0;  // FNV-1a over the bytes
+    const unsigned char *p = (const unsigned char *)w->params;
+    for (size_t i = 0; i < w->t.total * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
+    h0 = h;
+    comm->host_broadcast(comm, &h0, sizeof h0, 0);
+    if (h0 != h)
+        ps_die(
+            "rank %d's starting weights differ from rank 0's (checksum %016llx vs %016llx): "
+            "every rank must see the same model.init file",
+            comm->rank, (unsigned long long)h, (unsigned long long)h0);
+}
+
 int train_run(const JobConfig *job) {
-    train_set_threads(job->threads);
+    // one process per rank; every rank runs this function
+    Comm *comm = comm_init(job->comm, job->backend);
+    if (comm->rank != 0 && !freopen("/dev/null", "w", stdout))  // only rank 0 logs
+        ps_die("cannot silence stdout of rank %d", comm->rank);
+    set_rank_threads(job, comm);
     char *run_dir = job_run_dir(job);
     // The checkpoint to continue from, if any: read and verified, no file touched yet.
     ResumePoint rp;
-    resume_find(job, run_dir, &rp);
+    find_resume_point(job, run_dir, comm, &rp);
 
     // weights, model, optimizer; w0: the starting weights, which PostShare
     // needs (its plan is made from them; its hand-off evaluates them)
@@ -303,6 +424,7 @@ int train_run(const JobConfig *job) {
     } else {
         initial_weights(job, &w);
     }
+    check_replicated(comm, &w);
     if (job_share_active(job)) {
         if (rp.resumed) {
             initial_weights(job, &w0);
@@ -322,13 +444,17 @@ int train_run(const JobConfig *job) {
     const char *plan_json = ps.plan_json;
     const LlamaConfig *mc = &w.t.cfg;
     const Backend *be = backend_get(job->backend);
+    comm_check_backend(comm, be->name, be->act_bytes);
     Model M;
     model_init(&M, be, mc);
     model_set_params(&M, w.params);
+    // ZeRO-1: this rank's shard of the optimizer (the whole buffer on one rank)
+    Zero1 z;
+    zero1_init(&z, comm, &M);
     const JobTrain *tr = &job->train;
     OptimConfig oc = train_optim_config(job);
     Optim opt;
-    optim_init(&opt, &M, &oc);
+    optim_init_range(&opt, &M, &oc, z.lo, z.hi);
 
     // data
     int B = job->data.batch_size, T = job->data.seq_len;
@@ -348,8 +474,11 @@ int train_run(const JobConfig *job) {
 
     // A resumed run continues the checkpoint's optimizer state and data position.
     RunProgress prog = {0};
-    if (rp.resumed) resume_check(job, &rp, &w, plan_json, train);
-    resume_guard_dir(run_dir, &rp);
+    if (rp.resumed) resume_check(job, &rp, &w, plan_json, train, comm->world);
+    if (comm->rank == 0) resume_guard_dir(run_dir, &rp);
+    // Every rank is set up (or one has failed and ended the job): only now may
+    // rank 0 touch the run directory.
+    comm->barrier(comm);
     int status = 0;
     if (rp.resumed) {
         prog = resume_restore(&rp, &M, &opt, train, w.params);
@@ -360,15 +489,18 @@ int train_run(const JobConfig *job) {
                 rp.path, (long long)prog.step);
             // a run stopped between its last checkpoint and the end of finish_run
             char *results = ps_path_join(run_dir, "results.json");
-            if (access(results, F_OK) != 0) {
-                EvalResult ev = eval_model(&M, val, B, T, job->data.val_batches);
-                finish_run(job, run_dir, &ps, &w0, &w, &M, &opt, val, ev);
+            int missing = comm->rank == 0 && access(results, F_OK) != 0;
+            comm->host_broadcast(comm, &missing, sizeof missing, 0);
+            if (missing) {
+                EvalResult ev = {0};
+                if (comm->rank == 0) ev = eval_model(&M, val, B, T, job->data.val_batches);
+                finish_run(job, run_dir, &ps, &w0, &w, &z, &M, &opt, val, ev);
             }
             free(results);
         }
     }
     if (prog.step < tr->steps) {
-        status = run_steps(job, run_dir, &ps, &w0, &rp, &w, &M, &opt, train, val, &prog);
+        status = run_steps(job, run_dir, &ps, &w0, &rp, &w, &z, &M, &opt, train, val, &prog);
     }
     resume_point_free(&rp);
     postshare_free(&ps);
@@ -379,6 +511,7 @@ int train_run(const JobConfig *job) {
     model_free(&M);
     host_weights_free(&w);
     free(run_dir);
+    comm_free(comm);
     return status;
 }
 
