@@ -292,7 +292,7 @@ __device__ static void warp_abt(float *out, int ldo, const bf16 *A, int lda, con
 }
 
 // Warp-wide: acc[16][n] (fp32 in shared memory, row stride ldc) += A[16][kd] B[kd][n].
-__device__ static void warp_acc_ab(float *acc, int ldc, const bf16 *A, int lda, const bf16 *B,
+__device__ inline void warp_acc_ab(float *acc, int ldc, const bf16 *A, int lda, const bf16 *B,
                                    int ldb, int n, int kd) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     for (int cb = 0; cb < n; cb += 16) {
@@ -311,7 +311,7 @@ __device__ static void warp_acc_ab(float *acc, int ldc, const bf16 *A, int lda, 
 }
 
 // Row 0 of head h of batch b in a [B,T,heads,hd] tensor (row t is t*heads*hd further).
-__device__ static inline const bf16 *head_rows(const bf16 *x, int b, int T, int heads, int hd,
+__device__ inline const bf16 *head_rows(const bf16 *x, int b, int T, int heads, int hd,
                                                int h) {
     return x + ((size_t)b * T * heads + h) * hd;
 }
@@ -319,7 +319,7 @@ __device__ static inline const bf16 *head_rows(const bf16 *x, int b, int T, int 
 // Block-wide step of the forward and dq kernels: once every warp is done with
 // the previous tiles, load key tile k0 of K and V (kb, vb: head_rows), then
 // this warp's 16 rows (r0..) of S = Q K^T into sS.
-__device__ static void kv_tile_scores(bf16 *sK, bf16 *sV, float *sS, const bf16 *sQ, const bf16 *kb,
+__device__ inline void kv_tile_scores(bf16 *sK, bf16 *sV, float *sS, const bf16 *sQ, const bf16 *kb,
                                       const bf16 *vb, size_t ks, int k0, int T, int hd, int hdp,
                                       int r0) {
     int ldh = hdp + 8;
