@@ -396,8 +396,8 @@ static void test_shards(const Case *c) {
         if (full.t.e[i].offset == half) half++;
     Optim of, oa, ob;
     optim_init(&of, &full, &FIX_CFG);
-    optim_init_range(&oa, &a, &FIX_CFG, 0, half);
-    optim_init_range(&ob, &b, &FIX_CFG, half, n);
+    optim_init_range(&oa, &a, &FIX_CFG, 0, half, NULL);
+    optim_init_range(&ob, &b, &FIX_CFG, half, n, c->w.params);
 
     float *g = xmalloc(sizeof(float) * n);
     for (int s = 0; s < 3; s++) {

@@ -7,7 +7,8 @@
 
 #include "common.h"
 
-void optim_init_range(Optim *o, Model *M, const OptimConfig *cfg, size_t lo, size_t hi) {
+void optim_init_range(Optim *o, Model *M, const OptimConfig *cfg, size_t lo, size_t hi,
+                      const float *master) {
     CHECK(lo <= hi && hi <= M->t.total, "optimizer range [%zu, %zu) outside the %zu parameters", lo,
           hi, M->t.total);
     memset(o, 0, sizeof *o);
@@ -25,15 +26,19 @@ void optim_init_range(Optim *o, Model *M, const OptimConfig *cfg, size_t lo, siz
         o->master_is_params = 1;
     } else {
         o->master = o->be->alloc(n * 4);
-        float *tmp = xmalloc(M->t.total * 4);
-        model_get_params(M, tmp);  // exact when the params came from fp32 masters
-        o->be->upload(o->master, tmp + lo, n * 4);
-        free(tmp);
+        if (master) {  // the fp32 weights themselves, not their rounding to the compute type
+            o->be->upload(o->master, master + lo, n * 4);
+        } else {
+            float *tmp = xmalloc(n * 4);
+            o->be->download_f32(tmp, (const char *)M->params + lo * o->be->act_bytes, n);
+            o->be->upload(o->master, tmp, n * 4);
+            free(tmp);
+        }
     }
 }
 
 void optim_init(Optim *o, Model *M, const OptimConfig *cfg) {
-    optim_init_range(o, M, cfg, 0, M->t.total);
+    optim_init_range(o, M, cfg, 0, M->t.total, NULL);
 }
 
 void optim_free(Optim *o) {

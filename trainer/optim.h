@@ -28,11 +28,15 @@ typedef struct {
     int t;          // number of steps taken
 } Optim;
 
-// The optimizer of the whole parameter buffer.
+// The optimizer of the whole parameter buffer; on a backend whose compute type
+// is not fp32, the master weights start as the model's (rounded) params.
 void optim_init(Optim *o, Model *M, const OptimConfig *cfg);
 // The optimizer of parameters [lo, hi) only (a ZeRO-1 shard): its state holds
-// hi - lo elements, and optim_step touches only those parameters.
-void optim_init_range(Optim *o, Model *M, const OptimConfig *cfg, size_t lo, size_t hi);
+// hi - lo elements, and optim_step touches only those parameters. master
+// (host, t.total floats, or NULL: the model's params) gives the fp32 master
+// weights, so that a bf16 model's masters keep the bits its params lost.
+void optim_init_range(Optim *o, Model *M, const OptimConfig *cfg, size_t lo, size_t hi,
+                      const float *master);
 void optim_free(Optim *o);
 // Learning rate at step (0-based): linear warmup to lr over `warmup` steps,
 // then cosine decay to min_lr at total_steps (and min_lr after).

@@ -91,9 +91,9 @@ static void initial_weights(const JobConfig *job, HostWeights *w) {
 // optimizer's master weights, gathered from the ranks' shards (on an fp32
 // backend the model's replicated params are the masters).
 static void final_weights(const Zero1 *z, const Model *M, const Optim *opt, HostWeights *w) {
-    if (opt->master_is_params)
-        model_get_params(M, w->params);
-    else
+    if (opt->master_is_params) {
+        if (z->comm->rank == 0) model_get_params(M, w->params);  // replicated
+    } else
         zero1_gather_state(z, opt, w->params, NULL, NULL, 0);
 }
 
@@ -454,7 +454,7 @@ int train_run(const JobConfig *job) {
     const JobTrain *tr = &job->train;
     OptimConfig oc = train_optim_config(job);
     Optim opt;
-    optim_init_range(&opt, &M, &oc, z.lo, z.hi);
+    optim_init_range(&opt, &M, &oc, z.lo, z.hi, w.params);
 
     // data
     int B = job->data.batch_size, T = job->data.seq_len;
@@ -499,12 +499,19 @@ int train_run(const JobConfig *job) {
             free(results);
         }
     }
+    if (comm->rank != 0) {
+        // Only rank 0 writes the model and the results: the others drop their
+        // host copies of the weights (4 bytes per parameter each; their fp32
+        // masters live in the optimizer's shard now).
+        free(w.params), w.params = NULL;
+        free(w0.params), w0.params = NULL;
+    }
     if (prog.step < tr->steps) {
         status = run_steps(job, run_dir, &ps, &w0, &rp, &w, &z, &M, &opt, train, val, &prog);
     }
     resume_point_free(&rp);
     postshare_free(&ps);
-    if (w0.params) host_weights_free(&w0);
+    host_weights_free(&w0);
     loader_close(train);
     loader_close(val);
     optim_free(&opt);
