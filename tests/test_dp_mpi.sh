@@ -11,7 +11,8 @@
 #   - killing one rank (SIGKILL) ends the job with a non-zero status and
 #     leaves every checkpoint intact, and the run resumes from them;
 #   - a rank that fails (bad data on rank 1 only, other weights on rank 1)
-#     ends the whole job with that rank's message, changing nothing on disk.
+#     ends the whole job with that rank's message, changing nothing on disk;
+#   - Ctrl-C to mpirun: the ranks stop after the same step with a checkpoint.
 # Usage: test_dp_mpi.sh POSTSHARE_BIN SOURCE_DIR
 set -uo pipefail
 PS="$1"; SRC="$2"
@@ -69,6 +70,8 @@ EOF
 )
 echo "$out"
 check '[[ "$out" == *OK* ]]' "the 2-rank checkpoint differs from the 1-rank one: $out"
+check '"$PS" inspect "$(ckpt "$RUNS/two" 20)" | grep -q "written by 2 rank(s) | global batch 8 "' \
+  "inspect does not show the ranks and the global batch"
 check 'h5dump -a /data/world_size "$(ckpt "$RUNS/two" 20)" | grep -q "(0): 2"' \
   "the 2-rank checkpoint records world_size 2"
 check 'h5dump -a /data/global_batch "$(ckpt "$RUNS/two" 20)" | grep -q "(0): 8"' \
@@ -139,6 +142,26 @@ last=$(ls "$RUNS/kill"/ckpt-*.h5 | tail -1 | sed -E 's/.*ckpt-0*([0-9]+)\.h5/\1/
   || bad "resuming the killed job failed: $(tail -5 "$TMP/kill2.log")"
 check 'grep -q "continuing at step $last" "$TMP/kill2.log"' "the killed job did not resume at step $last"
 echo "kill: rank 1 killed, mpirun status $st, $n_ck checkpoints intact, resumed at step $last"
+
+# ---------------------------------------------------------------------------
+# Ctrl-C to mpirun: it forwards SIGTERM; the ranks agree on the step, write one
+# checkpoint and exit 3
+"${MPI[@]}" "${TRAIN[@]}" --set run.name=sig --set train.steps=100000 --set train.log_every=1000 \
+  --set train.eval_every=0 > "$TMP/sig.log" 2>&1 &
+job=$!
+for _ in $(seq 1 300); do  # until training runs (the first log line)
+  grep -q "^step  *1/" "$TMP/sig.log" 2> /dev/null && break
+  sleep 0.1
+done
+sleep 0.5
+kill -INT $job
+st=0
+wait $job || st=$?
+check '[ $st -ne 0 ] && grep -q "stopped by signal 15 after step" "$TMP/sig.log"' \
+  "Ctrl-C to mpirun did not stop the ranks with a checkpoint (status $st)"
+sig_step=$(sed -nE 's/.*stopped by signal 15 after step ([0-9]+) .*/\1/p' "$TMP/sig.log")
+check '[ -n "$sig_step" ] && [ -f "$(ckpt "$RUNS/sig" "${sig_step:-0}")" ] && all_valid sig' \
+  "no intact checkpoint at the step the ranks stopped at ($sig_step)"
 
 # ---------------------------------------------------------------------------
 # one rank fails: its message, a non-zero status, nothing changed

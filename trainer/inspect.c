@@ -137,6 +137,9 @@ int inspect_main(int argc, char **argv) {
         (unsigned long long)m.loader.sample, (unsigned long long)m.epoch, m.shard,
         (long long)m.shard_offset, (unsigned long long)m.loader.n_windows, m.shuffle ? "on" : "off",
         (unsigned long long)m.loader.seed);
+    if (m.world_size > 0)
+        printf("data parallel: written by %d rank(s) | global batch %lld sequences per step\n",
+               m.world_size, (long long)m.global_batch);
     printf("rng:");
     for (int i = 0; i < m.n_rng; i++)
         printf(" %s=%llu", m.rng[i].name, (unsigned long long)m.rng[i].state);
