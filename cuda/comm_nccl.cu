@@ -106,6 +106,7 @@ static ncclRedOp_t nccl_op(CommOp op) {
         case COMM_SUM: return ncclSum;
         case COMM_MAX: return ncclMax;
         case COMM_MIN: return ncclMin;
+        case COMM_AVG: return ncclAvg;
     }
     ps_die("comm nccl: unknown reduction %d", (int)op);
 }

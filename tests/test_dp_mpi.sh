@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # test_dp_mpi.sh: data parallelism (ZeRO-1) with real MPI ranks on the CPU.
+#   - test_comm (every collective, ZeRO-1's shards, norm and gather) on 2 and
+#     3 ranks, and with MPI's chunked paths forced;
 #   - the same job on 1 rank (grad_accum 2) and on 2 ranks (grad_accum 1), the
 #     same global batch: the losses of 20 steps agree within 1e-5 relative, and
 #     so do the final parameters; without and with PostShare (whose
@@ -28,6 +30,21 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # 2 ranks on a 2-core machine: no binding, and let ranks yield when idle
 MPI=(mpirun --oversubscribe --bind-to none -np 2)
+# ---------------------------------------------------------------------------
+# the MPI communicator's collectives and ZeRO-1 on 2 and 3 ranks (odd shards),
+# and with tiny MPI chunks, so that the paths for buffers past MPI's int counts run
+COMM_TEST="$(dirname "$PS")/test_comm"
+if [ -x "$COMM_TEST" ]; then
+  for np in 2 3; do
+    out=$(mpirun --oversubscribe --bind-to none -np $np "$COMM_TEST" 2>&1)
+    check '[ $? -eq 0 ] && [[ "$out" == *"comm mpi, $np rank(s): "*" 0 failed"* ]]' "test_comm on $np ranks: $out"
+  done
+  out=$(PS_COMM_TEST_CHUNK=7 mpirun --oversubscribe --bind-to none -x PS_COMM_TEST_CHUNK -np 3 "$COMM_TEST" 2>&1)
+  check '[ $? -eq 0 ] && [[ "$out" == *"comm mpi, 3 rank(s): "*" 0 failed"* ]]' "test_comm, chunked: $out"
+else
+  bad "no test_comm binary beside $PS"
+fi
+
 tiny_runs "Gen1:1-Exo40:38"
 COMMON=(--set train.steps=20 --set train.log_every=1 --set train.eval_every=10)
 ONE=("${TRAIN[@]}" "${COMMON[@]}" --set train.grad_accum=2)

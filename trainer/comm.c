@@ -120,20 +120,32 @@ static MPI_Datatype mpi_type(CommType t) {
 }
 
 static MPI_Op mpi_op(CommOp op) {
-    return op == COMM_MAX ? MPI_MAX : op == COMM_MIN ? MPI_MIN : MPI_SUM;
+    return op == COMM_MAX ? MPI_MAX : op == COMM_MIN ? MPI_MIN : MPI_SUM;  // AVG: sum, then scale
 }
 
-// MPI counts are int: large buffers go in chunks of at most 1 GiB.
-#define MPI_CHUNK ((size_t)1 << 28)
+// COMM_AVG after the sum: divide by the world size.
+static void mpi_average(Comm *c, void *buf, size_t n, CommType t) {
+    CHECK(t == COMM_F32 || t == COMM_F64, "comm: an average needs fp32 or fp64 values");
+    if (t == COMM_F32)
+        for (size_t i = 0; i < n; i++) ((float *)buf)[i] /= (float)c->world;
+    else
+        for (size_t i = 0; i < n; i++) ((double *)buf)[i] /= (double)c->world;
+}
+
+// MPI counts are int: large buffers go in chunks of at most 2^28 elements (or
+// bytes). PS_COMM_TEST_CHUNK (elements) lowers it, so that tests reach the
+// chunked paths with small buffers.
+static size_t g_mpi_chunk = (size_t)1 << 28;
+#define MPI_CHUNK g_mpi_chunk
 
 static void mpi_allreduce(Comm *c, void *buf, size_t n, CommType t, CommOp op) {
-    (void)c;
     size_t e = comm_type_bytes(t);
     for (size_t i = 0; i < n; i += MPI_CHUNK) {
         size_t k = n - i < MPI_CHUNK ? n - i : MPI_CHUNK;
         MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, (char *)buf + i * e, (int)k, mpi_type(t), mpi_op(op),
                                 MPI_COMM_WORLD));
     }
+    if (op == COMM_AVG) mpi_average(c, buf, n, t);
 }
 
 static void mpi_reduce_scatter(Comm *c, void *buf, size_t shard, CommType t) {
@@ -267,6 +279,8 @@ Comm *comm_mpi(void) {
             ps_die("MPI_Init failed: start the job with mpirun (or srun with PMI)");
     }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    const char *chunk = getenv("PS_COMM_TEST_CHUNK");
+    if (chunk && atol(chunk) > 0) g_mpi_chunk = (size_t)atol(chunk);
     Comm *c = xcalloc(1, sizeof *c);
     *c = (Comm){.name = "mpi",
                 .allreduce = mpi_allreduce,

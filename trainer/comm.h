@@ -22,7 +22,8 @@
 #include <stddef.h>
 
 typedef enum { COMM_F32 = 0, COMM_BF16 = 1, COMM_F64 = 2, COMM_I32 = 3 } CommType;
-typedef enum { COMM_SUM = 0, COMM_MAX = 1, COMM_MIN = 2 } CommOp;
+// COMM_AVG: the sum divided by the world size (fp32/fp64/bf16 only).
+typedef enum { COMM_SUM = 0, COMM_MAX = 1, COMM_MIN = 2, COMM_AVG = 3 } CommOp;
 
 // Bytes of one element of type t.
 size_t comm_type_bytes(CommType t);
