@@ -80,10 +80,10 @@ static void nccl_check_at(ncclResult_t r, ncclComm_t comm, const char *file, int
 // ---------------------------------------------------------------- state
 
 typedef struct {
-    Comm *host;                  // host collectives, barrier, abort
-    ncclComm_t nccl;             // NULL once destroyed or aborted
-    cudaStream_t stream;         // NCCL's stream
-    cudaEvent_t before, after;   // compute -> NCCL and NCCL -> compute ordering
+    Comm *host;                 // host collectives, barrier, abort
+    ncclComm_t nccl;            // NULL once destroyed or aborted
+    cudaStream_t stream;        // NCCL's stream
+    cudaEvent_t before, after;  // compute -> NCCL and NCCL -> compute ordering
     int device;
 } NcclState;
 
@@ -93,20 +93,28 @@ static NcclState *state(Comm *c) {
 
 static ncclDataType_t nccl_type(CommType t) {
     switch (t) {
-        case COMM_F32: return ncclFloat32;
-        case COMM_BF16: return ncclBfloat16;
-        case COMM_F64: return ncclFloat64;
-        case COMM_I32: return ncclInt32;
+        case COMM_F32:
+            return ncclFloat32;
+        case COMM_BF16:
+            return ncclBfloat16;
+        case COMM_F64:
+            return ncclFloat64;
+        case COMM_I32:
+            return ncclInt32;
     }
     ps_die("comm nccl: unknown element type %d", (int)t);
 }
 
 static ncclRedOp_t nccl_op(CommOp op) {
     switch (op) {
-        case COMM_SUM: return ncclSum;
-        case COMM_MAX: return ncclMax;
-        case COMM_MIN: return ncclMin;
-        case COMM_AVG: return ncclAvg;
+        case COMM_SUM:
+            return ncclSum;
+        case COMM_MAX:
+            return ncclMax;
+        case COMM_MIN:
+            return ncclMin;
+        case COMM_AVG:
+            return ncclAvg;
     }
     ps_die("comm nccl: unknown reduction %d", (int)op);
 }
@@ -249,10 +257,11 @@ extern "C" Comm *comm_nccl(Comm *host, const char **why) {
         int cur = -1;
         CUDA_CHECK(cudaGetDevice(&cur));
         if (cur != dev)
-            ps_die("comm nccl: the CUDA backend started on GPU %d before the communicator chose "
-                   "GPU %d for local rank %d: create the communicator first (comm_init before "
-                   "backend_get)",
-                   cur, dev, host->local_rank);
+            ps_die(
+                "comm nccl: the CUDA backend started on GPU %d before the communicator chose "
+                "GPU %d for local rank %d: create the communicator first (comm_init before "
+                "backend_get)",
+                cur, dev, host->local_rank);
     }
     CUDA_CHECK(cudaSetDevice(dev));
 
@@ -263,9 +272,10 @@ extern "C" Comm *comm_nccl(Comm *host, const char **why) {
     ncclComm_t nc = NULL;
     ncclResult_t r = ncclCommInitRank(&nc, host->world, id, host->rank);
     if (r != ncclSuccess && host->local_world > ndev && ndev > 1)
-        ps_die("NCCL: ncclCommInitRank failed: %s (%s); %d ranks on this node but %d GPUs are "
-               "visible: run at most one rank per GPU",
-               ncclGetErrorString(r), nccl_detail(nc), host->local_world, ndev);
+        ps_die(
+            "NCCL: ncclCommInitRank failed: %s (%s); %d ranks on this node but %d GPUs are "
+            "visible: run at most one rank per GPU",
+            ncclGetErrorString(r), nccl_detail(nc), host->local_world, ndev);
     NCCL_CHECK(r, nc);
 
     NcclState *s = (NcclState *)xcalloc(1, sizeof *s);

@@ -311,8 +311,7 @@ __device__ inline void warp_acc_ab(float *acc, int ldc, const bf16 *A, int lda, 
 }
 
 // Row 0 of head h of batch b in a [B,T,heads,hd] tensor (row t is t*heads*hd further).
-__device__ inline const bf16 *head_rows(const bf16 *x, int b, int T, int heads, int hd,
-                                               int h) {
+__device__ inline const bf16 *head_rows(const bf16 *x, int b, int T, int heads, int hd, int h) {
     return x + ((size_t)b * T * heads + h) * hd;
 }
 

@@ -164,8 +164,8 @@ typedef struct {
     const char *group;  // "/" or "/data", ...
     const char *name;
     AttrType type;
-    size_t off;   // offsetof in the struct the table describes
-    size_t size;  // A_STR: capacity of the char array
+    size_t off;    // offsetof in the struct the table describes
+    size_t size;   // A_STR: capacity of the char array
     int optional;  // added after format 1 was in use: a file without it reads as 0
 } AttrSpec;
 
