@@ -409,6 +409,9 @@ int train_run(const JobConfig *job) {
     Comm *comm = comm_init(job->comm, job->backend);
     if (comm->rank != 0 && !freopen("/dev/null", "w", stdout))  // only rank 0 logs
         ps_die("cannot silence stdout of rank %d", comm->rank);
+    // Whole lines at once, as they come: under mpirun stdout is a pipe, and a
+    // launcher tearing the job down (after a signal) must not lose the last lines.
+    setvbuf(stdout, NULL, _IOLBF, 0);
     set_rank_threads(job, comm);
     char *run_dir = job_run_dir(job);
     // The checkpoint to continue from, if any: read and verified, no file touched yet.
