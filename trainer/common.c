@@ -330,3 +330,12 @@ uint16_t f32_to_f16(float f) {
     if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
     return (uint16_t)h;
 }
+
+uint64_t ps_fnv1a64(uint64_t h, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t w;
+        memcpy(&w, &x[i], 4);
+        h = (h ^ w) * 0x100000001b3ULL;  // FNV prime
+    }
+    return h;
+}

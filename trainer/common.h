@@ -82,6 +82,11 @@ double ps_now(void);
 // Join dir and name into a freshly allocated path.
 char *ps_path_join(const char *dir, const char *name);
 
+// FNV-1a 64 over the bit patterns of n floats, one 32-bit word at a time,
+// continuing from h (start with PS_FNV1A64_BASIS): a checksum of weights.
+#define PS_FNV1A64_BASIS 0xcbf29ce484222325ULL
+uint64_t ps_fnv1a64(uint64_t h, const float *x, size_t n);
+
 // Deterministic RNG (xorshift64*), used for init, shuffling and tests.
 typedef struct {
     uint64_t state;

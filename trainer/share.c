@@ -258,16 +258,11 @@ ShareCounts share_counts(const SharePlan *p) {
 void share_fingerprint(const ParamTable *t, const float *params, char out[40]) {
     CHECK(!t->shared, "the fingerprint is of a full model's weights");
     const ParamKind kinds[4] = {P_WQ, P_WK, P_WV, P_WO};
-    uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a 64 offset basis
+    uint64_t h = PS_FNV1A64_BASIS;
     for (int l = 0; l < t->cfg.n_layers; l++)
         for (int k = 0; k < 4; k++) {
             const ParamEntry *e = param_layer(t, l, kinds[k]);
-            const float *p = params + e->offset;
-            for (size_t j = 0; j < e->numel; j++) {
-                uint32_t w;
-                memcpy(&w, &p[j], 4);
-                h = (h ^ w) * 0x100000001b3ULL;  // FNV prime
-            }
+            h = ps_fnv1a64(h, params + e->offset, e->numel);
         }
     snprintf(out, 40, "fnv1a64:%016llx", (unsigned long long)h);
 }

@@ -233,11 +233,11 @@ static int run_steps(const JobConfig *job, const char *run_dir, const PostShare 
     int stop_after = tr->stop_after > prog->step ? tr->stop_after : 0, sig = 0, stopped = 0;
 
     for (int step = (int)prog->step; step < tr->steps; step++) {
-        // forward/backward over the micro-batches; the LM gradient is the mean
-        // over all counted tokens of each micro-batch, averaged over
-        // micro-batches, times share.lm_weight (1 without PostShare)
-        // micro-batches of all ranks, averaged over all of them: each rank's
-        // backward scales by 1 / (world x accum), and the reduction sums
+        // forward/backward over the micro-batches of every rank; the LM
+        // gradient is the mean over all counted tokens of each micro-batch,
+        // averaged over all micro-batches of all ranks (each backward scales by
+        // 1 / (world x accum), and the reduction sums), times share.lm_weight
+        // (1 without PostShare)
         model_zero_grads(M);
         // PostShare: + reg.weight * R over the plan's pairs, once per step. It
         // is counted exactly once: the parameters are replicated, so rank 0's
@@ -246,9 +246,9 @@ static int run_steps(const JobConfig *job, const char *run_dir, const PostShare 
         // the other ranks' LM gradients (R's term appears once in the sum). It
         // goes in first (R depends on the weights only), before any reduction
         // starts.
+        // (Only rank 0 logs R; a non-finite R stops rank 0, which ends the job.)
         RegStats rs = {0};
         if (root) rs = postshare_step(ps, M);
-        comm->host_broadcast(comm, &rs, sizeof rs, 0);  // every rank logs/stops alike
         uint64_t base = loader_get_state(train).sample;
         double loss_sum = 0.0;
         for (int micro = 0; micro < accum; micro++) {
@@ -392,10 +392,8 @@ static void find_resume_point(const JobConfig *job, const char *run_dir, Comm *c
 // Every rank must start from the same weights (each loads or draws them
 // itself): compare a checksum of the fp32 buffer with rank 0's.
 static void check_replicated(Comm *comm, const HostWeights *w) {
-    uint64_t h = 1469598103934665603ull, h0;  // FNV-1a over the bytes
-    const unsigned char *p = (const unsigned char *)w->params;
-    for (size_t i = 0; i < w->t.total * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
-    h0 = h;
+    if (comm->world == 1) return;
+    uint64_t h = ps_fnv1a64(PS_FNV1A64_BASIS, w->params, w->t.total), h0 = h;
     comm->host_broadcast(comm, &h0, sizeof h0, 0);
     if (h0 != h)
         ps_die(
