@@ -18,24 +18,9 @@ plan names exactly those pairs with similarities within 1e-4.
 import json
 import math
 import os
-import struct
 import sys
 
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        if t["dtype"] != "F32":
-            sys.exit(f"{path}: {name} is {t['dtype']}; this checker reads F32 only")
-        b, e = t["data_offsets"]
-        out[name] = (t["shape"], struct.unpack(f"<{(e - b) // 4}f", data[b:e]))
-    return out
+from safetensors_f32 import read_safetensors
 
 
 def main():

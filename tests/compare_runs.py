@@ -12,9 +12,9 @@ difference exceeds T (default 1e-5). Standard library only.
 """
 import argparse
 import json
-import struct
 import sys
-from array import array
+
+from safetensors_f32 import read_safetensors
 
 
 def losses(run):
@@ -28,24 +28,7 @@ def losses(run):
 
 
 def tensors(run):
-    path = f"{run}/model/model.safetensors"
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        if t["dtype"] != "F32":
-            sys.exit(f"{path}: {name} is {t['dtype']}, expected F32")
-        a, b = t["data_offsets"]
-        v = array("f")
-        v.frombytes(data[a:b])
-        if sys.byteorder != "little":
-            v.byteswap()
-        out[name] = (t["shape"], v)
-    return out
+    return read_safetensors(f"{run}/model/model.safetensors")
 
 
 def main():
