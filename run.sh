@@ -13,12 +13,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 PS=./build/postshare
-DATA=checkpoints/data/kjv
-if ! ls $DATA/kjv_train_*.bin >/dev/null 2>&1; then
-  mkdir -p $DATA
-  bible "Gen1:1-Rev22:21" > $DATA/kjv.txt
-  $PS prepare --tokenizer byte --out $DATA --prefix kjv --val-fraction 0.05 $DATA/kjv.txt
-fi
+source scripts/kjv_data.sh
+kjv_data $PS
 if [ -f checkpoints/default/results.json ] && [ $# -eq 0 ]; then
   echo "== 1. pretraining: reusing checkpoints/default/model (delete checkpoints/default to retrain)"
 else

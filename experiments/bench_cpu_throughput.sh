@@ -11,11 +11,8 @@ cd "$ROOT"
 STEPS="${1:-30}"
 PS=./build/postshare
 [ -x $PS ] || bash scripts/setup.sh
-DATA=checkpoints/data/kjv
-if ! ls $DATA/kjv_train_*.bin >/dev/null 2>&1; then
-  mkdir -p $DATA && bible "Gen1:1-Rev22:21" > $DATA/kjv.txt
-  $PS prepare --tokenizer byte --out $DATA --prefix kjv $DATA/kjv.txt >/dev/null
-fi
+source scripts/kjv_data.sh
+kjv_data $PS > /dev/null
 OUT=experiments/cpu-throughput.md
 if [ ! -f $OUT ]; then
   cat > $OUT <<'HDR'

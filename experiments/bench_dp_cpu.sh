@@ -14,11 +14,8 @@ PS=./build/postshare
 [ -x $PS ] || bash scripts/setup.sh
 command -v mpirun > /dev/null || { echo "bench_dp_cpu: no mpirun (apt-get install openmpi-bin)"; exit 1; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-DATA=checkpoints/data/kjv
-if ! ls $DATA/kjv_train_*.bin > /dev/null 2>&1; then
-  mkdir -p $DATA && bible "Gen1:1-Rev22:21" > $DATA/kjv.txt
-  $PS prepare --tokenizer byte --out $DATA --prefix kjv $DATA/kjv.txt > /dev/null
-fi
+source scripts/kjv_data.sh
+kjv_data $PS > /dev/null
 OUT=experiments/dp-cpu.md
 if [ ! -f $OUT ]; then
   cat > $OUT << 'HDR'

@@ -15,11 +15,8 @@ cd "$ROOT"
 BUILD="${BUILD:-build}"
 PS="$BUILD/postshare"
 [ -x "$PS" ] || bash scripts/setup.sh
-DATA=checkpoints/data/kjv
-if ! ls $DATA/kjv_train_*.bin >/dev/null 2>&1; then
-  mkdir -p $DATA && bible "Gen1:1-Rev22:21" > $DATA/kjv.txt
-  $PS prepare --tokenizer byte --out $DATA --prefix kjv --val-fraction 0.05 $DATA/kjv.txt >/dev/null
-fi
+source scripts/kjv_data.sh
+kjv_data $PS > /dev/null
 W=checkpoints/directshare-memory
 OUT=experiments/directshare-memory.md
 $PS train configs/tiny.yaml --set run.out_dir=$W --set run.name=big --set model.dim=1024 \
