@@ -568,9 +568,14 @@ static void allow_smem(const void *kernel, size_t bytes, size_t *allowed) {
 // Whether the flash kernels can run this head dim on this GPU; else the naive
 // path runs (a note is printed once).
 static int flash_ok(int hd) {
+    // The current device's limit (the NCCL communicator may have chosen another GPU
+    // than 0 for this rank before the backend started; it does not change later).
     static int optin = -1, warned = 0;
-    if (optin < 0)
-        CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    if (optin < 0) {
+        int dev = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    }
     int hdp = (hd + 15) & ~15;
     size_t need = fwd_layout(hdp).total;
     if (dq_layout(hdp).total > need) need = dq_layout(hdp).total;

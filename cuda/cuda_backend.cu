@@ -176,12 +176,27 @@ static void cu_synchronize(void) {
     CUDA_CHECK(cudaDeviceSynchronize());
 }
 
-// dst[r*dst_ld + c] = src[r*src_ld + c], bf16 elements.
+// dst[r*dst_ld + c] = src[r*src_ld + c], bf16 elements. One row, or rows that
+// are contiguous on both sides, is one plain copy: cudaMemcpy2D rejects pitches
+// of 2^31 bytes or more (cudaDevAttrMaxPitch), and model_pad copies a whole
+// parameter buffer as one row whose pitch is the buffer. Rows whose pitch is too
+// large for cudaMemcpy2D are copied one by one.
 static void cu_copy2d(void *dst, size_t dst_ld, const void *src, size_t src_ld, size_t rows,
                       size_t cols) {
     if (!rows || !cols) return;
-    CUDA_CHECK(cudaMemcpy2D(dst, dst_ld * sizeof(bf16), src, src_ld * sizeof(bf16),
-                            cols * sizeof(bf16), rows, cudaMemcpyDeviceToDevice));
+    size_t e = sizeof(bf16);
+    if (rows == 1 || (dst_ld == cols && src_ld == cols)) {
+        CUDA_CHECK(cudaMemcpy(dst, src, rows * cols * e, cudaMemcpyDeviceToDevice));
+        return;
+    }
+    if (dst_ld * e < ((size_t)1 << 31) && src_ld * e < ((size_t)1 << 31)) {
+        CUDA_CHECK(cudaMemcpy2D(dst, dst_ld * e, src, src_ld * e, cols * e, rows,
+                                cudaMemcpyDeviceToDevice));
+        return;
+    }
+    for (size_t r = 0; r < rows; r++)
+        CUDA_CHECK(cudaMemcpy((char *)dst + r * dst_ld * e, (const char *)src + r * src_ld * e,
+                              cols * e, cudaMemcpyDeviceToDevice));
 }
 
 // ---------------------------------------------------------------- the op table

@@ -172,6 +172,29 @@ static void check_recompute(const Backend *be, const Case *c, uint64_t seed) {
     free(p), free(tok), free(tgt), free(g0), free(g1);
 }
 
+// model_pad (ZeRO-1's equal shards) keeps every parameter, zeroes the padding
+// and the gradients. It copies the whole buffer as one row of copy2d (whose
+// pitch is the buffer: the case CUDA's cudaMemcpy2D rejects above 2^31 bytes).
+static void check_pad(const Backend *be, const Case *c, uint64_t seed) {
+    Model M;
+    model_init(&M, be, &c->cfg);
+    size_t n = M.t.total, np = n + 61;
+    float *p = case_params(&M.t, seed), *back = xmalloc(sizeof(float) * np);
+    model_set_params(&M, p);
+    model_pad(&M, np);
+    be->download_f32(back, M.params, np);
+    int ok = M.n_alloc == np && !memcmp(back, p, sizeof(float) * n);
+    for (size_t i = n; i < np; i++) ok &= back[i] == 0.0f;
+    be->download_f32(back, M.grads, np);
+    for (size_t i = 0; i < np; i++) ok &= back[i] == 0.0f;
+    T_CHECK(ok, "%s on %s: model_pad lost parameters or left non-zero padding/gradients", c->name,
+            be->name);
+    printf("%s on %s: model_pad %zu -> %zu elements: %s\n", c->name, be->name, n, np,
+           ok ? "parameters kept, padding and gradients 0" : "WRONG");
+    model_free(&M);
+    free(p), free(back);
+}
+
 // Three training steps on the GPU; returns the raw bytes of params, grads,
 // master weights, m, v and the losses, concatenated (*len bytes).
 static unsigned char *gpu_run(const Case *c, uint64_t seed, size_t *len) {
@@ -261,8 +284,10 @@ int main(void) {
     };
     Cb = backend_cpu();
     check_recompute(Cb, &cases[0], 5);  // needs no GPU: runs everywhere
+    check_pad(Cb, &cases[0], 6);
     G = gpu_or_skip();
     if (!G) return t_summary();
+    check_pad(G, &cases[0], 6);
     uint64_t seed = gpu_test_seed();
     int ncases = gpu_test_quick() ? 1 : (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < ncases; i++) check_step(&cases[i], seed + 100 * i);

@@ -149,6 +149,48 @@ static void test_memory(void) {
     }
 }
 
+// copy2d's contract on backend be, against a host loop: strided rows; one row
+// whose row strides are far beyond the buffers (model_pad copies a whole
+// parameter buffer as one row: only row 0 may be touched, and cudaMemcpy2D
+// rejects pitches of 2^31 bytes or more); rows contiguous on both sides; zero
+// rows. Elements outside the block must keep their values. Runs on the CPU
+// without a GPU too.
+static void test_copy2d_contract(const Backend *be) {
+    if (!be->copy2d) return;
+    Rng r;
+    rng_seed(&r, 77);
+    size_t n = 300, e = be->act_bytes;
+    float *hs = xmalloc(4 * n), *hd = xmalloc(4 * n), *want = xmalloc(4 * n), *got = xmalloc(4 * n);
+    void *s = be->alloc(n * e), *d = be->alloc(n * e);
+    struct {
+        size_t rows, cols, dst_ld, src_ld, dst_off, src_off;
+        const char *what;
+    } cs[] = {{5, 7, 9, 11, 1, 3, "5x7, row strides 11 -> 9"},
+              {1, 150, (size_t)1 << 40, (size_t)1 << 41, 2, 5, "one row, strides 2^40/2^41"},
+              {4, 37, 37, 37, 0, 1, "4x37 contiguous on both sides"},
+              {0, 9, 9, 9, 0, 0, "zero rows"}};
+    for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+        for (size_t i = 0; i < n; i++)
+            hs[i] = t_bf16(rng_normal(&r)), hd[i] = t_bf16(rng_normal(&r));
+        be->upload_f32(s, hs, n);
+        be->upload_f32(d, hd, n);
+        memcpy(want, hd, 4 * n);
+        for (size_t row = 0; row < cs[k].rows; row++)
+            for (size_t c = 0; c < cs[k].cols; c++)
+                want[cs[k].dst_off + row * cs[k].dst_ld + c] =
+                    hs[cs[k].src_off + row * cs[k].src_ld + c];
+        be->copy2d((char *)d + cs[k].dst_off * e, cs[k].dst_ld, (char *)s + cs[k].src_off * e,
+                   cs[k].src_ld, cs[k].rows, cs[k].cols);
+        be->download_f32(got, d, n);
+        T_CHECK(!memcmp(got, want, 4 * n), "%s copy2d %s: wrong or stray elements", be->name,
+                cs[k].what);
+        printf("  %s copy2d %s: %s\n", be->name, cs[k].what,
+               memcmp(got, want, 4 * n) ? "WRONG" : "exact");
+    }
+    be->free(s), be->free(d);
+    free(hs), free(hd), free(want), free(got);
+}
+
 // ---------------------------------------------------------------- ops
 
 static void test_embedding(int BT, int C, int V) {
@@ -381,9 +423,11 @@ static void test_share_reg(void) {
 }
 
 int main(void) {
+    Cb = backend_cpu();
+    test_copy2d_contract(Cb);  // needs no GPU: runs everywhere
     G = gpu_or_skip();
     if (!G) return t_summary();
-    Cb = backend_cpu();
+    test_copy2d_contract(G);
     rng_seed(&rng, gpu_test_seed());
     quick = gpu_test_quick();
 
