@@ -339,3 +339,21 @@ uint64_t ps_fnv1a64(uint64_t h, const float *x, size_t n) {
     }
     return h;
 }
+
+void bf16_to_f32_n(float *dst, const void *src, size_t n) {
+    const uint8_t *p = src;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        dst[i] = bf16_to_f32(h);
+    }
+}
+
+void f16_to_f32_n(float *dst, const void *src, size_t n) {
+    const uint8_t *p = src;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        dst[i] = f16_to_f32(h);
+    }
+}

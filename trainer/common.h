@@ -100,4 +100,7 @@ float rng_normal(Rng *r);   // N(0, 1), Box-Muller
 float bf16_to_f32(uint16_t h);
 uint16_t f32_to_bf16(float f);
 float f16_to_f32(uint16_t h);
+// n little-endian bf16 / fp16 values at src (any alignment) to fp32.
+void bf16_to_f32_n(float *dst, const void *src, size_t n);
+void f16_to_f32_n(float *dst, const void *src, size_t n);
 uint16_t f32_to_f16(float f);

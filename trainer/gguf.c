@@ -122,6 +122,18 @@ static char *str_dup(const GgufStr *s) {
     return r;
 }
 
+// A key or tensor name (what: "key", "tensor name"), number i, into *out
+// (malloc'd, also on failure, so that gguf_close frees it); no NUL bytes inside.
+static int rd_name(Cur *c, uint64_t max, const char *what, uint64_t i, char **out) {
+    GgufStr s = {NULL, 0};
+    if (rd_str(c, &s, max, what)) return -1;
+    *out = str_dup(&s);
+    if (strlen(*out) != s.len)
+        return ps_err_set("%s: %s %llu holds a NUL byte: damaged file", c->path, what,
+                          (unsigned long long)i);
+    return 0;
+}
+
 // Skip one value of type t, validating it (strings and arrays included).
 static int skip_value(Cur *c, GgufType t, const char *key, int depth) {
     if ((unsigned)t >= GGUF_NTYPES)
@@ -206,15 +218,9 @@ static int parse(GgufFile *g) {
     g->n_kv = 0;
     g->alignment = 32;
     for (uint64_t i = 0; i < n_kv; i++) {
-        GgufStr key;
         uint32_t ty;
-        if (rd_str(&c, &key, GGUF_MAX_KEY, "a key")) return -1;
-        GgufKV *kv = &g->kv[g->n_kv];
-        kv->key = str_dup(&key);
-        g->n_kv++;
-        if (strlen(kv->key) != key.len)
-            return ps_err_set("%s: key %llu holds a NUL byte: damaged file", g->path,
-                              (unsigned long long)i);
+        GgufKV *kv = &g->kv[g->n_kv++];
+        if (rd_name(&c, GGUF_MAX_KEY, "key", i, &kv->key)) return -1;
         for (int64_t j = 0; j + 1 < g->n_kv; j++)
             if (strcmp(g->kv[j].key, kv->key) == 0)
                 return ps_err_set("%s: key '%s' appears twice", g->path, kv->key);
@@ -250,14 +256,8 @@ static int parse(GgufFile *g) {
     g->t = xcalloc(n_tensors ? n_tensors : 1, sizeof *g->t);
     g->n_tensors = 0;
     for (uint64_t i = 0; i < n_tensors; i++) {
-        GgufStr name;
-        if (rd_str(&c, &name, GGUF_MAX_NAME, "a tensor name")) return -1;
-        GgufTensor *t = &g->t[g->n_tensors];
-        t->name = str_dup(&name);
-        g->n_tensors++;
-        if (strlen(t->name) != name.len)
-            return ps_err_set("%s: tensor %llu's name holds a NUL byte: damaged file", g->path,
-                              (unsigned long long)i);
+        GgufTensor *t = &g->t[g->n_tensors++];
+        if (rd_name(&c, GGUF_MAX_NAME, "tensor name", i, &t->name)) return -1;
         if (rd_u32(&c, &t->n_dims, t->name)) return -1;
         if (t->n_dims < 1 || t->n_dims > GGUF_MAX_DIMS)
             return ps_err_set("%s: tensor '%s' has %u dimensions (1 to %d allowed)", g->path,
@@ -587,14 +587,10 @@ int gguf_tensor_f32(const GgufFile *g, const GgufTensor *t, float *dst) {
             memcpy(dst, p, n * 4);
             return 0;
         case GGML_F16:
-            for (uint64_t i = 0; i < n; i++) dst[i] = half_at(p + 2 * i);
+            f16_to_f32_n(dst, p, n);
             return 0;
         case GGML_BF16:
-            for (uint64_t i = 0; i < n; i++) {
-                uint16_t h;
-                memcpy(&h, p + 2 * i, 2);
-                dst[i] = bf16_to_f32(h);
-            }
+            bf16_to_f32_n(dst, p, n);
             return 0;
         case GGML_Q8_0:  // {fp16 d; int8 q[32]}: x = q * d
             for (uint64_t b = 0; b < n / 32; b++, p += 34) {

@@ -165,8 +165,8 @@ static int parse_entry(const StFile *f, const cJSON *e, StTensor *t) {
                 "%s: tensor '%s': data_offsets [%llu, %llu] span %llu bytes but "
                 "shape %s of %s needs %zu bytes; the header lies about offsets",
                 path, nm, (unsigned long long)b, (unsigned long long)en,
-                (unsigned long long)(en - b), st_shape_str(sb, sizeof sb, nd, t->shape), t->dtype_str,
-                numel * esz);
+                (unsigned long long)(en - b), st_shape_str(sb, sizeof sb, nd, t->shape),
+                t->dtype_str, numel * esz);
     }
     if (en > f->data_len)
         return ps_err_set(
@@ -308,18 +308,10 @@ int st_read_f32(const StFile *f, const StTensor *t, float *out) {
             memcpy(out, src, n * 4);
             return 0;
         case ST_BF16:
-            for (size_t i = 0; i < n; i++) {
-                uint16_t h;
-                memcpy(&h, src + 2 * i, 2);
-                out[i] = bf16_to_f32(h);
-            }
+            bf16_to_f32_n(out, src, n);
             return 0;
         case ST_F16:
-            for (size_t i = 0; i < n; i++) {
-                uint16_t h;
-                memcpy(&h, src + 2 * i, 2);
-                out[i] = f16_to_f32(h);
-            }
+            f16_to_f32_n(out, src, n);
             return 0;
         default:
             return ps_err_set(
