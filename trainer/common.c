@@ -340,20 +340,19 @@ uint64_t ps_fnv1a64(uint64_t h, const float *x, size_t n) {
     return h;
 }
 
-void bf16_to_f32_n(float *dst, const void *src, size_t n) {
+static void half_n(float *dst, const void *src, size_t n, float (*conv)(uint16_t)) {
     const uint8_t *p = src;
     for (size_t i = 0; i < n; i++) {
         uint16_t h;
         memcpy(&h, p + 2 * i, 2);
-        dst[i] = bf16_to_f32(h);
+        dst[i] = conv(h);
     }
 }
 
+void bf16_to_f32_n(float *dst, const void *src, size_t n) {
+    half_n(dst, src, n, bf16_to_f32);
+}
+
 void f16_to_f32_n(float *dst, const void *src, size_t n) {
-    const uint8_t *p = src;
-    for (size_t i = 0; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, p + 2 * i, 2);
-        dst[i] = f16_to_f32(h);
-    }
+    half_n(dst, src, n, f16_to_f32);
 }
