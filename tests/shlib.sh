@@ -4,6 +4,9 @@
 # text for training data, and helpers that compare training runs.
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
+# PY: the Python that has the modules setup.sh installs (CMake checks it and
+# passes it to every test as PS_PYTHON); never the first python3 on PATH.
+PY="${PS_PYTHON:-/usr/bin/python3}"
 pass=0
 fail=0
 ok() { pass=$((pass + 1)); }

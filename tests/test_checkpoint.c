@@ -764,7 +764,8 @@ static void test_resume_check(void) {
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/ps_test_checkpoint_XXXXXX");
+    const char *tmpdir = getenv("TMPDIR");
+    snprintf(g_dir, sizeof g_dir, "%s/ps_test_checkpoint_XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
     CHECK(mkdtemp(g_dir), "mkdtemp");
     test_roundtrip();
     test_layout();

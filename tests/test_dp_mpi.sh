@@ -50,7 +50,7 @@ COMMON=(--set train.steps=20 --set train.log_every=1 --set train.eval_every=10)
 ONE=("${TRAIN[@]}" "${COMMON[@]}" --set train.grad_accum=2)
 TWO=("${MPI[@]}" "${TRAIN[@]}" "${COMMON[@]}")
 PS_ON=(--set share.ratio=0.3 --set share.reg.weight=1 --set share.reg.targets=[q,k,v,o])
-compare() { python3 "$SRC/tests/compare_runs.py" "$@"; }
+compare() { "$PY" "$SRC/tests/compare_runs.py" "$@"; }
 
 # ---------------------------------------------------------------------------
 # 1 rank vs 2 ranks, the same global batch of 8 sequences
@@ -70,12 +70,12 @@ check '[[ "$out" == *OK ]]' "1 and 2 ranks differ: $out"
 check 'cmp -s "$RUNS/two/model/model.safetensors" "$RUNS/two_no/model/model.safetensors"' \
   "overlapped and whole-buffer reductions gave different models"
 # the checkpoints hold the whole (gathered) state: master, m and v
-out=$(python3 - "$(ckpt "$RUNS/one" 20)" "$(ckpt "$RUNS/two" 20)" << 'EOF' 2>&1
+out=$("$PY" - "$(ckpt "$RUNS/one" 20)" "$(ckpt "$RUNS/two" 20)" << 'EOF' 2>&1
 import sys
 try:
     import h5py
 except ImportError:
-    print("h5py is missing (apt-get install python3-h5py; scripts/setup.sh does)"); sys.exit(1)
+    print("h5py is missing from " + sys.executable + " (PS_PYTHON; Debian: python3-h5py, which scripts/setup.sh installs)"); sys.exit(1)
 a, b = h5py.File(sys.argv[1]), h5py.File(sys.argv[2])
 worst = 0.0
 for name in a["params"]:

@@ -26,7 +26,7 @@ d0=$(head -1 "$RUN/metrics.jsonl" | grep -o '"dist_mean":[0-9.e-]*' | cut -d: -f
 d1=$(grep '"dist_mean"' "$RUN/metrics.jsonl" | tail -1 | grep -o '"dist_mean":[0-9.e-]*' | cut -d: -f2)
 echo "mean pair distance: $d0 -> $d1"
 check 'awk -v a="$d0" -v b="$d1" "BEGIN{exit !(a > 0 && b <= 0.5*a)}"' "mean pair distance did not halve ($d0 -> $d1)"
-loss_of() { python3 -c "import json,sys; m={x['name']:x for x in json.load(open(sys.argv[1]))['models']}; print(m[sys.argv[2]]['val_loss'])" "$RUN/results.json" "$1"; }
+loss_of() { "$PY" -c "import json,sys; m={x['name']:x for x in json.load(open(sys.argv[1]))['models']}; print(m[sys.argv[2]]['val_loss'])" "$RUN/results.json" "$1"; }
 ds=$(loss_of directshare); pss=$(loss_of postshare); st=$(loss_of start); pt=$(loss_of posttrained)
 echo "val loss: start $st, DirectShare $ds, post-trained $pt, PostShare $pss"
 check 'awk -v a="$pss" -v b="$ds" "BEGIN{exit !(a < b)}"' "PostShare ($pss) is not below DirectShare ($ds)"
