@@ -1,21 +1,39 @@
 #!/usr/bin/env bash
 # experiments/gpu/check.sh: the CUDA backend's whole check on a GPU machine, in
-# one call of under 10 minutes: build (for this GPU's architecture only), the
-# GPU tests (ctest -L gpu), compute-sanitizer on short runs, the training
-# benchmark (PostShare, then HF transformers in PyTorch eager and
-# torch.compile), and a short table printed last.
+# one call of under 10 minutes, in order of importance, so that even a short or
+# cut-off run yields the most important evidence first:
+#   1. build (for this GPU's architecture only);
+#   2. the GPU correctness tests (ctest -L gpu: every op against the CPU, one
+#      training step, accumulation, determinism, 50 steps of training);
+#   3. compute-sanitizer in quick mode: memcheck and racecheck of the attention
+#      kernels only (test_gpu_ops attention), memcheck of one training step;
+#   4. the NCCL communicator with one rank;
+#   5. PostShare's training benchmark (125m, 1b);
+#   6. HF transformers in PyTorch eager, then torch.compile (same shapes);
+#   7. with time left: synccheck of the attention kernels, racecheck of every op.
 #
 # From a development machine with the device tool (nothing can be downloaded on
 # the GPU machine, so its missing Debian packages travel along):
 #   bash experiments/gpu/fetch_deps.sh                      # here: fills .gpudeps/
 #   device run: command "bash experiments/gpu/check.sh", carry [".gpudeps"], timeout_s 600
 # Results go to $OUT (the device tool returns it; default build-gpu/out):
-#   env.txt build.log tests.log nccl.log sanitizer.log bench.log bench.jsonl summary.md
-# summary.md ends with a block to append to experiments/gpu-results.md.
-# CHECK_BUDGET_S (default 560): a phase that would likely not finish in the
-# time left is skipped and reported as such, so the table always prints.
+#   env.txt status.tsv build.log tests.log sanitizer.log nccl.log bench.log
+#   bench.jsonl summary.md
+# status.tsv gets a row as each phase ends, and summary.md (the table, ending
+# with a block to append to experiments/gpu-results.md) is rewritten after every
+# phase and on exit, so a run cut short still leaves its table.
+# CHECK_BUDGET_S (default 560): each phase has its own time limit, cut to the
+# time left; a phase that needs more than is left is skipped and reported.
+# CHECK_PHASES picks phases by name (default: all, in the order above):
+#   tests memcheck-attn racecheck-attn memcheck-model nccl bench torch-eager
+#   torch-compile synccheck-attn racecheck-all
 # CHECK_FORCE_DEPS=1 uses the carried packages even when the image has its own
-# (to test that path on a machine that has them).
+# (to test that path on a machine that has them). CHECK_ARCH overrides the
+# CUDA architecture (default: nvidia-smi's compute capability, else "80;90").
+# CHECK_DRY_RUN=1 walks every phase without running its command (each
+# "runs" for CHECK_DRY_SLEEP seconds, default 0) and still writes status.tsv
+# and summary.md: a check of the order, the budgets and the skip path on any
+# machine, e.g. CHECK_DRY_RUN=1 CHECK_DRY_SLEEP=20 CHECK_BUDGET_S=200.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT" || exit 1
@@ -29,8 +47,28 @@ for f in bench.jsonl build.log tests.log nccl.log sanitizer.log bench.log; do : 
 BUILD="$ROOT/build-gpu"
 ORIG_LD="${LD_LIBRARY_PATH:-}"
 
+DRY="${CHECK_DRY_RUN:-}"
+GPU_NAME=""
+
 left() { echo $((BUDGET - (SECONDS - T0))); }
-record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$STATUS"; }
+# The table so far, into summary.md (quietly: printed once at the end).
+summarize() {
+  python3 "$ROOT/experiments/gpu/summarize.py" --out "$OUT" --gpu "$GPU_NAME" \
+    --total-s $((SECONDS - T0)) ${DRY:+--dry-run} >"$OUT/summary.md.tmp" 2>>"$OUT/summary.err" &&
+    mv "$OUT/summary.md.tmp" "$OUT/summary.md"
+}
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$STATUS"; summarize; }
+# On any exit (the end, an error, or a TERM/INT from the caller's time limit):
+# say which phase was cut off, and leave the table.
+CURRENT="" PHASE_T=0
+finish() {
+  trap - EXIT INT TERM
+  [ -n "$CURRENT" ] && record "$CURRENT" "cut off" $((SECONDS - PHASE_T)) "the run was stopped during this phase"
+  summarize
+  cat "$OUT/summary.md" 2>/dev/null
+}
+trap finish EXIT
+trap 'exit 143' INT TERM
 # run_phase NAME NEEDED_S LIMIT_S LOG CMD...: run CMD under `timeout`, logging
 # to LOG, unless fewer than NEEDED_S seconds of the budget are left.
 run_phase() {
@@ -44,10 +82,17 @@ run_phase() {
   [ "$limit" -gt "$(left)" ] && limit=$(left)
   echo "== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*" | tee -a "$log"
   local t=$SECONDS rc=0
-  timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1 || rc=$?
+  CURRENT="$name" PHASE_T=$SECONDS
+  if [ -n "$DRY" ]; then
+    sleep "${CHECK_DRY_SLEEP:-0}"
+  else
+    timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1 || rc=$?
+  fi
+  CURRENT=""
   local dt=$((SECONDS - t)) res=ok
+  [ -n "$DRY" ] && res="dry-run"
   if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then res="timeout"; elif [ $rc -ne 0 ]; then res="FAIL (rc $rc)"; fi
-  record "$name" "$res" "$dt"
+  record "$name" "$res" "$dt" "limit ${limit}s"
   echo "== $name: $res in ${dt}s" | tee -a "$log"
 }
 
@@ -66,7 +111,7 @@ command -v nvcc >/dev/null || export PATH="/usr/local/cuda/bin:$PATH"
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 GPU_NAME="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
-ARCH="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')"
+ARCH="${CHECK_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ')}"
 [ -n "$ARCH" ] || ARCH="80;90"
 
 # ---------------------------------------------------------------- dependencies
@@ -99,7 +144,8 @@ deps() {
   echo "deps: unpacked $(ls "$ROOT"/.gpudeps/*.deb | wc -l) packages; the image lacks: $(ls "$D/missing" | tr '\n' ' ')"
   pkg-config --exists yaml-0.1 libcjson openblas hdf5 || { echo "deps: pkg-config still fails"; return 1; }
 }
-if deps >"$OUT/build.log" 2>&1; then record deps ok 0; else record deps FAIL 0 "see build.log"; fi
+if [ -n "$DRY" ]; then record deps dry-run 0
+elif deps >"$OUT/build.log" 2>&1; then record deps ok 0; else record deps FAIL 0 "see build.log"; fi
 cat "$OUT/build.log"
 
 # ---------------------------------------------------------------- build
@@ -116,26 +162,31 @@ fi
 GEN=()
 command -v ninja >/dev/null && GEN=(-G Ninja)
 rm -rf "$BUILD/CMakeCache.txt"
-run_phase "configure (sm_$ARCH)" 60 120 "$OUT/build.log" \
+run_phase "configure (sm_$ARCH)" 30 120 "$OUT/build.log" \
   cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
 run_phase "build" 60 300 "$OUT/build.log" cmake --build "$BUILD" -j"$(nproc)"
 BUILT=0  # ps_bench_gpu exists only in a build with the CUDA backend
 [ -x "$BUILD/test_gpu_ops" ] && [ -x "$BUILD/ps_bench_gpu" ] && BUILT=1
+[ -n "$DRY" ] && BUILT=1
 
 # Phases in order of importance, so that running out of time drops the least
-# important: tests, the NCCL 1-rank run, memcheck, PostShare bench, torch eager,
-# torch.compile, racecheck, synccheck. CHECK_PHASES (default all) picks a subset
-# for a second call, e.g. CHECK_PHASES="racecheck synccheck".
-PHASES="${CHECK_PHASES:-tests nccl memcheck bench torch-eager torch-compile racecheck synccheck}"
+# important (see the top of this file). CHECK_PHASES picks a subset for a second
+# call, e.g. CHECK_PHASES="synccheck-attn racecheck-all".
+PHASES="${CHECK_PHASES:-tests memcheck-attn racecheck-attn memcheck-model nccl bench torch-eager torch-compile synccheck-attn racecheck-all}"
 want() { [[ " $PHASES " == *" $1 "* ]]; }
-sanitize() {  # sanitize TOOL EXE: a short (quick-mode) run under compute-sanitizer
-  if ! command -v compute-sanitizer >/dev/null; then record "sanitizer $1" skipped 0 "not installed"; return; fi
-  run_phase "sanitizer $1 $(basename "$2")" 90 150 "$OUT/sanitizer.log" \
-    env PS_GPU_TEST_QUICK=1 compute-sanitizer --tool "$1" --error-exitcode 1 "$2"
+# sanitize TOOL NEED LIMIT EXE [ARGS...]: a quick-mode run under compute-sanitizer.
+sanitize() {
+  local tool="$1" need="$2" limit="$3"
+  shift 3
+  if [ -z "$DRY" ] && ! command -v compute-sanitizer >/dev/null; then
+    record "sanitizer $tool $(basename "$1")${2:+ $2}" skipped 0 "compute-sanitizer not installed"; return
+  fi
+  run_phase "sanitizer $tool $(basename "$1")${2:+ $2}" "$need" "$limit" "$OUT/sanitizer.log" \
+    env PS_GPU_TEST_QUICK=1 compute-sanitizer --tool "$tool" --error-exitcode 1 "$@"
 }
-torch_bench() {  # torch_bench MODE NEEDED_S: HF LlamaForCausalLM + AdamW, both presets
+torch_bench() {  # torch_bench MODE NEEDED_S LIMIT_S: HF LlamaForCausalLM + AdamW, both presets
   for preset in 125m 1b; do
-    run_phase "bench torch-$1 $preset" "$2" 300 "$OUT/bench.log" \
+    run_phase "bench torch-$1 $preset" "$2" "$3" "$OUT/bench.log" \
       env LD_LIBRARY_PATH="$ORIG_LD" PYTHONUNBUFFERED=1 python3 "$ROOT/experiments/gpu/bench_torch.py" \
       --preset "$preset" --mode "$1" --json "$OUT/bench.jsonl"
   done
@@ -148,7 +199,7 @@ torch_bench() {  # torch_bench MODE NEEDED_S: HF LlamaForCausalLM + AdamW, both 
 # a row of the table; the script goes on.
 nccl_one_rank() {
   local log="$OUT/nccl.log" runs="$BUILD/nccl-runs" ps="$BUILD/postshare"
-  if ! grep -q "comm: nccl available" "$OUT/build.log"; then
+  if [ -z "$DRY" ] && ! grep -q "comm: nccl available" "$OUT/build.log"; then
     record "nccl 1-rank vs single" skipped 0 "this build has no NCCL (see build.log)"; return
   fi
   if [ "$(left)" -lt 60 ]; then
@@ -156,8 +207,8 @@ nccl_one_rank() {
   fi
   rm -rf "$runs" && mkdir -p "$runs/data"
   cat "$ROOT"/README.md "$ROOT"/docs/*.md "$ROOT"/trainer/*.c "$ROOT"/trainer/*.h >"$runs/corpus.txt"
-  if ! "$ps" prepare --tokenizer byte --out "$runs/data" --prefix repo --val-fraction 0.05 \
-       "$runs/corpus.txt" >>"$log" 2>&1; then
+  if [ -z "$DRY" ] && ! "$ps" prepare --tokenizer byte --out "$runs/data" --prefix repo \
+       --val-fraction 0.05 "$runs/corpus.txt" >>"$log" 2>&1; then
     record "nccl 1-rank vs single" FAIL 0 "postshare prepare failed (nccl.log)"; return
   fi
   local job=(train "$ROOT/configs/default.yaml" --set backend=cuda --set train.steps=20
@@ -168,13 +219,14 @@ nccl_one_rank() {
   run_phase "nccl: train comm=nccl" 30 90 "$log" env NCCL_DEBUG=WARN "$ps" "${job[@]}" \
     --set comm=nccl --set run.name=nccl
   local mpi=""
-  if command -v mpirun >/dev/null && grep -q "^-- postshare: MPI" "$OUT/build.log"; then
+  if command -v mpirun >/dev/null && { [ -n "$DRY" ] || grep -q "^-- postshare: MPI" "$OUT/build.log"; }; then
     mpi=nccl-mpi
     run_phase "nccl: mpirun -np 1 comm=nccl" 30 90 "$log" env NCCL_DEBUG=WARN \
       mpirun --allow-run-as-root -np 1 "$ps" "${job[@]}" --set comm=nccl --set run.name=nccl-mpi
   else
     record "nccl: mpirun -np 1" skipped 0 "no mpirun, or a build without MPI"
   fi
+  [ -n "$DRY" ] && return
   for r in single nccl $mpi; do
     cp "$runs/$r/metrics.jsonl" "$OUT/nccl-$r.metrics.jsonl" 2>/dev/null
   done
@@ -208,26 +260,27 @@ PY
 }
 
 if [ $BUILT -eq 1 ]; then
-  want tests && run_phase "ctest -L gpu" 60 240 "$OUT/tests.log" \
-    ctest --test-dir "$BUILD" -L gpu --verbose --timeout 200
+  want tests && run_phase "ctest -L gpu" 60 200 "$OUT/tests.log" \
+    ctest --test-dir "$BUILD" -L gpu --verbose --timeout 150
+  want memcheck-attn && sanitize memcheck 40 90 "$BUILD/test_gpu_ops" attention
+  want racecheck-attn && sanitize racecheck 60 120 "$BUILD/test_gpu_ops" attention
+  want memcheck-model && sanitize memcheck 40 90 "$BUILD/test_gpu_model"
   want nccl && nccl_one_rank
-  want memcheck && sanitize memcheck "$BUILD/test_gpu_model"
   if want bench; then
     for preset in 125m 1b; do
-      run_phase "bench postshare $preset" 60 150 "$OUT/bench.log" \
+      run_phase "bench postshare $preset" 45 120 "$OUT/bench.log" \
         "$BUILD/ps_bench_gpu" --preset "$preset" --json "$OUT/bench.jsonl"
     done
   fi
 else
-  record "tests, sanitizer, PostShare bench" skipped 0 "the build failed (build.log)"
+  record "tests, sanitizers, nccl, PostShare bench" skipped 0 "the build failed (build.log)"
 fi
-want torch-eager && torch_bench eager 60
-want torch-compile && torch_bench compile 150
+want torch-eager && torch_bench eager 60 150
+want torch-compile && torch_bench compile 120 240
 if [ $BUILT -eq 1 ]; then
-  want racecheck && sanitize racecheck "$BUILD/test_gpu_ops"
-  want synccheck && sanitize synccheck "$BUILD/test_gpu_ops"
+  want synccheck-attn && sanitize synccheck 40 90 "$BUILD/test_gpu_ops" attention
+  want racecheck-all && sanitize racecheck 90 150 "$BUILD/test_gpu_ops"
 fi
 
 # ---------------------------------------------------------------- summary
-python3 "$ROOT/experiments/gpu/summarize.py" --out "$OUT" --gpu "$GPU_NAME" \
-  --total-s $((SECONDS - T0)) | tee "$OUT/summary.md"
+# (finish, on exit: the table into summary.md, printed last)

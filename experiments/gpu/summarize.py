@@ -26,14 +26,24 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--gpu", default="")
     ap.add_argument("--total-s", type=int, default=0)
+    ap.add_argument("--dry-run", action="store_true", help="check.sh ran no command (CHECK_DRY_RUN)")
     a = ap.parse_args()
     env = read(os.path.join(a.out, "env.txt"))
     date = (re.search(r"^date: (\S+)", env, re.M) or [None, "?"])[1]
     commit = (re.search(r"^commit: (\S+)", env, re.M) or [None, "?"])[1]
     lines = [f"## GPU check {date}: {a.gpu or '?'}, commit {commit}, {a.total_s} s", ""]
+    if a.dry_run:
+        lines += ["**Dry run (CHECK_DRY_RUN=1): no phase's command ran; this shows the order, "
+                  "the budgets and the skip path only.**", ""]
+    status = read(os.path.join(a.out, "status.tsv"))
+    cut = [r.split("\t")[0] for r in status.splitlines()
+           if "\tcut off\t" in r or "out of time" in r]
+    if cut:
+        lines += [f"Cut short: {', '.join(cut)} skipped for lack of time or stopped (the "
+                  "budget, or the caller's time limit).", ""]
 
     lines += ["| phase | result | s | note |", "|---|---|---|---|"]
-    for row in read(os.path.join(a.out, "status.tsv")).splitlines():
+    for row in status.splitlines():
         f = (row.split("\t") + ["", "", "", ""])[:4]
         lines.append(f"| {f[0]} | {f[1]} | {f[2]} | {f[3]} |")
     lines.append("")
@@ -52,7 +62,7 @@ def main():
         lines.append(f"- ctest: {m.group(0)}")
     section = None  # each "== sanitizer TOOL EXE (" header, then its "ERROR SUMMARY"
     for line in read(os.path.join(a.out, "sanitizer.log")).splitlines():
-        m = re.match(r"== (sanitizer \S+ \S+) \(", line)
+        m = re.match(r"== (sanitizer [^(]+?) \(", line)
         if m:
             section = m.group(1)
             continue
