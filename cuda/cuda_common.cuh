@@ -121,7 +121,6 @@ typedef enum {
     SCRATCH_ROPE,         // RoPE cos/sin table
     SCRATCH_EMBED,        // embedding backward: rows sorted by token
     SCRATCH_LOGITS,       // fused classifier: one chunk of logits
-    SCRATCH_DHEAD,        // fused classifier: fp32 accumulator of the head gradient
     SCRATCH_REG,          // share_reg: slice descriptors and per-pair sums
     SCRATCH_COUNT
 } ScratchSlot;
@@ -138,6 +137,7 @@ cudaStream_t cuda_stream(void);
 
 // cuda_matmul.cu
 void cuda_matmul_fwd(void *out, const void *inp, const void *W, int N, int IC, int OC);
+// dW is fp32 (parameter gradients, backend.h).
 void cuda_matmul_bwd(void *dinp, void *dW, const void *dout, const void *inp, const void *W, int N,
                      int IC, int OC, int accumulate);
 // dW[OC,IC] (+)= dout[N,OC]^T @ inp[N,IC] into an fp32 buffer (beta: 0 or 1).

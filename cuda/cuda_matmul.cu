@@ -158,14 +158,16 @@ void cuda_matmul_fwd(void *out, const void *inp, const void *W, int N, int IC, i
 
 // dinp[N,IC] (= or +=) dout[N,OC] @ W[OC,IC]: column-major dinp^T[IC,N] =
 // W^T[IC,OC] dout^T[OC,N], both buffers already in that form (no transposes).
-// dW[OC,IC] += dout^T @ inp: column-major dW^T[IC,OC] = inp^T[IC,N] dout[N,OC],
-// where dout's buffer is dout^T [OC,N] (ld OC), so op T on it.
+// dW[OC,IC] (fp32) += dout^T @ inp: column-major dW^T[IC,OC] = inp^T[IC,N] dout[N,OC],
+// where dout's buffer is dout^T [OC,N] (ld OC), so op T on it. Parameter
+// gradients are fp32 (backend.h): cuBLASLt reads the fp32 C and writes the fp32 D
+// (beta 1), so every accumulation into them is in fp32.
 void cuda_matmul_bwd(void *dinp, void *dW, const void *dout, const void *inp, const void *W, int N,
                      int IC, int OC, int accumulate) {
     if (dinp)
         gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, W, IC, dout, OC, dinp, IC, 0,
              accumulate ? 1.0f : 0.0f);
-    if (dW) gemm(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, inp, IC, dout, OC, dW, IC, 0, 1.0f);
+    if (dW) cuda_matmul_dw_f32((float *)dW, dout, inp, N, IC, OC, 1.0f);
 }
 
 void cuda_matmul_dw_f32(float *dW, const void *dout, const void *inp, int N, int IC, int OC,

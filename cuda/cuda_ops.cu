@@ -37,17 +37,16 @@ void cuda_embedding_fwd(void *out, const int *tokens, const void *wte, int BT, i
     KERNEL_CHECK("embedding_fwd");
 }
 
-// dwte[tok[s],j] += sum over the rows of segment s (rows with that token, in
-// increasing row order) of dout[row,j], summed in fp32 and added once.
+// dwte[tok[s],j] (fp32) += sum over the rows of segment s (rows with that token,
+// in increasing row order) of dout[row,j], summed in fp32 and added once.
 // grid (segments, column blocks); rows[], seg_start[nseg+1], seg_tok[nseg].
-__global__ void embedding_bwd_kernel(bf16 *dwte, const bf16 *dout, const int *rows,
+__global__ void embedding_bwd_kernel(float *dwte, const bf16 *dout, const int *rows,
                                      const int *seg_start, const int *seg_tok, int C) {
     int s = blockIdx.x, j = blockIdx.y * blockDim.x + threadIdx.x;
     if (j >= C) return;
     float acc = 0.0f;
     for (int r = seg_start[s]; r < seg_start[s + 1]; r++) acc += b2f(dout[(size_t)rows[r] * C + j]);
-    bf16 *d = dwte + (size_t)seg_tok[s] * C + j;
-    *d = f2b(b2f(*d) + acc);
+    dwte[(size_t)seg_tok[s] * C + j] += acc;
 }
 
 typedef struct {
@@ -91,7 +90,7 @@ void cuda_embedding_bwd(void *dwte, const void *dout, const int *tokens, int BT,
     int *d = (int *)cuda_scratch(SCRATCH_EMBED, sizeof(int) * nint);
     CUDA_CHECK(cudaMemcpy(d, h, sizeof(int) * nint, cudaMemcpyHostToDevice));
     dim3 grid(nseg, cdiv(C, NT));
-    embedding_bwd_kernel<<<grid, NT>>>((bf16 *)dwte, (const bf16 *)dout, d, d + BT,
+    embedding_bwd_kernel<<<grid, NT>>>((float *)dwte, (const bf16 *)dout, d, d + BT,
                                        d + BT + nseg + 1, C);
     KERNEL_CHECK("embedding_bwd");
     free(h);
@@ -154,13 +153,13 @@ __global__ void rmsnorm_bwd_dw_partial_kernel(float *partial, const bf16 *dout, 
     partial[(size_t)blockIdx.y * C + j] = acc;
 }
 
-// dw[j] += sum over chunks c (in order) of partial[c, j].
-__global__ void column_sum_add_kernel(bf16 *dw, const float *partial, int chunks, int C) {
+// dw[j] (fp32) += sum over chunks c (in order) of partial[c, j].
+__global__ void column_sum_add_kernel(float *dw, const float *partial, int chunks, int C) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= C) return;
     float acc = 0.0f;
     for (int c = 0; c < chunks; c++) acc += partial[(size_t)c * C + j];
-    dw[j] = f2b(b2f(dw[j]) + acc);
+    dw[j] += acc;
 }
 
 void cuda_rmsnorm_bwd(void *dinp, void *dw, const void *dout, const void *inp, const void *w,
@@ -178,7 +177,7 @@ void cuda_rmsnorm_bwd(void *dinp, void *dw, const void *dout, const void *inp, c
     rmsnorm_bwd_dw_partial_kernel<<<grid, NT>>>(partial, (const bf16 *)dout, (const bf16 *)inp,
                                                 rstd, BT, C, per);
     KERNEL_CHECK("rmsnorm_bwd_dw_partial");
-    column_sum_add_kernel<<<cdiv(C, NT), NT>>>((bf16 *)dw, partial, chunks, C);
+    column_sum_add_kernel<<<cdiv(C, NT), NT>>>((float *)dw, partial, chunks, C);
     KERNEL_CHECK("column_sum_add");
 }
 
@@ -365,33 +364,18 @@ void cuda_classifier_fwd(float *losses, const void *lnf, const void *Wh, const i
     }
 }
 
-__global__ void add_f32_to_bf16_kernel(bf16 *dst, const float *src, size_t n) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) dst[i] = f2b(b2f(dst[i]) + src[i]);
-}
-
-// Per chunk: logits -> dlogits in place -> dlnf rows (=) and the head gradient.
-// With one chunk the head gradient goes straight into dWh (+=); with several,
-// the chunks' contributions are summed in an fp32 buffer and added to dWh
-// once, so the bf16 gradient is rounded once, as on the unfused path.
+// Per chunk: logits -> dlogits in place -> dlnf rows (=) and the head gradient,
+// added (fp32, beta 1) into dWh by every chunk in turn.
 void cuda_classifier_bwd(void *dlnf, void *dWh, const void *lnf, const void *Wh, const int *targets,
                          int BT, int C, int V, float scale) {
     int R = classifier_rows(BT, V);
     bf16 *lg = (bf16 *)cuda_scratch(SCRATCH_LOGITS, sizeof(bf16) * (size_t)R * V);
-    float *acc =
-        R < BT ? (float *)cuda_scratch(SCRATCH_DHEAD, sizeof(float) * (size_t)V * C) : NULL;
     for (int r0 = 0; r0 < BT; r0 += R) {
         int rows = BT - r0 < R ? BT - r0 : R;
         const bf16 *x = (const bf16 *)lnf + (size_t)r0 * C;
         cuda_matmul_fwd(lg, x, Wh, rows, C, V);
         cuda_crossentropy_bwd(lg, targets + r0, rows, V, scale);
-        cuda_matmul_bwd((bf16 *)dlnf + (size_t)r0 * C, acc ? NULL : dWh, lg, x, Wh, rows, C, V, 0);
-        if (acc) cuda_matmul_dw_f32(acc, lg, x, rows, C, V, r0 == 0 ? 0.0f : 1.0f);
-    }
-    if (acc) {
-        size_t n = (size_t)V * C;
-        add_f32_to_bf16_kernel<<<blocks_for(n), NT>>>((bf16 *)dWh, acc, n);
-        KERNEL_CHECK("add_f32_to_bf16");
+        cuda_matmul_bwd((bf16 *)dlnf + (size_t)r0 * C, dWh, lg, x, Wh, rows, C, V, 0);
     }
 }
 
@@ -400,11 +384,11 @@ void cuda_classifier_bwd(void *dlnf, void *dWh, const void *lnf, const void *Wh,
 // Per-block partial sums of x^2 in fp64 over a grid-stride loop; the grid size
 // depends only on n, and the host adds the partials in order.
 #define SUMSQ_MAX_BLOCKS 1024
-__global__ void sumsq_kernel(double *partial, const bf16 *x, size_t n) {
+__global__ void sumsq_kernel(double *partial, const float *x, size_t n) {
     double s = 0.0;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        double v = b2f(x[i]);
+        double v = x[i];
         s += v * v;
     }
     s = block_reduce<double, 0>(s);
@@ -416,7 +400,7 @@ double cuda_sumsq(const void *x, size_t n) {
     unsigned G = cdiv(n, (size_t)NT * 16);
     if (G > SUMSQ_MAX_BLOCKS) G = SUMSQ_MAX_BLOCKS;
     double *partial = (double *)cuda_scratch(SCRATCH_PARTIAL, sizeof(double) * G);
-    sumsq_kernel<<<G, NT>>>(partial, (const bf16 *)x, n);
+    sumsq_kernel<<<G, NT>>>(partial, (const float *)x, n);
     KERNEL_CHECK("sumsq");
     double h[SUMSQ_MAX_BLOCKS];
     CUDA_CHECK(cudaMemcpy(h, partial, sizeof(double) * G, cudaMemcpyDeviceToHost));
@@ -426,12 +410,12 @@ double cuda_sumsq(const void *x, size_t n) {
 }
 
 // PyTorch AdamW, the same fp32 expression order as cpu_adamw.
-__global__ void adamw_kernel(float *master, bf16 *params, const bf16 *grad, float *m, float *v,
+__global__ void adamw_kernel(float *master, bf16 *params, const float *grad, float *m, float *v,
                              size_t n, float beta1, float beta2, float eps, float grad_scale,
                              float step, float sbc2, float decay) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float g = b2f(grad[i]) * grad_scale;
+    float g = grad[i] * grad_scale;
     float mi = beta1 * m[i] + (1.0f - beta1) * g;
     float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
     float p = master[i] * decay;
@@ -448,7 +432,7 @@ void cuda_adamw(float *master, void *params, const void *grad, float *m, float *
     if (n == 0) return;
     float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
     float step = lr / bc1, sbc2 = sqrtf(bc2), decay = 1.0f - lr * weight_decay;
-    adamw_kernel<<<blocks_for(n), NT>>>(master, (bf16 *)params, (const bf16 *)grad, m, v, n, beta1,
+    adamw_kernel<<<blocks_for(n), NT>>>(master, (bf16 *)params, (const float *)grad, m, v, n, beta1,
                                         beta2, eps, grad_scale, step, sbc2, decay);
     KERNEL_CHECK("adamw");
 }

@@ -80,7 +80,7 @@ __global__ void share_reg_sums_kernel(double *res, const bf16 *params, const Par
 
 // One thread per element of one pair: grads[a_j] += scale * dD/dx_j and
 // grads[b_j] += scale * dD/dy_j (formulas of cpu_share_reg); r: the pair's sums.
-__global__ void share_reg_grad_kernel(bf16 *grads, const bf16 *params, ParamSlice A, ParamSlice B,
+__global__ void share_reg_grad_kernel(float *grads, const bf16 *params, ParamSlice A, ParamSlice B,
                                       const double *r, int type, double scale) {
     size_t k = (size_t)A.rows * A.cols, j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= k) return;
@@ -105,8 +105,8 @@ __global__ void share_reg_grad_kernel(bf16 *grads, const bf16 *params, ParamSlic
             gy = q * (0.5 * (lg(q) - m) - 0.5 * r[R_JSQ]);
         }
     }
-    grads[ia] = f2b(b2f(grads[ia]) + (float)(scale * gx));
-    grads[ib] = f2b(b2f(grads[ib]) + (float)(scale * gy));
+    grads[ia] += (float)(scale * gx);
+    grads[ib] += (float)(scale * gy);
 }
 
 double cuda_share_reg(void *grads, const void *params, const ParamSlice *a, const ParamSlice *b,
@@ -131,7 +131,7 @@ double cuda_share_reg(void *grads, const void *params, const ParamSlice *a, cons
         for (int i = 0; i < n; i++) {
             size_t k = (size_t)a[i].rows * a[i].cols;
             share_reg_grad_kernel<<<cdiv(k, REG_THREADS), REG_THREADS>>>(
-                (bf16 *)grads, (const bf16 *)params, a[i], b[i], res + (size_t)i * R_N, type,
+                (float *)grads, (const bf16 *)params, a[i], b[i], res + (size_t)i * R_N, type,
                 (double)scale);
             KERNEL_CHECK("share_reg_grad");
         }

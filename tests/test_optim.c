@@ -255,7 +255,7 @@ static void make_grad(float *g, size_t n, uint64_t seed, double norm) {
 }
 
 static void set_grads(Model *M, const float *g) {
-    M->be->upload_f32(M->grads, g, M->t.total);
+    M->be->upload(M->grads, g, M->t.total * sizeof(float));  // gradients are fp32
 }
 
 // Two optimizer steps on a fresh copy of the case's model: gradient g0 (the

@@ -4,9 +4,12 @@
 // of function pointers. The CPU backend (cpu_ops.c) is the fp32 reference; the
 // CUDA backend implements the same table with bf16 activations. Buffers passed
 // to ops are backend memory ("device pointers"): the model never dereferences
-// them. Activation/parameter/gradient buffers hold elements of the backend's
-// compute type (act_bytes each: 4 on the CPU, 2 for bf16); buffers named *_f32
-// are always fp32 (master weights, optimizer state, RMSNorm rstd, losses).
+// them. Activation and parameter buffers hold elements of the backend's compute
+// type (act_bytes each: 4 on the CPU, 2 for bf16). Parameter gradients (dW, dw,
+// dwte, dWh, grads, grad) and buffers named *_f32 are always fp32 (gradients,
+// master weights, optimizer state, RMSNorm rstd, losses), so that gradients
+// accumulate (over the rows of a batch, the terms of a backward and the
+// micro-batches of a step) in fp32 on every backend.
 //
 // Shapes use: B batch, T time, BT = B*T rows, C model width, nh query heads,
 // nkv key/value heads, hd head dim, F ffn width, V vocab. Matrices are
@@ -66,15 +69,15 @@ typedef struct Backend {
     // targets are int32 backend buffers.
     void (*crossentropy_fwd)(float *losses, const void *logits, const int *targets, int BT, int V);
 
-    // ---- backward ops (parameter gradients accumulate: +=) ----
+    // ---- backward ops (parameter gradients are fp32 and accumulate: +=) ----
     // In place: logits[BT,V] becomes dlogits = scale * (softmax - onehot(target)), 0 on ignored
     // rows.
     void (*crossentropy_bwd)(void *logits, const int *targets, int BT, int V, float scale);
-    // dinp[N,IC] (= or += when accumulate) dout @ W;  dW[OC,IC] += dout^T @ inp.
+    // dinp[N,IC] (= or += when accumulate) dout @ W;  dW[OC,IC] (fp32) += dout^T @ inp.
     // Either output may be NULL to skip it.
     void (*matmul_bwd)(void *dinp, void *dW, const void *dout, const void *inp, const void *W,
                        int N, int IC, int OC, int accumulate);
-    // dinp[BT,C] += d/dinp, dw[C] += d/dw, given dout, inp, w and saved rstd.
+    // dinp[BT,C] += d/dinp, dw[C] (fp32) += d/dw, given dout, inp, w and saved rstd.
     void (*rmsnorm_bwd)(void *dinp, void *dw, const void *dout, const void *inp, const void *w,
                         const float *rstd, int BT, int C);
     // Inverse rotation in place on dx[B,T,nheads,hd].
@@ -86,13 +89,13 @@ typedef struct Backend {
     // dgate, dup (=) from dout and the forward inputs.
     void (*swiglu_bwd)(void *dgate, void *dup, const void *dout, const void *gate, const void *up,
                        size_t n);
-    // dwte[V,C] += scatter of dout[BT,C] by tokens (deterministic order).
+    // dwte[V,C] (fp32) += scatter of dout[BT,C] by tokens (deterministic order).
     void (*embedding_bwd)(void *dwte, const void *dout, const int *tokens, int BT, int C);
 
     // ---- optimizer ops ----
-    // Sum of squares of n elements of a compute-type buffer, in fp64 accumulation.
+    // Sum of squares of n elements of an fp32 buffer (the gradients), in fp64 accumulation.
     double (*sumsq)(const void *x, size_t n);
-    // AdamW on n elements: master_f32, m_f32, v_f32 updated from grad * grad_scale;
+    // AdamW on n elements: master_f32, m_f32, v_f32 updated from grad (fp32) * grad_scale;
     // params (compute type) receives the new master value. params may alias
     // master on backends whose compute type is fp32.
     void (*adamw)(float *master, void *params, const void *grad, float *m, float *v, size_t n,
@@ -104,7 +107,7 @@ typedef struct Backend {
     // both in the flat params buffer), the divergence D_type(a, b) (RegType);
     // returns sum_i D_i. With grads != NULL, adds scale * dD_i/d(params) into
     // grads for both slices. stats (host, [n][4] or NULL) receives per pair
-    // <a,b>, |a|^2, |b|^2, |a-b|^2.
+    // <a,b>, |a|^2, |b|^2, |a-b|^2. grads is fp32; params the compute type.
     double (*share_reg)(void *grads, const void *params, const ParamSlice *a, const ParamSlice *b,
                         int n, int type, float scale, double *stats);
 
@@ -115,7 +118,7 @@ typedef struct Backend {
     // targets[BT] (int32; target < 0: loss 0), like matmul_fwd + crossentropy_fwd.
     void (*classifier_fwd)(float *losses, const void *lnf, const void *Wh, const int *targets,
                            int BT, int C, int V);
-    // classifier_bwd: recomputes the logits; dlnf[BT,C] (=) and dWh[V,C] (+=) of
+    // classifier_bwd: recomputes the logits; dlnf[BT,C] (=) and dWh[V,C] (fp32, +=) of
     // scale * sum(losses), like crossentropy_bwd + matmul_bwd (accumulate 0).
     void (*classifier_bwd)(void *dlnf, void *dWh, const void *lnf, const void *Wh,
                            const int *targets, int BT, int C, int V, float scale);

@@ -22,9 +22,13 @@
 static inline void *slab(void *base, int l, size_t per, size_t bytes) {
     return (char *)base + (size_t)l * per * bytes;
 }
-// Pointer to tensor e inside a flat compute-type buffer.
+// Pointer to tensor e inside the flat compute-type parameter buffer, and inside
+// the flat fp32 gradient buffer.
 static inline void *pview(const Model *M, void *flat, const ParamEntry *e) {
     return (char *)flat + e->offset * M->be->act_bytes;
+}
+static inline float *gview(const Model *M, const ParamEntry *e) {
+    return M->grads + e->offset;
 }
 
 // The saved activations of layer l (views into the per-layer slabs).
@@ -79,7 +83,7 @@ void model_init_table(Model *M, const Backend *be, const ParamTable *t) {
         if (M->t.shared->n_replaced)
             M->wscratch = be->alloc(share_scratch_elems(&M->cfg) * be->act_bytes);
     } else {
-        M->grads = be->alloc(M->t.total * be->act_bytes);
+        M->grads = be->alloc(M->t.total * sizeof(float));
     }
 }
 
@@ -94,7 +98,7 @@ void model_pad(Model *M, size_t n) {
     be->free(M->params);
     be->free(M->grads);
     M->params = p;
-    M->grads = be->alloc(n * e);
+    M->grads = be->alloc(n * sizeof(float));
     M->n_alloc = n;
 }
 
@@ -188,11 +192,11 @@ void model_get_params(const Model *M, float *host) {
 }
 void model_get_grads(const Model *M, float *host) {
     CHECK(M->grads, "a compact shared model has no gradients (it is for inference)");
-    M->be->download_f32(host, M->grads, M->t.total);
+    M->be->download(host, M->grads, M->t.total * sizeof(float));
 }
 void model_zero_grads(Model *M) {
     CHECK(M->grads, "a compact shared model has no gradients (it is for inference)");
-    M->be->zero(M->grads, M->n_alloc * M->be->act_bytes);
+    M->be->zero(M->grads, M->n_alloc * sizeof(float));
 }
 
 // Layer l's forward on the last forward's batch: from x[l] the saved activations
@@ -337,23 +341,23 @@ void model_backward(Model *M, float loss_scale) {
     // classifier: dlogits in place, then into the LM head and the final norm
     const ParamEntry *head = param_lm_head(&M->t);
     if (M->fused_loss) {  // the same, fused: the backend recomputes the logits in chunks
-        be->classifier_bwd(a->dln, pview(M, M->grads, head), a->lnf, pview(M, M->params, head),
-                           a->targets, BT, C, V, loss_scale);
+        be->classifier_bwd(a->dln, gview(M, head), a->lnf, pview(M, M->params, head), a->targets,
+                           BT, C, V, loss_scale);
     } else {
         be->crossentropy_bwd(a->logits, a->targets, BT, V, loss_scale);
-        be->matmul_bwd(a->dln, pview(M, M->grads, head), a->logits, a->lnf,
-                       pview(M, M->params, head), BT, C, V, 0);
+        be->matmul_bwd(a->dln, gview(M, head), a->logits, a->lnf, pview(M, M->params, head), BT, C,
+                       V, 0);
     }
     const ParamEntry *fn = &M->t.e[M->t.final_norm];
     be->zero(a->dres, (size_t)BT * C * e);
-    be->rmsnorm_bwd(a->dres, pview(M, M->grads, fn), a->dln, slab(a->x, L, capBT * C, e),
+    be->rmsnorm_bwd(a->dres, gview(M, fn), a->dln, slab(a->x, L, capBT * C, e),
                     pview(M, M->params, fn), a->rstdf, BT, C);
     // final norm and an untied LM head are done (a tied head is the embedding: last)
     announce(M, layer_start(M, L), M->t.total);
 
     for (int l = L - 1; l >= 0; l--) {
 #define W(kind) pview(M, M->params, param_layer(&M->t, l, kind))
-#define G(kind) pview(M, M->grads, param_layer(&M->t, l, kind))
+#define G(kind) gview(M, param_layer(&M->t, l, kind))
         if (M->recompute) layer_forward(M, l, 1);  // this layer's activations again
         LayerActs la = layer_acts(M, l);
         void *x = la.x, *xmid = la.xmid, *ln1 = la.ln1, *ln2 = la.ln2;
@@ -380,6 +384,6 @@ void model_backward(Model *M, float loss_scale) {
 #undef G
         announce(M, layer_start(M, l), layer_start(M, l + 1));
     }
-    be->embedding_bwd(pview(M, M->grads, &M->t.e[M->t.embed]), a->dres, a->tokens, BT, C);
+    be->embedding_bwd(gview(M, &M->t.e[M->t.embed]), a->dres, a->tokens, BT, C);
     announce(M, 0, layer_start(M, 0));
 }

@@ -36,7 +36,7 @@ typedef struct {
     ParamTable t;  // layout of params and grads (and of master/m/v in the optimizer)
     LlamaConfig cfg;
     void *params;    // [t.total] compute type
-    void *grads;     // [t.total] compute type, accumulated by backward (NULL when t.shared)
+    float *grads;    // [t.total] fp32, accumulated by backward (NULL when t.shared)
     size_t n_alloc;  // elements params and grads hold: t.total, or more after model_pad
     void *wscratch;  // compact shared models: one layer's full Wq|Wk|Wv|Wo, assembled per layer
     Activations a;

@@ -63,7 +63,7 @@ float optim_grad_norm(const Model *M) {
 }
 
 double optim_range_sumsq(const Optim *o, const Model *M) {
-    return M->be->sumsq((const char *)M->grads + o->lo * M->be->act_bytes, o->hi - o->lo);
+    return M->be->sumsq(M->grads + o->lo, o->hi - o->lo);
 }
 
 float optim_step(Optim *o, Model *M, int step, float grad_norm) {
@@ -80,9 +80,9 @@ float optim_step(Optim *o, Model *M, int step, float grad_norm) {
         if (b > o->hi) b = o->hi;
         if (a >= b) continue;
         size_t k = a - o->lo;  // index into the range's state
-        o->be->adamw(o->master + k, (char *)M->params + a * e, (const char *)M->grads + a * e,
-                     o->m + k, o->v + k, b - a, lr, c->beta1, c->beta2, c->eps,
-                     pe->decay ? c->weight_decay : 0.0f, scale, o->t);
+        o->be->adamw(o->master + k, (char *)M->params + a * e, M->grads + a, o->m + k, o->v + k,
+                     b - a, lr, c->beta1, c->beta2, c->eps, pe->decay ? c->weight_decay : 0.0f,
+                     scale, o->t);
     }
     return lr;
 }

@@ -7,7 +7,8 @@
 #include "common.h"
 
 // Shards are multiples of 64 elements so that every rank's slice of a bf16
-// buffer starts 128-byte aligned (what NCCL and vector loads like best).
+// buffer starts 128-byte aligned, and of an fp32 one 256-byte aligned (what
+// NCCL and vector loads like best).
 #define SHARD_ALIGN 64
 
 void zero1_init(Zero1 *z, Comm *c, Model *M) {
@@ -26,15 +27,14 @@ void zero1_init(Zero1 *z, Comm *c, Model *M) {
 }
 
 // model_backward's grad_ready hook: [lo, hi) is final; each rank's part of it
-// goes to that rank.
+// goes to that rank. Gradients are fp32 on every backend.
 static void on_grads_ready(void *ctx, size_t lo, size_t hi) {
     Zero1 *z = ctx;
-    size_t e = comm_type_bytes(z->type);
     for (int r = 0; r < z->comm->world; r++) {
         size_t a = (size_t)r * z->shard, b = a + z->shard;
         if (a < lo) a = lo;
         if (b > hi) b = hi;
-        if (a < b) z->comm->reduce_start(z->comm, (char *)z->grads + a * e, b - a, z->type, r);
+        if (a < b) z->comm->reduce_start(z->comm, z->grads + a, b - a, COMM_F32, r);
     }
 }
 
@@ -55,7 +55,7 @@ float zero1_reduce_grads(Zero1 *z, Model *M, const Optim *o) {
         M->grad_ready = NULL;
         z->overlap = 0;
     } else {
-        z->comm->reduce_scatter(z->comm, M->grads, z->shard, z->type);
+        z->comm->reduce_scatter(z->comm, M->grads, z->shard, COMM_F32);
     }
     // The norm of the summed gradient: its shards are disjoint, so the squares add up.
     double ss = optim_range_sumsq(o, M);

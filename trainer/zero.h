@@ -23,12 +23,12 @@
 
 typedef struct {
     Comm *comm;
-    CommType type;  // of params and grads: the backend's compute type
+    CommType type;  // of the params: the backend's compute type (the grads are fp32)
     size_t total;   // real parameters
     size_t shard;   // elements per rank: a multiple of 64 (aligned), world*shard >= total
     size_t lo, hi;  // this rank's parameters [lo, hi)
     int overlap;    // reductions started during the backward (zero1_overlap_next)
-    void *grads;    // the buffer they reduce
+    float *grads;   // the buffer they reduce
 } Zero1;
 
 // Split M's parameters over c's ranks and pad M's buffers (model_pad) to world*shard.
