@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "tokenizer.h"
 
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -264,16 +265,28 @@ bad:
                       path, (size_t)(b.p - buf), len);
 }
 
-static void finish_spm(Tokenizer *t) {
+// Byte pieces, scores, and the fallback for text no piece covers; 0, or -1 with
+// ps_err set (a file the encoder or decoder could not use safely).
+static int finish_spm(Tokenizer *t, const char *path) {
     for (int id = 0; id < t->vocab_size; id++) {
+        if (isnan(t->score[id])) return ps_err_set("%s: piece %d has a NaN score", path, id);
         int bv = parse_byte_piece(t->piece[id], t->piece_len[id]);
+        if (t->type[id] == TOK_PIECE_BYTE && bv < 0)
+            return ps_err_set("%s: piece %d is typed BYTE but its text '%.16s' is not <0xHH>", path, id,
+                              t->piece[id]);
         if (t->type[id] == TOK_PIECE_BYTE || (bv >= 0 && t->type[id] == TOK_PIECE_NORMAL)) {
-            if (bv < 0) continue;  // a "byte" piece we cannot parse: leave it unmergeable
             t->type[id] = TOK_PIECE_BYTE;
             if (t->byte_id[bv] < 0) t->byte_id[bv] = id;
         }
     }
+    // Text that no piece covers becomes byte pieces, or <unk> when a byte has none.
+    if (t->unk_id < 0)
+        for (int b = 0; b < 256; b++)
+            if (t->byte_id[b] < 0)
+                return ps_err_set("%s: no <unk> piece and no byte piece <0x%02X>: such text could not be encoded",
+                                  path, b);
     build_index(t);
+    return 0;
 }
 
 static Tokenizer *open_spm_model(const char *path) {
@@ -298,7 +311,10 @@ static Tokenizer *open_spm_model(const char *path) {
     t->eos_id = info.eos_id >= 0 && info.eos_id < n ? info.eos_id : -1;
     t->add_dummy_prefix = info.add_dummy_prefix;
     t->remove_extra_ws = info.remove_extra_ws;
-    finish_spm(t);
+    if (finish_spm(t, path) != 0) {
+        tok_free(t);
+        return NULL;
+    }
     snprintf(t->desc, sizeof t->desc,
              "sentencepiece BPE %s: %d pieces, bos %d, eos %d, add_dummy_prefix %d, remove_extra_ws %d", path,
              n, t->bos_id, t->eos_id, t->add_dummy_prefix, t->remove_extra_ws);
@@ -399,7 +415,10 @@ static Tokenizer *open_llama2c(const char *path) {
         }
         free(mp);
     }
-    finish_spm(t);
+    if (finish_spm(t, path) != 0) {
+        tok_free(t);
+        return NULL;
+    }
     snprintf(t->desc, sizeof t->desc,
              "llama2.c tokenizer %.200s: %d pieces, bos 1, eos 2, add_dummy_prefix %d, remove_extra_ws %d (%s)",
              path, n, t->add_dummy_prefix, t->remove_extra_ws, note);
@@ -454,27 +473,6 @@ static void iv_push(IntVec *a, int x) {
     a->v[a->n++] = x;
 }
 
-// Length of a valid UTF-8 sequence at s (n bytes left), or 0 when invalid:
-// overlong forms, surrogates and code points above U+10FFFF are invalid.
-static int utf8_valid_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    int len;
-    unsigned cp;
-    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
-    else return 0;
-    if ((size_t)len > n) return 0;
-    for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 // sentencepiece's identity normalization (see tokenizer.h). Writes into out
 // (capacity 3*len + 1) and returns the normalized length.
 static size_t normalize(const Tokenizer *t, const unsigned char *s, size_t len, char *out) {
@@ -486,7 +484,7 @@ static size_t normalize(const Tokenizer *t, const unsigned char *s, size_t len, 
     if (t->add_dummy_prefix) out[o++] = ' ';
     int prev_space = rem;
     while (i < len) {
-        int l = utf8_valid_len(s + i, len - i);
+        int l = ps_utf8_len(s + i, len - i);
         if (l == 0) {  // malformed byte: U+FFFD, consuming one byte
             out[o++] = (char)0xEF;
             out[o++] = (char)0xBF;
@@ -574,9 +572,13 @@ static void emit_symbol(const Tokenizer *t, const char *s, int len, IntVec *out)
         iv_push(out, id);
         return;
     }
-    if (t->byte_id[(unsigned char)s[0]] < 0) {  // no byte pieces: one <unk> per symbol
-        iv_push(out, t->unk_id);
-        return;
+    // byte fallback, or one <unk> for the symbol when a byte has no piece (finish_spm
+    // made sure that there is an <unk> then)
+    for (int i = 0; i < len; i++) {
+        if (t->byte_id[(unsigned char)s[i]] < 0) {
+            iv_push(out, t->unk_id);
+            return;
+        }
     }
     for (int i = 0; i < len; i++) iv_push(out, t->byte_id[(unsigned char)s[i]]);
 }

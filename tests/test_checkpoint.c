@@ -16,6 +16,7 @@
 //   - resume checks: which config changes stop a resume, and the sharing plan.
 #define _DEFAULT_SOURCE
 #include <hdf5.h>
+#include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/wait.h>
@@ -76,6 +77,7 @@ static void make_ckpt(Checkpoint *c, const LlamaConfig *cfg, uint64_t seed, cons
     fill_random(c->w.params, n, seed);
     fill_random(c->m, n, seed + 1);
     fill_random(c->v, n, seed + 2);
+    for (size_t i = 0; i < n; i++) c->v[i] = fabsf(c->v[i]);  // a mean of squares
     CkptMeta *m = &c->meta;
     m->step = 1234 + (int64_t)seed;
     m->tokens_seen = 5000000000LL + (int64_t)seed;

@@ -22,11 +22,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,9 +48,16 @@ static const char *const TENSOR_DSETS[3] = {"master", "adam_m", "adam_v"};
 
 // HDF5 keeps its own error stack. Its automatic printing is turned off, and
 // h5_fail folds the innermost entry (the most specific reason) into ps_err.
+// Also: no HDF5 clean-up at exit. After a write failed (a full disk), HDF5 cannot
+// close the file (its last flush fails too) and its exit handler then crashed
+// walking the half-closed file (HDF5 1.10); every file we open we close
+// ourselves, so there is nothing left for that handler to do.
 static void h5_quiet(void) {
     static int done;
-    if (!done) H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (!done) {
+        H5dont_atexit();  // only works before the library's first use: call this first
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    }
     done = 1;
 }
 
@@ -394,6 +403,86 @@ fail:
 }
 
 // ---------------------------------------------------------------------------
+// The whole-file checksum: a 32-byte trailer after the HDF5 data (HDF5 and h5py
+// ignore bytes past the file's end of allocation):
+//   "PSCKSUM1" | u64 LE covered length | u64 LE FNV-1a 64 of those bytes | "PSCKEND!"
+// A reader checks it before libhdf5 parses anything: libhdf5 can crash on a
+// damaged file (a flipped bit in a link message made H5Literate free a bad
+// pointer), so a file that fails the check, or an older file without the trailer,
+// is first read in a child process (read_isolated below).
+
+#define TRAILER_LEN 32
+static const char TRAILER_HEAD[8] = {'P', 'S', 'C', 'K', 'S', 'U', 'M', '1'};
+static const char TRAILER_TAIL[8] = {'P', 'S', 'C', 'K', 'E', 'N', 'D', '!'};
+
+// FNV-1a 64 of the first n bytes of fp. 0, or -1 on a read error.
+static int hash_prefix(FILE *fp, uint64_t n, uint64_t *h) {
+    enum { BUF = 1 << 22 };  // a multiple of 4: ps_fnv1a64_bytes streams
+    unsigned char *buf = xmalloc(BUF);
+    *h = PS_FNV1A64_BASIS;
+    int rc = fseek(fp, 0, SEEK_SET) == 0 ? 0 : -1;
+    while (rc == 0 && n > 0) {
+        size_t k = n < BUF ? (size_t)n : BUF;
+        if (fread(buf, 1, k, fp) != k) rc = -1;
+        *h = ps_fnv1a64_bytes(*h, buf, k);
+        n -= k;
+    }
+    free(buf);
+    return rc;
+}
+
+static void put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+// Append the trailer to a closed HDF5 file. 0, or -1 with ps_err set.
+static int append_trailer(const char *path) {
+    FILE *fp = fopen(path, "r+b");
+    if (!fp) return ps_err_set("%s: cannot reopen to add the checksum: %s", path, strerror(errno));
+    unsigned char t[TRAILER_LEN];
+    uint64_t h = 0;
+    int rc = fseek(fp, 0, SEEK_END) == 0 ? 0 : -1;
+    long n = rc == 0 ? ftell(fp) : -1;
+    if (n < 0 || hash_prefix(fp, (uint64_t)n, &h) != 0) rc = -1;
+    memcpy(t, TRAILER_HEAD, 8);
+    put_u64(t + 8, (uint64_t)n);
+    put_u64(t + 16, h);
+    memcpy(t + 24, TRAILER_TAIL, 8);
+    if (rc == 0 && (fseek(fp, 0, SEEK_END) != 0 || fwrite(t, 1, TRAILER_LEN, fp) != TRAILER_LEN))
+        rc = -1;
+    if (fclose(fp) != 0) rc = -1;
+    if (rc) return ps_err_set("%s: writing the checksum trailer failed: %s", path, strerror(errno));
+    return 0;
+}
+
+typedef enum { TRAILER_OK, TRAILER_NONE, TRAILER_BAD } TrailerState;
+
+static TrailerState check_trailer(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return TRAILER_NONE;  // the reader reports why it cannot open it
+    TrailerState s = TRAILER_NONE;
+    unsigned char t[TRAILER_LEN];
+    long n = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
+    if (n >= TRAILER_LEN && fseek(fp, n - TRAILER_LEN, SEEK_SET) == 0 &&
+        fread(t, 1, TRAILER_LEN, fp) == TRAILER_LEN && !memcmp(t, TRAILER_HEAD, 8) &&
+        !memcmp(t + 24, TRAILER_TAIL, 8)) {
+        uint64_t h;
+        s = TRAILER_BAD;
+        if (get_u64(t + 8) == (uint64_t)(n - TRAILER_LEN) &&
+            hash_prefix(fp, (uint64_t)(n - TRAILER_LEN), &h) == 0 && h == get_u64(t + 16))
+            s = TRAILER_OK;
+    }
+    fclose(fp);
+    return s;
+}
+
+// ---------------------------------------------------------------------------
 // Writing
 
 // The temp file being written, for signal handlers: g_tmp_set is raised only
@@ -522,6 +611,55 @@ fail:
     return -1;
 }
 
+// After a failed write (a full disk): close every object still open in f, then f.
+// When even that close fails to flush, the file's metadata cache still holds
+// dirty entries that HDF5 would try to flush again at exit (and crash on);
+// H5Fclose is retried after marking the file so that nothing is flushed.
+static void close_all(hid_t f) {
+    ssize_t n = H5Fget_obj_count(f, H5F_OBJ_ALL | H5F_OBJ_LOCAL);
+    if (n > 0) {
+        hid_t *ids = xmalloc(sizeof(hid_t) * (size_t)n);
+        n = H5Fget_obj_ids(f, H5F_OBJ_ALL | H5F_OBJ_LOCAL, (size_t)n, ids);
+        for (ssize_t i = 0; i < n; i++) {
+            switch (H5Iget_type(ids[i])) {
+            case H5I_DATASET: H5Dclose(ids[i]); break;
+            case H5I_GROUP: H5Gclose(ids[i]); break;
+            case H5I_DATATYPE: H5Tclose(ids[i]); break;
+            case H5I_ATTR: H5Aclose(ids[i]); break;
+            default: break;
+            }
+        }
+        free(ids);
+    }
+    H5Fclose(f);
+}
+
+// Weights and AdamW state that a checkpoint may hold: finite, and v >= 0 (it is
+// a running mean of squares). Checked before every write and after every read.
+static int check_state(const char *path, const Checkpoint *c, const char *verb) {
+    const ParamTable *t = &c->w.t;
+    const float *buf[3] = {c->w.params, c->m, c->v};
+    for (int k = 0; k < 3; k++) {
+        if (!buf[k]) continue;
+        for (int i = 0; i < t->n; i++) {
+            const ParamEntry *e = &t->e[i];
+            const float *x = buf[k] + e->offset;
+            int64_t j = ps_first_nonfinite(x, e->numel);
+            if (j >= 0)
+                return ps_err_set("%s: %s a non-finite value (%g) in tensor %s/%s at element %lld",
+                                  path, verb, x[j], e->name, TENSOR_DSETS[k], (long long)j);
+            if (k == 2)
+                for (size_t q = 0; q < e->numel; q++)
+                    if (x[q] < 0)
+                        return ps_err_set(
+                            "%s: %s a negative AdamW second moment (%g) in tensor %s/adam_v at "
+                            "element %zu",
+                            path, verb, x[q], e->name, q);
+        }
+    }
+    return 0;
+}
+
 static double file_bytes(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 ? (double)st.st_size : 0.0;
@@ -530,6 +668,7 @@ static double file_bytes(const char *path) {
 int ckpt_write(const char *path, const Checkpoint *c, CkptIoStats *st) {
     h5_quiet();
     CHECK(c->w.params && c->m && c->v, "ckpt_write needs the master weights, m and v");
+    if (check_state(path, c, "would hold")) return -1;
     double t0 = ps_now();
     g_writes++;
     char tmp[sizeof g_active_tmp];
@@ -554,8 +693,9 @@ int ckpt_write(const char *path, const Checkpoint *c, CkptIoStats *st) {
     ckpt_test_point("create");
     if (write_groups(f, tmp, c, &m)) goto fail;
     herr_t rc = H5Fclose(f);
-    f = -1;
+    if (rc >= 0) f = -1;
     H5_TRY(tmp, rc, "closing (flushing) the file");
+    if (append_trailer(tmp)) goto fail;
     ckpt_test_point("close");
     int fd = open(tmp, O_RDONLY);
     if (fd < 0 || fsync(fd) != 0) {
@@ -578,7 +718,7 @@ int ckpt_write(const char *path, const Checkpoint *c, CkptIoStats *st) {
     }
     return 0;
 fail:
-    if (f >= 0) H5Fclose(f);
+    if (f >= 0) close_all(f);
     H5Eclear2(H5E_DEFAULT);
     unlink(tmp);
     g_tmp_set = 0;
@@ -644,6 +784,16 @@ static int read_meta(hid_t f, const char *path, CkptMeta *m, LlamaConfig *cfg) {
         BAD(path, "checkpoint format version %d; this postshare (%s) reads versions 1 to %d",
             (int)version, PS_VERSION, CKPT_FORMAT_VERSION);
     if (attrs_io(f, path, META_ATTRS, N_META_ATTRS, m, -1)) goto fail;
+    if (ps_bound_count(path, "step", m->step, 0, INT64_MAX, NULL) ||
+        ps_bound_count(path, "tokens_seen", m->tokens_seen, 0, INT64_MAX, NULL) ||
+        ps_bound_count(path, "optim_t", m->optim_t, 0, INT32_MAX, "AdamW's step counter is an int") ||
+        ps_bound_count(path, "/data/shard_offset", m->shard_offset, 0, INT64_MAX, NULL) ||
+        ps_bound_count(path, "/data/global_batch", m->global_batch, 0, INT64_MAX, NULL) ||
+        ps_bound_count(path, "/data/world_size", m->world_size, 0, 1 << 24, NULL) ||
+        ps_bound_count(path, "/data/shuffle", m->shuffle, 0, 1, NULL))
+        goto fail;
+    if (!isfinite(m->lr) || !isfinite(m->elapsed_s))
+        BAD(path, "lr or elapsed_s is not a finite number");
     if (attrs_io(f, path, MODEL_ATTRS, N_MODEL_ATTRS, cfg, -1)) goto fail;
     if (llama_config_validate(cfg)) BAD(path, "invalid model config in /model: %s", ps_err_msg());
     H5_TRY(path, g = H5Gopen2(f, "/rng", H5P_DEFAULT), "opening /rng");
@@ -782,9 +932,7 @@ fail:
     return -1;
 }
 
-int ckpt_read(const char *path, Checkpoint *c, const CkptReadOpts *o, CkptIoStats *st) {
-    static const CkptReadOpts none = {0};
-    if (!o) o = &none;
+static int read_file(const char *path, Checkpoint *c, const CkptReadOpts *o, CkptIoStats *st) {
     memset(c, 0, sizeof *c);
     double t0 = ps_now();
     hid_t f = open_ro(path);
@@ -808,6 +956,7 @@ int ckpt_read(const char *path, Checkpoint *c, const CkptReadOpts *o, CkptIoStat
         c->v = xmalloc(c->w.t.total * sizeof(float));
     }
     if (read_tensors(f, path, c, o)) goto fail;
+    if (check_state(path, c, "holds")) goto fail;
     H5_TRY(path, H5Fclose(f), "closing");
     if (st) {
         st->seconds = ps_now() - t0;
@@ -821,13 +970,152 @@ fail:
     return -1;
 }
 
-int ckpt_read_meta(const char *path, CkptMeta *meta, LlamaConfig *cfg) {
+static int read_meta_file(const char *path, CkptMeta *meta, LlamaConfig *cfg) {
     hid_t f = open_ro(path);
     if (f < 0) return -1;
     int rc = read_meta(f, path, meta, cfg);
     H5Fclose(f);
     H5Eclear2(H5E_DEFAULT);
     return rc;
+}
+
+// ---- reading a file that may be damaged, in a child process
+
+// Records the child sends its parent through a pipe: a dataset checked
+// (REC_DATASET: k, then the ParamEntry and the error text, if any) and the end
+// (REC_END: the read's return code and ps_err).
+enum { REC_DATASET = 1, REC_END = 2 };
+static int g_rec_fd = -1;
+
+static void rec_put(const void *p, size_t n) {
+    const char *b = p;
+    while (n > 0) {
+        ssize_t w = write(g_rec_fd, b, n);
+        if (w <= 0) _exit(3);
+        b += w, n -= (size_t)w;
+    }
+}
+
+static void rec_dataset(void *ctx, const ParamEntry *e, const char *dataset, const char *err) {
+    (void)ctx;
+    int32_t k = 0;
+    while (k < 2 && strcmp(TENSOR_DSETS[k], dataset)) k++;
+    int32_t hdr[3] = {REC_DATASET, k, err ? (int32_t)strlen(err) : -1};
+    rec_put(hdr, sizeof hdr);
+    rec_put(e, sizeof *e);
+    if (err) rec_put(err, strlen(err));
+}
+
+// Read path (the whole checkpoint with o, or only its metadata) in a child
+// process, so that a crash inside libhdf5 on a damaged file ends the child only.
+// With o->each, the child's reports are replayed here. 0 when the child read the
+// file without error; else -1 with ps_err set (the child's error, or that it crashed).
+static int read_isolated(const char *path, const CkptReadOpts *o, int meta_only) {
+    int fds[2];
+    if (pipe(fds) != 0) return ps_err_set("%s: pipe: %s", path, strerror(errno));
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return ps_err_set("%s: fork: %s", path, strerror(errno));
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        g_rec_fd = fds[1];
+        // a sanitizer report about libhdf5 in here is the crash this isolates
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) dup2(null, 2);
+        int rc;
+        if (meta_only) {
+            CkptMeta m;
+            LlamaConfig cfg;
+            rc = read_meta_file(path, &m, &cfg);
+            if (rc == 0) ckpt_meta_free(&m);
+        } else {
+            CkptReadOpts co = {o->optim, o->each ? rec_dataset : NULL, NULL};
+            Checkpoint c;
+            rc = read_file(path, &c, &co, NULL);
+            if (rc == 0) ckpt_free(&c);
+        }
+        const char *msg = rc ? ps_err_msg() : "";
+        int32_t hdr[3] = {REC_END, rc, (int32_t)strlen(msg)};
+        rec_put(hdr, sizeof hdr);
+        rec_put(msg, strlen(msg));
+        _exit(0);  // no atexit handlers: HDF5's would walk the damaged file again
+    }
+    close(fds[1]);
+    size_t len = 0, cap = 1 << 16;
+    char *buf = xmalloc(cap);
+    for (;;) {
+        if (len == cap) buf = xrealloc(buf, cap *= 2);
+        ssize_t r = read(fds[0], buf + len, cap - len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        len += (size_t)r;
+    }
+    close(fds[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    int rc = -2;
+    for (size_t at = 0; at + 12 <= len;) {
+        int32_t hdr[3];
+        memcpy(hdr, buf + at, sizeof hdr);
+        at += sizeof hdr;
+        if (hdr[0] == REC_DATASET && at + sizeof(ParamEntry) <= len) {
+            ParamEntry e;
+            memcpy(&e, buf + at, sizeof e);
+            at += sizeof e;
+            size_t n = hdr[2] > 0 ? (size_t)hdr[2] : 0;
+            if (at + n > len) break;
+            char *err = hdr[2] >= 0 ? xmalloc(n + 1) : NULL;
+            if (err) memcpy(err, buf + at, n), err[n] = 0;
+            at += n;
+            if (o && o->each) o->each(o->ctx, &e, TENSOR_DSETS[hdr[1] >= 0 && hdr[1] < 3 ? hdr[1] : 0], err);
+            free(err);
+        } else if (hdr[0] == REC_END && hdr[2] >= 0 && at + (size_t)hdr[2] <= len) {
+            rc = hdr[1] ? -1 : 0;
+            if (rc) ps_err_set("%.*s", (int)hdr[2], buf + at);
+            break;
+        } else {
+            break;
+        }
+    }
+    free(buf);
+    if (rc == -2) {
+        if (WIFSIGNALED(status))
+            return ps_err_set(
+                "%s: the file is damaged: reading it crashed the HDF5 library (signal %d); it "
+                "fails the whole-file checksum or predates it",
+                path, WTERMSIG(status));
+        return ps_err_set(
+            "%s: the file is damaged: reading it failed inside the HDF5 library (exit status "
+            "%d); it fails the whole-file checksum or predates it",
+            path, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    }
+    return rc;
+}
+
+int ckpt_read(const char *path, Checkpoint *c, const CkptReadOpts *o, CkptIoStats *st) {
+    static const CkptReadOpts none = {0};
+    if (!o) o = &none;
+    memset(c, 0, sizeof *c);
+    if (check_trailer(path) == TRAILER_OK) return read_file(path, c, o, st);
+    double t0 = ps_now();
+    if (read_isolated(path, o, 0) != 0) return -1;
+    // the child read every byte the parent will: the walk is safe now
+    CkptReadOpts quiet = {o->optim, NULL, NULL};
+    int rc = read_file(path, c, o->each ? &quiet : o, st);
+    if (rc == 0 && st) st->seconds = ps_now() - t0;
+    return rc;
+}
+
+int ckpt_read_meta(const char *path, CkptMeta *meta, LlamaConfig *cfg) {
+    memset(meta, 0, sizeof *meta);
+    if (check_trailer(path) != TRAILER_OK && read_isolated(path, NULL, 1) != 0) return -1;
+    return read_meta_file(path, meta, cfg);
 }
 
 void ckpt_meta_free(CkptMeta *m) {

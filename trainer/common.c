@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "common.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -97,6 +98,56 @@ char *xstrdup_at(const char *file, int line, const char *s) {
     char *p = xmalloc_at(file, line, n);
     memcpy(p, s, n);
     return p;
+}
+
+int ps_mul_size(size_t a, size_t b, size_t *out) {
+    return __builtin_mul_overflow(a, b, out) ? -1 : 0;
+}
+
+int ps_add_size(size_t a, size_t b, size_t *out) {
+    return __builtin_add_overflow(a, b, out) ? -1 : 0;
+}
+
+int ps_bound_count(const char *file, const char *key, int64_t v, int64_t lo, int64_t hi,
+                   const char *hint) {
+    if (v >= lo && v <= hi) return 0;
+    return ps_err_set("%s: %s is %lld, out of range [%lld, %lld]%s%s", file, key, (long long)v,
+                      (long long)lo, (long long)hi, hint ? ": " : "", hint ? hint : "");
+}
+
+int64_t ps_first_nonfinite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return (int64_t)i;
+    return -1;
+}
+
+int ps_utf8_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    int len;
+    unsigned cp;
+    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
+    else return 0;
+    if ((size_t)len > n) return 0;
+    for (int i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+int ps_utf8_valid(const char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        int l = ps_utf8_len((const unsigned char *)s + i, n - i);
+        if (!l) return 0;
+        i += (size_t)l;
+    }
+    return 1;
 }
 
 char *ps_read_file(const char *path, size_t *len) {
@@ -331,12 +382,15 @@ uint16_t f32_to_f16(float f) {
     return (uint16_t)h;
 }
 
-uint64_t ps_fnv1a64(uint64_t h, const float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) {
+uint64_t ps_fnv1a64_bytes(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
         uint32_t w;
-        memcpy(&w, &x[i], 4);
+        memcpy(&w, b + i, 4);
         h = (h ^ w) * 0x100000001b3ULL;  // FNV prime
     }
+    for (; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
     return h;
 }
 
@@ -355,4 +409,80 @@ void bf16_to_f32_n(float *dst, const void *src, size_t n) {
 
 void f16_to_f32_n(float *dst, const void *src, size_t n) {
     half_n(dst, src, n, f16_to_f32);
+}
+
+uint64_t ps_fnv1a64(uint64_t h, const float *x, size_t n) {
+    return ps_fnv1a64_bytes(h, x, n * sizeof(float));
+}
+
+int ps_remove_tree(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : ps_err_set("%s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d) return ps_err_set("%s: cannot list: %s", path, strerror(errno));
+        struct dirent *e;
+        int rc = 0;
+        while (rc == 0 && (e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char *p = ps_path_join(path, e->d_name);
+            rc = ps_remove_tree(p);
+            free(p);
+        }
+        closedir(d);
+        if (rc) return -1;
+        if (rmdir(path) != 0) return ps_err_set("%s: cannot remove: %s", path, strerror(errno));
+        return 0;
+    }
+    if (unlink(path) != 0) return ps_err_set("%s: cannot remove: %s", path, strerror(errno));
+    return 0;
+}
+
+static int has_suffix(const char *s, const char *const *suf) {
+    size_t n = strlen(s);
+    for (int i = 0; suf && suf[i]; i++) {
+        size_t m = strlen(suf[i]);
+        if (n >= m && !strcmp(s + n - m, suf[i])) return 1;
+    }
+    return 0;
+}
+
+int ps_dir_replace(const char *fresh, const char *dir, const char *const *drop) {
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        if (rename(fresh, dir) != 0)
+            return ps_err_set("%s: cannot rename %s to it: %s", dir, fresh, strerror(errno));
+        ps_fsync_dir_of(dir);
+        return 0;
+    }
+    if (!S_ISDIR(st.st_mode)) return ps_err_set("%s: exists and is not a directory", dir);
+    DIR *d = opendir(dir);
+    if (!d) return ps_err_set("%s: cannot list: %s", dir, strerror(errno));
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || has_suffix(e->d_name, drop))
+            continue;
+        char *from = ps_path_join(dir, e->d_name), *to = ps_path_join(fresh, e->d_name);
+        if (lstat(to, &st) != 0 && rename(from, to) != 0)
+            rc = ps_err_set("%s: cannot move it into the new %s: %s", from, fresh, strerror(errno));
+        free(from);
+        free(to);
+    }
+    closedir(d);
+    if (rc) return -1;
+    size_t n = strlen(dir) + 32;
+    char *old = xmalloc(n);
+    snprintf(old, n, "%s.old.%d", dir, (int)getpid());
+    if (rename(dir, old) != 0) {
+        rc = ps_err_set("%s: cannot move it aside to %s: %s", dir, old, strerror(errno));
+    } else if (rename(fresh, dir) != 0) {
+        rc = ps_err_set("%s: cannot rename %s to it: %s (the previous version is %s)", dir, fresh,
+                        strerror(errno), old);
+    } else {
+        ps_fsync_dir_of(dir);
+        rc = ps_remove_tree(old);
+    }
+    free(old);
+    return rc;
 }

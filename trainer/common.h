@@ -47,6 +47,25 @@ char *xstrdup_at(const char *file, int line, const char *s);
 #define xfopen(p, m) xfopen_at(__FILE__, __LINE__, (p), (m))
 #define xstrdup(s) xstrdup_at(__FILE__, __LINE__, (s))
 
+// Sizes and counts read from files. Every shape, count or length that comes from
+// a file (or a --set) goes through these before it sizes an allocation or an index:
+// ps_mul_size / ps_add_size: *out = a * b (a + b); 0, or -1 on size_t overflow.
+// ps_bound_count: 0 when lo <= v <= hi, else -1 with ps_err "FILE: KEY is V, out of
+// range [lo, hi]" (file names the file, key the field; hint may be NULL).
+int ps_mul_size(size_t a, size_t b, size_t *out);
+int ps_add_size(size_t a, size_t b, size_t *out);
+int ps_bound_count(const char *file, const char *key, int64_t v, int64_t lo, int64_t hi,
+                   const char *hint);
+
+// The first non-finite value of x[0..n), or -1 when every value is finite.
+int64_t ps_first_nonfinite(const float *x, size_t n);
+
+// UTF-8: the length (1-4) of the valid sequence that starts s[0..n), or 0 when
+// it is malformed (overlong, a surrogate, > U+10FFFF, truncated; n >= 1);
+// ps_utf8_valid: 1 when all of s[0..n) is valid UTF-8.
+int ps_utf8_len(const unsigned char *s, size_t n);
+int ps_utf8_valid(const char *s, size_t n);
+
 // Read a whole file into memory (NUL-terminated for text use). Returns NULL and
 // sets ps_err on failure; *len receives the size in bytes.
 char *ps_read_file(const char *path, size_t *len);
@@ -76,6 +95,19 @@ int ps_fsync_dir_of(const char *path);
 // mkdir -p. Returns 0 or -1 with ps_err set.
 int ps_mkdirs(const char *path);
 
+// Remove a file or a directory tree (rm -rf; symlinks are removed, not followed).
+// 0, or -1 with ps_err set. A missing path is not an error.
+int ps_remove_tree(const char *path);
+
+// Put the complete directory `fresh` (written beside `dir`, on the same file
+// system) in place of `dir`: entries of the old dir that `fresh` lacks are moved
+// over (files a user put there), except the weights files named by `drop`
+// (suffixes, NULL-terminated; stale weights would be read instead), then dir
+// becomes dir.old.<pid>, fresh becomes dir, and the old one is removed. Until
+// the first rename, dir is untouched; after a crash between the two renames
+// the previous version is dir.old.<pid>. 0, or -1 with ps_err set.
+int ps_dir_replace(const char *fresh, const char *dir, const char *const *drop);
+
 // Wall-clock seconds (monotonic).
 double ps_now(void);
 
@@ -86,6 +118,9 @@ char *ps_path_join(const char *dir, const char *name);
 // continuing from h (start with PS_FNV1A64_BASIS): a checksum of weights.
 #define PS_FNV1A64_BASIS 0xcbf29ce484222325ULL
 uint64_t ps_fnv1a64(uint64_t h, const float *x, size_t n);
+// The same over n bytes: 32-bit words in memory order, then the last n % 4 bytes
+// one at a time (stream in pieces whose sizes are multiples of 4).
+uint64_t ps_fnv1a64_bytes(uint64_t h, const void *p, size_t n);
 
 // Deterministic RNG (xorshift64*), used for init, shuffling and tests.
 typedef struct {

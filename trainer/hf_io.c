@@ -20,6 +20,7 @@
 
 #include "checkpoint.h"
 #include "common.h"
+#include "jsonio.h"
 #include "llama2c.h"
 #include "safetensors.h"
 #include "share.h"
@@ -50,8 +51,8 @@ static int cfg_pos_float(const cJSON *root, const char *path, const char *key, f
         *out = def;
         return 0;
     }
-    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0))
-        return ps_err_set("%s: \"%s\" must be a positive number", path, key);
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0) || !isfinite((float)v->valuedouble))
+        return ps_err_set("%s: \"%s\" must be a positive number within float range", path, key);
     *out = (float)v->valuedouble;
     return 0;
 }
@@ -156,14 +157,9 @@ static int read_config(const char *path, LlamaConfig *cfg, int want_shared, char
     size_t len;
     char *txt = ps_read_file(path, &len);
     if (!txt) return -1;
-    cJSON *root = cJSON_ParseWithLength(txt, len);
-    if (!root) {
-        const char *ep = cJSON_GetErrorPtr();
-        long at = (ep && ep >= txt && ep <= txt + len) ? (long)(ep - txt) : -1;
-        free(txt);
-        return ps_err_set("%s: malformed config: not valid JSON (error near byte %ld)", path, at);
-    }
+    cJSON *root = ps_json_parse(txt, len, path);
     free(txt);
+    if (!root) return -1;
     int rc = -1;
     LlamaConfig c;
     memset(&c, 0, sizeof c);
@@ -287,11 +283,32 @@ static int is_inv_freq(const char *name) {
     return strcmp(p, suf) == 0;
 }
 
+// One weight_map entry of a sharded model's index: tensor name -> shard file.
+typedef struct {
+    const char *name, *file;
+    int pos;  // place in the index
+} IndexEntry;
+
+static int cmp_index_name(const void *a, const void *b) {
+    return strcmp(((const IndexEntry *)a)->name, ((const IndexEntry *)b)->name);
+}
+
+static int cmp_index_file(const void *a, const void *b) {
+    const IndexEntry *x = a, *y = b;
+    int c = strcmp(x->file, y->file);
+    return c ? c : x->pos - y->pos;
+}
+
+static int cmp_index_pos(const void *a, const void *b) {
+    return ((const IndexEntry *)a)->pos - ((const IndexEntry *)b)->pos;
+}
+
 typedef struct {
     HostWeights *w;
-    unsigned char *seen;      // [t.n]
-    const cJSON *weight_map;  // sharded only: name -> file
-    int n_processed;          // tensors met in the files (ignored ones included)
+    unsigned char *seen;  // [t.n]
+    IndexEntry *map;      // sharded only: the weight_map sorted by name
+    int n_map;
+    int n_processed;  // tensors met in the files (ignored ones included)
 } LoadCtx;
 
 // Copy every tensor of one safetensors file into the flat buffer.
@@ -303,11 +320,13 @@ static int load_file(LoadCtx *L, const char *path, const char *fname) {
     for (int i = 0; i < f.n; i++) {
         const StTensor *st = &f.t[i];
         L->n_processed++;
-        if (L->weight_map) {
-            const cJSON *m = cJSON_GetObjectItemCaseSensitive(L->weight_map, st->name);
-            if (!cJSON_IsString(m) || strcmp(m->valuestring, fname) != 0) {
+        if (L->map) {
+            IndexEntry key = {st->name, NULL, 0};
+            const IndexEntry *m =
+                bsearch(&key, L->map, (size_t)L->n_map, sizeof key, cmp_index_name);
+            if (!m || strcmp(m->file, fname) != 0) {
                 ps_err_set("%s: tensor '%s' is in this shard but the index maps it to %s", path,
-                           st->name, cJSON_IsString(m) ? m->valuestring : "no file");
+                           st->name, m ? m->file : "no file");
                 goto fail;
             }
         }
@@ -346,6 +365,27 @@ fail:
     return -1;
 }
 
+static double file_size(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 ? (double)st.st_size : 0;
+}
+
+// The weights buffer, once the files are known to be big enough for the config's
+// model (at 2 bytes a parameter, the smallest dtype we read): a config.json that
+// lies about its shape fails here instead of asking for a huge allocation. (Small
+// models skip this check: the per-tensor checks then name the tensor that is off.)
+#define PRECHECK_BYTES (64.0 * 1024 * 1024)
+static int alloc_params(HostWeights *w, double have, const char *files) {
+    double need = 2.0 * (double)w->t.total;
+    if (have < need && need > PRECHECK_BYTES)
+        return ps_err_set(
+            "%s: the safetensors files hold %.0f bytes but config.json describes a model of "
+            "%zu parameters (at least %.0f bytes): the config does not match the weights",
+            files, have, w->t.total, need);
+    w->params = xmalloc(sizeof(float) * w->t.total);
+    return 0;
+}
+
 // hf_load (want_shared 0) and hf_load_shared (1): the same strict loading, of
 // the full table or of the compact one the folder's plan implies.
 static int load_dir(const char *dir, HostWeights *w, int want_shared) {
@@ -356,7 +396,8 @@ static int load_dir(const char *dir, HostWeights *w, int want_shared) {
     char *index = ps_path_join(dir, "model.safetensors.index.json");
     char *index_txt = NULL;
     cJSON *index_root = NULL;
-    LoadCtx L = {w, NULL, NULL, 0};
+    LoadCtx L = {w, NULL, NULL, 0, 0};
+    IndexEntry *shards = NULL;
     int rc = -1;
     LlamaConfig cfg;
     if (!is_file(cfg_path)) {
@@ -379,25 +420,34 @@ static int load_dir(const char *dir, HostWeights *w, int want_shared) {
     } else {
         param_table_build(&w->t, &cfg);
     }
-    w->params = xmalloc(sizeof(float) * w->t.total);
     L.seen = xcalloc((size_t)w->t.n, 1);
     const char *where;  // for "missing" messages
     if (is_file(single)) {
         where = single;
-        if (load_file(&L, single, "model.safetensors") != 0) goto done;
+        if (alloc_params(w, file_size(single), single) != 0 ||
+            load_file(&L, single, "model.safetensors") != 0)
+            goto done;
     } else if (is_file(index)) {
         where = index;
         size_t len;
         index_txt = ps_read_file(index, &len);
         if (!index_txt) goto done;
-        index_root = cJSON_ParseWithLength(index_txt, len);
+        index_root = ps_json_parse(index_txt, len, index);
+        if (!index_root) goto done;
         const cJSON *wm = cJSON_GetObjectItemCaseSensitive(index_root, "weight_map");
         if (!cJSON_IsObject(wm)) {
-            ps_err_set("%s: malformed index: %s", index,
-                       index_root ? "no \"weight_map\" object" : "not valid JSON");
+            ps_err_set("%s: malformed index: no \"weight_map\" object", index);
             goto done;
         }
-        L.weight_map = wm;
+        // The index lists each tensor once (ps_json_parse refuses duplicate keys),
+        // plus at most one RoPE buffer per layer and a tied copy of lm_head.
+        int n_map = cJSON_GetArraySize(wm), most = 2 * w->t.n + 2;
+        if (n_map > most) {
+            ps_err_set("%s: weight_map lists %d tensors; a model with this config has at most %d",
+                       index, n_map, most);
+            goto done;
+        }
+        L.map = xmalloc(sizeof *L.map * (size_t)(n_map ? n_map : 1));
         // Check every shard name before reading anything.
         for (const cJSON *m = wm->child; m; m = m->next) {
             if (!cJSON_IsString(m) || bad_file_name(m->valuestring)) {
@@ -405,23 +455,40 @@ static int load_dir(const char *dir, HostWeights *w, int want_shared) {
                            m->string);
                 goto done;
             }
-            char *shard = ps_path_join(dir, m->valuestring);
+            L.map[L.n_map] = (IndexEntry){m->string, m->valuestring, L.n_map};
+            L.n_map++;
+        }
+        // Each distinct shard once, in order of first mention (sort by file, keep the
+        // first of each run, back to index order).
+        shards = xmalloc(sizeof *shards * (size_t)(n_map ? n_map : 1));
+        memcpy(shards, L.map, sizeof *shards * (size_t)n_map);
+        qsort(shards, (size_t)n_map, sizeof *shards, cmp_index_file);
+        int n_shards = 0;
+        for (int i = 0; i < n_map; i++)
+            if (i == 0 || strcmp(shards[i].file, shards[i - 1].file) != 0)
+                shards[n_shards++] = shards[i];
+        qsort(shards, (size_t)n_shards, sizeof *shards, cmp_index_pos);
+        for (int i = 0; i < n_shards; i++) {
+            char *shard = ps_path_join(dir, shards[i].file);
             int ok = is_file(shard);
             free(shard);
             if (!ok) {
-                ps_err_set("%s: weight_map puts '%s' in %s, which does not exist", index, m->string,
-                           m->valuestring);
+                ps_err_set("%s: weight_map puts '%s' in %s, which does not exist", index,
+                           shards[i].name, shards[i].file);
                 goto done;
             }
         }
-        // Load each distinct shard once, in order of first mention.
-        for (const cJSON *m = wm->child; m; m = m->next) {
-            int first = 1;
-            for (const cJSON *p = wm->child; p != m; p = p->next)
-                if (strcmp(p->valuestring, m->valuestring) == 0) first = 0;
-            if (!first) continue;
-            char *shard = ps_path_join(dir, m->valuestring);
-            int r = load_file(&L, shard, m->valuestring);
+        double have = 0;
+        for (int i = 0; i < n_shards; i++) {
+            char *shard = ps_path_join(dir, shards[i].file);
+            have += file_size(shard);
+            free(shard);
+        }
+        if (alloc_params(w, have, index) != 0) goto done;
+        qsort(L.map, (size_t)n_map, sizeof *L.map, cmp_index_name);
+        for (int i = 0; i < n_shards; i++) {
+            char *shard = ps_path_join(dir, shards[i].file);
+            int r = load_file(&L, shard, shards[i].file);
             free(shard);
             if (r != 0) goto done;
         }
@@ -444,15 +511,17 @@ static int load_dir(const char *dir, HostWeights *w, int want_shared) {
             goto done;
         }
     }
-    if (L.weight_map && L.n_processed != cJSON_GetArraySize(L.weight_map)) {
-        ps_err_set("%s: the index lists %d tensors but the shards hold %d", index,
-                   cJSON_GetArraySize(L.weight_map), L.n_processed);
+    if (L.map && L.n_processed != L.n_map) {
+        ps_err_set("%s: the index lists %d tensors but the shards hold %d", index, L.n_map,
+                   L.n_processed);
         goto done;
     }
     rc = 0;
 done:
     if (rc != 0) host_weights_free(w);
     free(L.seen);
+    free(L.map);
+    free(shards);
     cJSON_Delete(index_root);
     free(index_txt);
     free(cfg_path);
@@ -498,7 +567,8 @@ void hf_json_add_shape(cJSON *o, const LlamaConfig *c) {
     cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
 }
 
-int hf_save(const char *dir, const HostWeights *w, const char *dtype) {
+// Write a complete export into the fresh directory dir (hf_save below).
+static int write_export(const char *dir, const HostWeights *w, const char *dtype) {
     StDtype dt;
     const char *torch_dtype;
     if (!strcmp(dtype, "float32") || !strcmp(dtype, "f32") || !strcmp(dtype, "fp32")) {
@@ -516,11 +586,6 @@ int hf_save(const char *dir, const HostWeights *w, const char *dtype) {
     int rc = -1;
     cJSON *root = NULL;
     char *txt = NULL;
-    // No config.json until the matching weights are complete.
-    if (unlink(cfg_path) != 0 && errno != ENOENT) {
-        ps_err_set("%s: cannot remove the old config: %s", cfg_path, strerror(errno));
-        goto done;
-    }
     const ParamTable *t = &w->t;
     StWriteTensor *wt = xcalloc((size_t)t->n, sizeof *wt);
     hf_tensor_list(w, dt, wt);
@@ -575,6 +640,27 @@ done:
     return rc;
 }
 
+// The export is written beside dir (dir.tmp.<pid>) and swapped in only when it is
+// complete: a failed save (a full disk) leaves the previous model/ as it was.
+int hf_save(const char *dir, const HostWeights *w, const char *dtype) {
+    size_t n = strlen(dir) + 32;
+    char *tmp = xmalloc(n);
+    snprintf(tmp, n, "%s.tmp.%d", dir, (int)getpid());
+    static const char *const weights[] = {".safetensors", ".safetensors.index.json", NULL};
+    int rc = ps_remove_tree(tmp);
+    if (rc == 0) rc = write_export(tmp, w, dtype);
+    if (rc != 0) {
+        char msg[2048];
+        snprintf(msg, sizeof msg, "%s", ps_err_msg());
+        ps_remove_tree(tmp);
+        ps_err_set("%s (the previous %s, if any, is unchanged)", msg, dir);
+    } else {
+        rc = ps_dir_replace(tmp, dir, weights);
+    }
+    free(tmp);
+    return rc;
+}
+
 // ---------------------------------------------------------------------------
 // spec dispatch
 
@@ -607,7 +693,7 @@ int model_load_any(const char *spec, HostWeights *w) {
     return 0;
 }
 
-int model_load_any_shared(const char *spec, HostWeights *w) {
+static int load_any(const char *spec, HostWeights *w) {
     memset(w, 0, sizeof *w);
     if (strncmp(spec, "hf:", 3) == 0) return hf_load(spec + 3, w);
     if (strncmp(spec, "shared:", 7) == 0) return hf_load_shared(spec + 7, w);
@@ -627,4 +713,22 @@ int model_load_any_shared(const char *spec, HostWeights *w) {
         "%s: cannot tell the model format: expected an HF folder, a llama2.c "
         ".bin file or a checkpoint .h5; prefix hf:, llama2c: or ckpt: to choose",
         spec);
+}
+
+// Every format goes through here: weights that are NaN or Inf are refused where
+// they enter (eval printed "val loss nan", match picked the NaN head, share
+// dropped it without a word).
+int model_load_any_shared(const char *spec, HostWeights *w) {
+    if (load_any(spec, w) != 0) return -1;
+    for (int i = 0; i < w->t.n; i++) {
+        const ParamEntry *e = &w->t.e[i];
+        int64_t j = ps_first_nonfinite(w->params + e->offset, e->numel);
+        if (j >= 0) {
+            ps_err_set("%s: tensor %s holds a non-finite value (%g) at element %lld", spec, e->name,
+                       w->params[e->offset + (size_t)j], (long long)j);
+            host_weights_free(w);
+            return -1;
+        }
+    }
+    return 0;
 }

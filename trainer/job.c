@@ -54,6 +54,7 @@ typedef struct {
 } JobKey;
 
 #define FIELD(f) offsetof(JobConfig, f), sizeof(((JobConfig *)0)->f)
+#define JOB_LIST_MAX 16  // items in a list value (YAML or --set)
 
 // clang-format off
 static const JobKey KEYS[] = {
@@ -353,8 +354,10 @@ static int set_value(const Ctx *c, int line, JobConfig *cfg, int i, const char *
     if (items && k->type == JT_STRING && (k->flags & JK_STRLIST)) {
         size_t n = 0;
         joined[0] = 0;
-        for (int j = 0; j < n_items && n < sizeof joined; j++)
+        for (int j = 0; j < n_items; j++) {
             n += (size_t)snprintf(joined + n, sizeof joined - n, "%s%s", j ? "," : "", items[j]);
+            if (n >= sizeof joined) return fail(c, line, "%s: list too long", k->key);
+        }
         text = joined, items = NULL;
     }
     if (items) return fail(c, line, "%s: expected %s, got a list", k->key, type_name(k->type));
@@ -644,8 +647,11 @@ static int walk(Ctx *c, yaml_document_t *doc, yaml_node_t *map, const char *pref
             if (vn->type == YAML_SEQUENCE_NODE) {
                 yaml_node_item_t *it = vn->data.sequence.items.start;
                 int n = (int)(vn->data.sequence.items.top - it);
-                const char *items[16];  // set_value reads them only when the count is right
-                for (int j = 0; j < n && j < 16; j++) {
+                const char *items[JOB_LIST_MAX];
+                if (n > JOB_LIST_MAX)
+                    return fail(c, vline, "%s: a list of %d items; at most %d", path, n,
+                                JOB_LIST_MAX);
+                for (int j = 0; j < n; j++) {
                     yaml_node_t *e = yaml_document_get_node(doc, it[j]);
                     if (e->type != YAML_SCALAR_NODE)
                         return fail(c, line_of(e), "%s: expected %s, got a nested %s", path,
@@ -675,9 +681,43 @@ static int walk(Ctx *c, yaml_document_t *doc, yaml_node_t *map, const char *pref
     return 0;
 }
 
+// Bounds on a config's shape, checked on libyaml's event stream before the
+// document is built: libyaml takes quadratic time on deep nesting (40,000 levels:
+// 53 s), and a job is a shallow mapping of a few dozen keys.
+#define JOB_YAML_DEPTH 32
+#define JOB_YAML_EVENTS 100000
+
+static int check_yaml_shape(Ctx *c, const char *text) {
+    yaml_parser_t p;
+    CHECK(yaml_parser_initialize(&p), "libyaml: cannot initialize the parser");
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, strlen(text));
+    int rc = 0, depth = 0;
+    for (long events = 0;; events++) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&p, &ev)) break;  // yaml_parser_load reports the syntax error
+        int line = (int)ev.start_mark.line + 1;
+        yaml_event_type_t ty = ev.type;
+        yaml_event_delete(&ev);
+        if (ty == YAML_MAPPING_START_EVENT || ty == YAML_SEQUENCE_START_EVENT) depth++;
+        if (ty == YAML_MAPPING_END_EVENT || ty == YAML_SEQUENCE_END_EVENT) depth--;
+        if (depth > JOB_YAML_DEPTH) {
+            rc = fail(c, line, "nested deeper than %d levels: not a job config", JOB_YAML_DEPTH);
+            break;
+        }
+        if (events > JOB_YAML_EVENTS) {
+            rc = fail(c, line, "more than %d YAML nodes: not a job config", JOB_YAML_EVENTS);
+            break;
+        }
+        if (ty == YAML_STREAM_END_EVENT) break;
+    }
+    yaml_parser_delete(&p);
+    return rc;
+}
+
 static int parse_yaml(Ctx *c, const char *text, JobConfig *cfg) {
     yaml_parser_t parser;
     yaml_document_t doc;
+    if (check_yaml_shape(c, text)) return -1;
     CHECK(yaml_parser_initialize(&parser), "libyaml: cannot initialize the parser");
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, strlen(text));
     if (!yaml_parser_load(&parser, &doc)) {
@@ -736,14 +776,15 @@ static int apply_override(Ctx *c, int origin, JobConfig *cfg, const char *a) {
         if (n >= 2 && s[0] == '[' && s[n - 1] == ']') s++, n -= 2;
         memcpy(buf, s, n);
         buf[n] = 0;
-        const char *items[17];
+        const char *items[JOB_LIST_MAX];
         int ni = 0;
         char *p = buf;
         if (n) {
             for (;;) {
                 char *comma = strchr(p, ',');
-                if (ni < 17) items[ni] = p;
-                ni++;
+                if (ni == JOB_LIST_MAX)
+                    return fail(c, origin, "%s: a list of more than %d items", key, JOB_LIST_MAX);
+                items[ni++] = p;
                 if (!comma) break;
                 *comma = 0;
                 p = comma + 1;

@@ -1,6 +1,7 @@
 // params.c: builds the parameter table (names, shapes, offsets) from a config.
 #include "params.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,8 +23,30 @@ int llama_config_validate(const LlamaConfig *c) {
         return ps_err_set("model.vocab_size must be > 0 (got %d)", c->vocab_size);
     if (c->max_seq_len <= 0)
         return ps_err_set("model.max_seq_len must be > 0 (got %d)", c->max_seq_len);
-    if (!(c->rope_theta > 0)) return ps_err_set("model.rope_theta must be > 0");
-    if (!(c->norm_eps > 0)) return ps_err_set("model.norm_eps must be > 0");
+    if (!(c->rope_theta > 0) || !isfinite(c->rope_theta))
+        return ps_err_set("model.rope_theta must be a finite number > 0 (got %g)", c->rope_theta);
+    if (!(c->norm_eps > 0) || !isfinite(c->norm_eps))
+        return ps_err_set("model.norm_eps must be a finite number > 0 (got %g)", c->norm_eps);
+    const struct {
+        const char *key;
+        int v, hi;
+    } b[] = {{"model.dim", c->dim, PS_MAX_DIM},
+             {"model.n_layers", c->n_layers, PS_MAX_LAYERS},
+             {"model.n_heads", c->n_heads, PS_MAX_HEADS},
+             {"model.ffn_dim", c->ffn_dim, PS_MAX_FFN},
+             {"model.vocab_size", c->vocab_size, PS_MAX_VOCAB}};
+    for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
+        if (b[i].v > b[i].hi)
+            return ps_err_set("%s is %d, above the supported maximum %d", b[i].key, b[i].v,
+                              b[i].hi);
+    // every factor is bounded above, so these fit in uint64
+    uint64_t C = (uint64_t)c->dim, F = (uint64_t)c->ffn_dim, V = (uint64_t)c->vocab_size;
+    uint64_t kvd = (uint64_t)c->n_kv_heads * (uint64_t)cfg_head_dim(c);
+    uint64_t layer = C * (2 * C + 2 * kvd + 3 * F + 2);
+    uint64_t total = (uint64_t)c->n_layers * layer + V * C * (c->tie_embeddings ? 1 : 2) + C;
+    if (total > PS_MAX_PARAMS)
+        return ps_err_set("the model would have %llu parameters, above the supported maximum %llu",
+                          (unsigned long long)total, (unsigned long long)PS_MAX_PARAMS);
     return 0;
 }
 
@@ -54,9 +77,10 @@ static void build(ParamTable *t, const LlamaConfig *cfg, ShareLayout *shared) {
     t->shared = shared;
     int L = cfg->n_layers, C = cfg->dim, F = cfg->ffn_dim, V = cfg->vocab_size;
     int hd = cfg_head_dim(cfg), G = cfg->n_heads / cfg->n_kv_heads;
-    t->e = xcalloc((size_t)(3 + 9 * L), sizeof(ParamEntry));
+    // L <= PS_MAX_LAYERS (validated above): the counts below fit in int
+    t->e = xcalloc(3 + 9 * (size_t)L, sizeof(ParamEntry));
     t->layer_idx = xmalloc(sizeof(int) * (size_t)L * P_NUM_KINDS);
-    for (int i = 0; i < L * P_NUM_KINDS; i++) t->layer_idx[i] = -1;
+    for (size_t i = 0; i < (size_t)L * P_NUM_KINDS; i++) t->layer_idx[i] = -1;
     char nm[96];
     t->embed = t->n;
     add(t, P_EMBED, -1, "model.embed_tokens.weight", V, C);

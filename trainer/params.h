@@ -41,7 +41,20 @@ static inline int cfg_head_dim(const LlamaConfig *c) {
     return c->dim / c->n_heads;
 }
 
+// Upper bounds on a model's shape (every reader of a shape from a file applies
+// them through llama_config_validate before anything is allocated): well above
+// every released LLaMA (405B: C 16384, F 53248, L 126, nh 128, V 128256), low
+// enough that every product of two of them fits in int64 and a count of units
+// (L x nkv) or table entries (9 L + 3) in int.
+#define PS_MAX_DIM 65536
+#define PS_MAX_FFN (1 << 20)
+#define PS_MAX_LAYERS 1024
+#define PS_MAX_HEADS 1024
+#define PS_MAX_VOCAB (1 << 24)
+#define PS_MAX_PARAMS (1ULL << 40)  // 4 TiB of fp32
+
 // Validate a config; returns 0 or -1 with ps_err set (names the bad field).
+// Also bounds the shape (PS_MAX_*) and the parameter count.
 int llama_config_validate(const LlamaConfig *c);
 
 // Kinds of tensors, so that modules can ask "which one is this" without parsing names.

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "jsonio.h"
 
 // ---------------------------------------------------------------------------
 // dtypes
@@ -224,19 +225,11 @@ int st_open(const char *path, StFile *f) {
     f->data = (uint8_t *)m + 8 + hlen;
     f->data_len = size - 8 - (size_t)hlen;
 
-    const char *hdr = (const char *)p + 8, *endp = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &endp, 0);
-    int bad_tail = 0;
-    if (root && endp) {  // only padding may follow the JSON value
-        for (const char *q = endp; q < hdr + hlen; q++)
-            if (*q != ' ' && *q != '\n' && *q != '\r' && *q != '\t' && *q != 0) bad_tail = 1;
-    }
-    if (!root || bad_tail) {
-        ps_err_set(
-            "%s: header (%llu bytes) is not valid JSON: not a safetensors file or "
-            "corrupted",
-            path, (unsigned long long)hlen);
-        cJSON_Delete(root);
+    // only padding may follow the JSON value
+    char what[1100];
+    snprintf(what, sizeof what, "%s: header (%llu bytes)", path, (unsigned long long)hlen);
+    cJSON *root = ps_json_parse((const char *)p + 8, (size_t)hlen, what);
+    if (!root) {
         st_close(f);
         return -1;
     }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "jsonio.h"
 
 // ---------------------------------------------------------------------------
 // match functions
@@ -442,11 +443,11 @@ int share_plan_read(const char *path, SharePlan *p) {
 
 int share_plan_parse(const char *json, const char *path, SharePlan *p) {
     memset(p, 0, sizeof *p);
-    cJSON *root = cJSON_Parse(json);
+    cJSON *root = ps_json_parse(json, strlen(json), path);
     int rc = -1, *src = NULL, *entry_of = NULL;
+    if (!root) goto done;
     if (!cJSON_IsObject(root)) {
-        ps_err_set("%s: not a sharing plan: %s", path,
-                   root ? "not a JSON object" : "not valid JSON");
+        ps_err_set("%s: not a sharing plan: not a JSON object", path);
         goto done;
     }
     static const char *const keys[] = {"format",   "version", "model",  "fingerprint",
