@@ -19,6 +19,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -765,9 +766,121 @@ static void test_resume_check(void) {
     loader_close(L0);
 }
 
+// ---------------------------------------------------------------------------
+// Hostile state (issue 12): NaN/Inf or a negative v never written or read;
+// out-of-range counters refused; a write on a full disk fails cleanly.
+
+// Overwrite one float of a dataset (in place, through HDF5).
+static void h5_poke(const char *path, const char *dset, float x) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, dset, H5P_DEFAULT), sp = H5Dget_space(d);
+    hsize_t dims[2], start[2] = {0, 0}, one[2] = {1, 1};
+    int nd = H5Sget_simple_extent_dims(sp, dims, NULL);
+    H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, one, NULL);
+    hid_t ms = H5Screate_simple(nd, one, NULL);
+    CHECK(H5Dwrite(d, H5T_NATIVE_FLOAT, ms, sp, H5P_DEFAULT, &x) >= 0, "poke %s", dset);
+    H5Sclose(ms);
+    H5Sclose(sp);
+    H5Dclose(d);
+    H5Fclose(f);
+}
+
+static void test_ckpt_state(void) {
+    Checkpoint a, b;
+    LlamaConfig cfg = small_cfg(1);
+    make_ckpt(&a, &cfg, 5, NULL);
+    const char *good = tp("state_good.h5"), *p = tp("state_bad.h5");
+    CkptReadOpts all = {.optim = 1};
+    // never written: non-finite weights or moments, negative v
+    const char *name = a.w.t.e[3].name;
+    size_t at = a.w.t.e[3].offset + 5;
+    float keep = a.w.params[at];
+    a.w.params[at] = NAN;
+    EXPECT_FAIL(ckpt_write(p, &a, NULL), p, name, "master", "non-finite");
+    a.w.params[at] = keep;
+    a.m[at] = INFINITY;
+    EXPECT_FAIL(ckpt_write(p, &a, NULL), p, name, "adam_m", "non-finite");
+    a.m[at] = 0;
+    a.v[at] = -1e-3f;
+    EXPECT_FAIL(ckpt_write(p, &a, NULL), p, name, "adam_v", "negative");
+    a.v[at] = 0;
+    T_CHECK(access(p, F_OK) != 0, "a refused checkpoint was written");
+    T_CHECK(ckpt_write(good, &a, NULL) == 0, "%s", ps_err_msg());
+    // ... nor read (inspect said "every checksum ok"; resume wrote NaN checkpoints)
+    char ds[256];
+    snprintf(ds, sizeof ds, "/params/%s/master", name);
+    copy_file(good, p);
+    h5_poke(p, ds, NAN);
+    EXPECT_FAIL(ckpt_read(p, &b, &all, NULL), p, name, "non-finite");
+    snprintf(ds, sizeof ds, "/params/%s/adam_v", name);
+    copy_file(good, p);
+    h5_poke(p, ds, -2.0f);
+    EXPECT_FAIL(ckpt_read(p, &b, &all, NULL), p, name, "negative AdamW second moment");
+    const struct {
+        const char *obj, *attr;
+        int64_t v;
+    } bad[] = {{"/", "step", -5},
+               {"/", "tokens_seen", -1},
+               {"/", "optim_t", 1LL << 40},
+               {"/", "optim_t", -1},
+               {"/data", "world_size", -2}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        copy_file(good, p);
+        h5_set_int_attr(p, bad[i].obj, bad[i].attr, bad[i].v);
+        EXPECT_FAIL(ckpt_read(p, &b, &all, NULL), p, bad[i].attr, "out of range");
+        CkptMeta m;
+        LlamaConfig c2;
+        EXPECT_FAIL(ckpt_read_meta(p, &m, &c2), p, bad[i].attr, "out of range");
+    }
+    // the good one reads back, and carries the whole-file checksum trailer
+    T_CHECK(ckpt_read(good, &b, &all, NULL) == 0, "%s", ps_err_msg());
+    ckpt_free(&b);
+    size_t n;
+    char *bytes = slurp(good, &n);
+    T_CHECK(
+        n > 32 && !memcmp(bytes + n - 32, "PSCKSUM1", 8) && !memcmp(bytes + n - 8, "PSCKEND!", 8),
+        "no checksum trailer");
+    free(bytes);
+    ckpt_free(&a);
+}
+
+// A write that fails half way (the disk full: here RLIMIT_FSIZE) must report the
+// error and leave no temp file, and the process must then exit cleanly (HDF5's
+// exit handler crashed on the file it could not close).
+static void test_ckpt_disk_full(void) {
+    const char *p = tp("disk_full.h5");
+    for (rlim_t lim = 4096; lim <= 16384; lim *= 4) {
+        fflush(stdout);
+        pid_t pid = fork();
+        CHECK(pid >= 0, "fork");
+        if (pid == 0) {
+            signal(SIGXFSZ, SIG_IGN);
+            struct rlimit rl = {lim, lim};
+            setrlimit(RLIMIT_FSIZE, &rl);
+            Checkpoint a;
+            LlamaConfig cfg = small_cfg(1);
+            make_ckpt(&a, &cfg, 6, NULL);
+            int rc = ckpt_write(p, &a, NULL);
+            int ok = rc == -1 && strstr(ps_err_msg(), "File too large") != NULL;
+            if (!ok) fprintf(stderr, "child: rc %d: %s\n", rc, ps_err_msg());
+            ckpt_free(&a);
+            exit(ok ? 0 : 2);
+        }
+        int st;
+        waitpid(pid, &st, 0);
+        T_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "limit %lu: the writer %s %d",
+                (unsigned long)lim, WIFSIGNALED(st) ? "died of signal" : "exited with",
+                WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+        char tmp[4300];
+        snprintf(tmp, sizeof tmp, "%s.tmp.%d", p, (int)pid);
+        T_CHECK(access(tmp, F_OK) != 0 && access(p, F_OK) != 0, "a file was left behind");
+    }
+}
+
 int main(void) {
     const char *tmpdir = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/ps_test_checkpoint_XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+    snprintf(g_dir, sizeof g_dir, "%s/ps_test_checkpoint_XXXXXX",
+             tmpdir && *tmpdir ? tmpdir : "/tmp");
     CHECK(mkdtemp(g_dir), "mkdtemp");
     test_roundtrip();
     test_layout();
@@ -778,6 +891,8 @@ int main(void) {
     test_metrics_resume();
     test_resume_diff();
     test_resume_check();
+    test_ckpt_state();
+    test_ckpt_disk_full();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     if (!t_failed && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);

@@ -2,9 +2,7 @@
 // bug found by fuzzing: each input here once crashed, hung, allocated absurdly or
 // was silently accepted, and must now fail with a message naming the file and the
 // problem. (tests/fuzz/ holds the fuzz harnesses and their regression corpora.)
-#define _XOPEN_SOURCE 700
-#include <ftw.h>
-#include <hdf5.h>
+#define _XOPEN_SOURCE 700  // mkdtemp
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -12,7 +10,6 @@
 #include <stdint.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
 #include "common.h"
 #include "hf_io.h"
 #include "job.h"
@@ -24,23 +21,17 @@
 
 static char g_tmp[4096];
 
-static char *tpath(const char *rel) {
-    static char buf[8][4200];
+// g_tmp/rel; the last 8 results stay valid
+static const char *tpath(const char *rel) {
+    static char *ring[8];
     static int k;
     k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", g_tmp, rel);
-    return buf[k];
-}
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
+    free(ring[k]);
+    return ring[k] = ps_path_join(g_tmp, rel);
 }
 
 static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = xfopen(path, "wb");
-    CHECK(fwrite(data, 1, n, f) == n, "write %s", path);
-    fclose(f);
+    CHECK(ps_write_file_atomic(path, data, n) == 0, "%s", ps_err_msg());
 }
 
 static void write_text(const char *path, const char *s) {
@@ -324,176 +315,34 @@ static void test_tokenizers(void) {
 }
 
 // ---------------------------------------------------------------------------
-// 5. HDF5 checkpoints: damage never crashes the reader; a failed write leaves
-// nothing open. 6. non-finite or out-of-range state is refused on write and read.
-
-static LlamaConfig tiny_cfg(void) {
-    return (LlamaConfig){.dim = 8,
-                         .n_layers = 2,
-                         .n_heads = 2,
-                         .n_kv_heads = 1,
-                         .ffn_dim = 16,
-                         .vocab_size = 16,
-                         .max_seq_len = 8,
-                         .rope_theta = 10000.0f,
-                         .norm_eps = 1e-5f,
-                         .tie_embeddings = 1};
-}
-
-static void make_ckpt(Checkpoint *c) {
-    memset(c, 0, sizeof *c);
-    LlamaConfig cfg = tiny_cfg();
-    param_table_build(&c->w.t, &cfg);
-    size_t n = c->w.t.total;
-    c->w.params = xmalloc(n * 4);
-    c->m = xmalloc(n * 4);
-    c->v = xmalloc(n * 4);
-    for (size_t i = 0; i < n; i++)
-        c->w.params[i] = 0.01f * (float)(i % 97), c->m[i] = -0.001f * (float)(i % 13),
-        c->v[i] = 1e-6f * (float)(i % 7);
-    c->meta.step = 10;
-    c->meta.optim_t = 10;
-    c->meta.config_yaml = xstrdup("run: {name: x}\n");
-}
-
-// Overwrite one float of a dataset (in place, through HDF5).
-static void h5_poke(const char *path, const char *dset, float x) {
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    hid_t d = H5Dopen2(f, dset, H5P_DEFAULT), sp = H5Dget_space(d);
-    hsize_t dims[2], start[2] = {0, 0}, one[2] = {1, 1};
-    int nd = H5Sget_simple_extent_dims(sp, dims, NULL);
-    H5Sselect_hyperslab(sp, H5S_SELECT_SET, start, NULL, one, NULL);
-    hid_t ms = H5Screate_simple(nd, one, NULL);
-    CHECK(H5Dwrite(d, H5T_NATIVE_FLOAT, ms, sp, H5P_DEFAULT, &x) >= 0, "poke %s", dset);
-    H5Sclose(ms);
-    H5Sclose(sp);
-    H5Dclose(d);
-    H5Fclose(f);
-}
-
-static void h5_set_i64(const char *path, const char *obj, const char *name, int64_t v) {
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    CHECK(H5Adelete_by_name(f, obj, name, H5P_DEFAULT) >= 0, "delete %s", name);
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a =
-        H5Acreate_by_name(f, obj, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    CHECK(a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0, "write %s", name);
-    H5Aclose(a);
-    H5Sclose(sp);
-    H5Fclose(f);
-}
-
-static void copy_file(const char *from, const char *to) {
-    size_t n;
-    char *b = ps_read_file(from, &n);
-    CHECK(b, "%s", ps_err_msg());
-    write_bytes(to, b, n);
-    free(b);
-}
-
-static void test_ckpt_state(void) {
-    Checkpoint a, b;
-    make_ckpt(&a);
-    const char *good = tpath("good.h5"), *p = tpath("bad.h5");
-    CkptReadOpts all = {.optim = 1};
-    // never written: non-finite weights or moments, negative v
-    const char *name = a.w.t.e[3].name;
-    size_t at = a.w.t.e[3].offset + 5;
-    float keep = a.w.params[at];
-    a.w.params[at] = NAN;
-    EXPECT_FAIL(ckpt_write(p, &a, NULL), p, name, "master", "non-finite");
-    a.w.params[at] = keep;
-    a.m[at] = INFINITY;
-    EXPECT_FAIL(ckpt_write(p, &a, NULL), p, name, "adam_m", "non-finite");
-    a.m[at] = 0;
-    a.v[at] = -1e-3f;
-    EXPECT_FAIL(ckpt_write(p, &a, NULL), p, name, "adam_v", "negative");
-    a.v[at] = 0;
-    T_CHECK(access(p, F_OK) != 0, "a refused checkpoint was written");
-    T_CHECK(ckpt_write(good, &a, NULL) == 0, "%s", ps_err_msg());
-    // ... nor read (inspect said "every checksum ok"; resume wrote NaN checkpoints)
-    char ds[256];
-    snprintf(ds, sizeof ds, "/params/%s/master", name);
-    copy_file(good, p);
-    h5_poke(p, ds, NAN);
-    EXPECT_FAIL(ckpt_read(p, &b, &all, NULL), p, name, "non-finite");
-    snprintf(ds, sizeof ds, "/params/%s/adam_v", name);
-    copy_file(good, p);
-    h5_poke(p, ds, -2.0f);
-    EXPECT_FAIL(ckpt_read(p, &b, &all, NULL), p, name, "negative AdamW second moment");
-    const struct {
-        const char *obj, *attr;
-        int64_t v;
-    } bad[] = {{"/", "step", -5},
-               {"/", "tokens_seen", -1},
-               {"/", "optim_t", 1LL << 40},
-               {"/", "optim_t", -1},
-               {"/data", "world_size", -2}};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        copy_file(good, p);
-        h5_set_i64(p, bad[i].obj, bad[i].attr, bad[i].v);
-        EXPECT_FAIL(ckpt_read(p, &b, &all, NULL), p, bad[i].attr, "out of range");
-        CkptMeta m;
-        LlamaConfig cfg;
-        EXPECT_FAIL(ckpt_read_meta(p, &m, &cfg), p, bad[i].attr, "out of range");
-    }
-    // the good one reads back, and carries the whole-file checksum trailer
-    T_CHECK(ckpt_read(good, &b, &all, NULL) == 0, "%s", ps_err_msg());
-    ckpt_free(&b);
-    size_t n;
-    char *bytes = ps_read_file(good, &n);
-    T_CHECK(
-        n > 32 && !memcmp(bytes + n - 32, "PSCKSUM1", 8) && !memcmp(bytes + n - 8, "PSCKEND!", 8),
-        "no checksum trailer");
-    free(bytes);
-    ckpt_free(&a);
-}
-
-// A write that fails half way (the disk full: here RLIMIT_FSIZE) must report the
-// error and leave no temp file, and the process must then exit cleanly (HDF5's
-// exit handler crashed on the file it could not close).
-static void test_ckpt_disk_full(void) {
-    const char *p = tpath("full.h5");
-    for (rlim_t lim = 4096; lim <= 16384; lim *= 4) {
-        fflush(stdout);
-        pid_t pid = fork();
-        CHECK(pid >= 0, "fork");
-        if (pid == 0) {
-            signal(SIGXFSZ, SIG_IGN);
-            struct rlimit rl = {lim, lim};
-            setrlimit(RLIMIT_FSIZE, &rl);
-            Checkpoint a;
-            make_ckpt(&a);
-            int rc = ckpt_write(p, &a, NULL);
-            int ok = rc == -1 && strstr(ps_err_msg(), "File too large") != NULL;
-            if (!ok) fprintf(stderr, "child: rc %d: %s\n", rc, ps_err_msg());
-            ckpt_free(&a);
-            exit(ok ? 0 : 2);
-        }
-        int st;
-        waitpid(pid, &st, 0);
-        T_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "limit %lu: the writer %s %d",
-                (unsigned long)lim, WIFSIGNALED(st) ? "died of signal" : "exited with",
-                WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
-        char tmp[4300];
-        snprintf(tmp, sizeof tmp, "%s.tmp.%d", p, (int)pid);
-        T_CHECK(access(tmp, F_OK) != 0 && access(p, F_OK) != 0, "a file was left behind");
-    }
-}
+// 5. and 6. for checkpoints (damage, a full disk, NaN or out-of-range state) are in
+// test_checkpoint.c (test_ckpt_state, test_ckpt_disk_full, test_bitflip_sweep).
 
 // ---------------------------------------------------------------------------
 // 7. a failed final save leaves the previous model/ export intact
 
 static void test_export_swap(void) {
     const char *dir = tpath("export");
-    Checkpoint a;
-    make_ckpt(&a);
-    T_CHECK(hf_save(dir, &a.w, "float32") == 0, "%s", ps_err_msg());
+    HostWeights a;
+    LlamaConfig cfg = {.dim = 8,
+                       .n_layers = 2,
+                       .n_heads = 2,
+                       .n_kv_heads = 1,
+                       .ffn_dim = 16,
+                       .vocab_size = 16,
+                       .max_seq_len = 8,
+                       .rope_theta = 10000.0f,
+                       .norm_eps = 1e-5f,
+                       .tie_embeddings = 1};
+    param_table_build(&a.t, &cfg);
+    a.params = xmalloc(sizeof(float) * a.t.total);
+    param_init_random(&a.t, a.params, 7, 0.1f);
+    T_CHECK(hf_save(dir, &a, "float32") == 0, "%s", ps_err_msg());
     char notes[4300];
     snprintf(notes, sizeof notes, "%s/notes.txt", dir);
     write_text(notes, "a file the user put here");
-    float first = a.w.params[0];
-    a.w.params[0] = first + 1;
+    float first = a.params[0];
+    a.params[0] = first + 1;
     fflush(stdout);
     pid_t pid = fork();
     CHECK(pid >= 0, "fork");
@@ -501,7 +350,7 @@ static void test_export_swap(void) {
         signal(SIGXFSZ, SIG_IGN);
         struct rlimit rl = {4096, 4096};
         setrlimit(RLIMIT_FSIZE, &rl);
-        exit(hf_save(dir, &a.w, "float32") == -1 ? 0 : 2);
+        exit(hf_save(dir, &a, "float32") == -1 ? 0 : 2);
     }
     int st;
     waitpid(pid, &st, 0);
@@ -511,7 +360,7 @@ static void test_export_swap(void) {
             "the previous export is gone after a failed save: %s", ps_err_msg());
     if (w.params) host_weights_free(&w);
     // a save that succeeds replaces it, keeps the user's file, leaves nothing beside it
-    T_CHECK(hf_save(dir, &a.w, "float32") == 0, "%s", ps_err_msg());
+    T_CHECK(hf_save(dir, &a, "float32") == 0, "%s", ps_err_msg());
     T_CHECK(hf_load(dir, &w) == 0 && w.params[0] == first + 1, "%s", ps_err_msg());
     if (w.params) host_weights_free(&w);
     T_CHECK(access(notes, F_OK) == 0, "the user's file was dropped");
@@ -520,18 +369,17 @@ static void test_export_swap(void) {
     T_CHECK(access(side, F_OK) != 0, "%s left behind", side);
     snprintf(side, sizeof side, "%s.old.%d", dir, (int)getpid());
     T_CHECK(access(side, F_OK) != 0, "%s left behind", side);
-    ckpt_free(&a);
+    host_weights_free(&a);
 }
 
 // Every section; `test_hostile NAME` runs one (to check each against an old build).
 static const struct {
     const char *name;
     void (*fn)(void);
-} TESTS[] = {{"shape_bounds", test_shape_bounds},     {"rope_theta", test_rope_theta},
-             {"json_strict", test_json_strict},       {"yaml_lists", test_yaml_lists},
-             {"yaml_depth", test_yaml_depth},         {"index_bound", test_index_bound},
-             {"tokenizers", test_tokenizers},         {"ckpt_state", test_ckpt_state},
-             {"ckpt_disk_full", test_ckpt_disk_full}, {"export_swap", test_export_swap}};
+} TESTS[] = {{"shape_bounds", test_shape_bounds}, {"rope_theta", test_rope_theta},
+             {"json_strict", test_json_strict},   {"yaml_lists", test_yaml_lists},
+             {"yaml_depth", test_yaml_depth},     {"index_bound", test_index_bound},
+             {"tokenizers", test_tokenizers},     {"export_swap", test_export_swap}};
 
 int main(int argc, char **argv) {
     snprintf(g_tmp, sizeof g_tmp, "%s/test_hostile_XXXXXX", PS_BINARY_DIR);
@@ -540,7 +388,7 @@ int main(int argc, char **argv) {
         if (argc < 2 || !strcmp(argv[1], TESTS[i].name)) TESTS[i].fn();
     int rc = t_summary();
     if (rc == 0)
-        nftw(g_tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        ps_remove_tree(g_tmp);
     else
         fprintf(stderr, "test files kept in %s\n", g_tmp);
     return rc;
