@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/fuzz_long.sh SECONDS [PARSER...]: fuzz each harness (default: every
 # tests/fuzz/fuzz_*.c) for SECONDS, one after another on one core, in the fuzzing
-# build build-fuzz/ (configured here with clang: -DPOSTSHARE_FUZZ=ON). New corpus
+# build build-fuzz/ (configured here with clang: -DPOSTSHARE_FUZZ=ON; PS_FUZZ_BUILD=DIR
+# uses another such build, e.g. build-san). New corpus
 # inputs go to build-fuzz/fuzz/<parser>/corpus, crashes to .../artifacts (copy a
 # crash into tests/fuzz/regress/<parser>/ once it is fixed). Prints one line per
 # harness: runs, coverage, corpus size, and whether it crashed.
@@ -9,7 +10,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 secs=${1:?usage: fuzz_long.sh SECONDS [PARSER...]}
 shift
-B="$ROOT/build-fuzz"
+B="${PS_FUZZ_BUILD:-$ROOT/build-fuzz}"  # or an existing -DPOSTSHARE_FUZZ=ON build
 if [ ! -f "$B/CMakeCache.txt" ]; then
   CC=clang cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=Release -DPOSTSHARE_CUDA=OFF \
     -DPOSTSHARE_FUZZ=ON > /dev/null

@@ -714,6 +714,12 @@ static int check_yaml_shape(Ctx *c, const char *text) {
     return rc;
 }
 
+int job_yaml_shape_ok(const char *yaml, const char *name) {
+    Ctx c = {0};
+    c.file = name;
+    return check_yaml_shape(&c, yaml);
+}
+
 static int parse_yaml(Ctx *c, const char *text, JobConfig *cfg) {
     yaml_parser_t parser;
     yaml_document_t doc;

@@ -112,6 +112,11 @@ int job_load(const char *path, int n_overrides, char **overrides, JobConfig *out
 int job_load_string(const char *yaml, const char *name, int n_overrides, char **overrides,
                     JobConfig *out);
 
+// The bounds on a config's shape (nesting depth, node count) that job_load checks
+// before libyaml builds the document; for other readers of job-like YAML (the
+// sweep section). 0, or -1 with ps_err set naming `name` and the line.
+int job_yaml_shape_ok(const char *yaml, const char *name);
+
 // Same as job_load_string, but a top-level `sweep:` section is allowed: it is
 // skipped (out->has_sweep gives its line) and left to `postshare sweep` to read.
 // job_load and job_load_string refuse such a config (it describes many runs).

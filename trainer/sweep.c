@@ -282,6 +282,7 @@ static void collect_axes(Sweep *s, yaml_document_t *doc, yaml_node_t *map, const
 static void parse_sweep_section(Sweep *s) {
     yaml_parser_t parser;
     yaml_document_t doc;
+    if (job_yaml_shape_ok(s->text, s->path)) ps_die("%s", ps_err_msg());
     CHECK(yaml_parser_initialize(&parser), "libyaml: cannot initialize the parser");
     yaml_parser_set_input_string(&parser, (const unsigned char *)s->text, strlen(s->text));
     if (!yaml_parser_load(&parser, &doc))
