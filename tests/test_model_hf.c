@@ -36,9 +36,12 @@ static void check_case(const char *name) {
     model_init(&M, backend_cpu(), &w.t.cfg);
     model_set_params(&M, w.params);
     model_zero_grads(&M);
-    float loss = model_forward(&M, tok, tgt, B, T);
+    // logits from a forward without targets (with targets the classifier is fused:
+    // no logits are stored), then the loss and the backward
     float *logits = xmalloc(sizeof(float) * (size_t)B * T * V);
+    model_forward(&M, tok, NULL, B, T);
     model_get_logits(&M, logits);
+    float loss = model_forward(&M, tok, tgt, B, T);
     model_backward(&M, 1.0f / M.n_valid);
     float *g = xmalloc(sizeof(float) * M.t.total);
     model_get_grads(&M, g);

@@ -35,7 +35,16 @@ int main(void) {
     model_init(&M, backend_cpu(), c);
     model_set_params(&M, w.params);
     int bos = tok->bos_id, n = 0;
-    int *seq = generate_tokens(&M, &bos, 1, 40, 0.0f, 0, tok->eos_id, &n);
+    int *seq = generate_tokens(&M, &bos, 1, 40, 0.0f, 0, tok->eos_id, 1, &n);
+    // greedy with the KV cache = greedy recomputing the prefix, over 200 tokens
+    int n_c = 0, n_r = 0;
+    int *seq_c = generate_tokens(&M, &bos, 1, 200, 0.0f, 0, -1, 1, &n_c);
+    int *seq_r = generate_tokens(&M, &bos, 1, 200, 0.0f, 0, -1, 0, &n_r);
+    T_CHECK(n_c == 201 && n_r == 201 && !memcmp(seq_c, seq_r, sizeof(int) * 201),
+            "greedy decode with the KV cache differs from the one without (%d vs %d tokens)", n_c,
+            n_r);
+    free(seq_c);
+    free(seq_r);
     size_t len;
     char *text = tok_decode_all(tok, seq, (size_t)n, &len);
     const char *expect =

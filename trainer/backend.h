@@ -122,6 +122,14 @@ typedef struct Backend {
     // scale * sum(losses), like crossentropy_bwd + matmul_bwd (accumulate 0).
     void (*classifier_bwd)(void *dlnf, void *dWh, const void *lnf, const void *Wh,
                            const int *targets, int BT, int C, int V, float scale);
+    // Generation with a KV cache (model_forward_next): RoPE at positions
+    // pos0..pos0+T-1 (rope_fwd is pos0 = 0), and causal attention of Tq new
+    // queries q[B,Tq,nh,hd] at positions pos0..pos0+Tq-1 against the cache
+    // kc, vc [B,cap,nkv,hd], whose rows 0..pos0+Tq-1 already hold their keys
+    // and values, into out[B,Tq,nh,hd]. Without them generation recomputes the prefix.
+    void (*rope_fwd_at)(void *x, int B, int T, int nheads, int hd, float theta, int pos0);
+    void (*attention_cached)(void *out, const void *q, const void *kc, const void *vc, int B,
+                             int Tq, int pos0, int cap, int nh, int nkv, int hd);
 } Backend;
 
 // The CPU reference backend (fp32, BLAS, OpenMP).

@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "common.h"
+#include "cpu_kernels.h"
 #include "sharereg.h"
 
 // ---------------------------------------------------------------- memory
@@ -79,14 +80,14 @@ static void cpu_matmul_fwd(void *out, const void *inp, const void *W, int N, int
                 OC);
 }
 
-// cos/sin of position t and frequency i (HF: inv_freq[i] = theta^(-2i/hd)), in
-// double for accuracy; tables are [T, hd/2].
-static void rope_tables(float *cosv, float *sinv, int T, int hd, float theta) {
+// cos/sin of position pos0 + t and frequency i (HF: inv_freq[i] = theta^(-2i/hd)),
+// in double for accuracy; tables are [T, hd/2].
+static void rope_tables(float *cosv, float *sinv, int T, int hd, float theta, int pos0) {
     int half = hd / 2;
     for (int i = 0; i < half; i++) {
         double inv = pow((double)theta, -2.0 * i / hd);
         for (int t = 0; t < T; t++) {
-            double a = t * inv;
+            double a = (double)(pos0 + t) * inv;
             cosv[t * half + i] = (float)cos(a);
             sinv[t * half + i] = (float)sin(a);
         }
@@ -94,11 +95,12 @@ static void rope_tables(float *cosv, float *sinv, int T, int hd, float theta) {
 }
 
 // dir = +1: forward rotation; dir = -1: its transpose (the backward).
-static void rope_apply(float *x, int B, int T, int nheads, int hd, float theta, float dir) {
+static void rope_apply(float *x, int B, int T, int nheads, int hd, float theta, float dir,
+                       int pos0) {
     int half = hd / 2;
     float *cosv = xmalloc(sizeof(float) * (size_t)T * half);
     float *sinv = xmalloc(sizeof(float) * (size_t)T * half);
-    rope_tables(cosv, sinv, T, hd, theta);
+    rope_tables(cosv, sinv, T, hd, theta, pos0);
 #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
@@ -118,51 +120,11 @@ static void rope_apply(float *x, int B, int T, int nheads, int hd, float theta, 
 }
 
 static void cpu_rope_fwd(void *x, int B, int T, int nheads, int hd, float theta) {
-    rope_apply(x, B, T, nheads, hd, theta, 1.0f);
+    rope_apply(x, B, T, nheads, hd, theta, 1.0f, 0);
 }
 
-static size_t cpu_attn_state_bytes(int B, int T, int nh) {
-    return sizeof(float) * (size_t)B * nh * T * T;  // softmax probabilities [B,nh,T,T]
-}
-
-static void cpu_attention_fwd(void *out_, void *state, const void *q_, const void *k_,
-                              const void *v_, int B, int T, int nh, int nkv, int hd) {
-    float *out = out_, *att = state;
-    const float *q = q_, *k = k_, *v = v_;
-    int group = nh / nkv;  // query heads per KV head: K/V are indexed, never copied
-    float scale = 1.0f / sqrtf((float)hd);
-    size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd;  // row strides of q and k/v
-#pragma omp parallel for collapse(3)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < nh; h++)
-            for (int t = 0; t < T; t++) {
-                int kh = h / group;
-                const float *qt = q + ((size_t)b * T + t) * qs + (size_t)h * hd;
-                float *p = att + (((size_t)b * nh + h) * T + t) * T;
-                float mx = -INFINITY;
-                for (int s = 0; s <= t; s++) {
-                    const float *ks_ = k + ((size_t)b * T + s) * ks + (size_t)kh * hd;
-                    float d = 0.0f;
-                    for (int i = 0; i < hd; i++) d += qt[i] * ks_[i];
-                    d *= scale;
-                    p[s] = d;
-                    if (d > mx) mx = d;
-                }
-                float sum = 0.0f;
-                for (int s = 0; s <= t; s++) {
-                    p[s] = expf(p[s] - mx);
-                    sum += p[s];
-                }
-                float inv = 1.0f / sum;
-                for (int s = 0; s <= t; s++) p[s] *= inv;
-                for (int s = t + 1; s < T; s++) p[s] = 0.0f;
-                float *o = out + ((size_t)b * T + t) * qs + (size_t)h * hd;
-                for (int i = 0; i < hd; i++) o[i] = 0.0f;
-                for (int s = 0; s <= t; s++) {
-                    const float *vs = v + ((size_t)b * T + s) * ks + (size_t)kh * hd;
-                    for (int i = 0; i < hd; i++) o[i] += p[s] * vs[i];
-                }
-            }
+static void cpu_rope_fwd_at(void *x, int B, int T, int nheads, int hd, float theta, int pos0) {
+    rope_apply(x, B, T, nheads, hd, theta, 1.0f, pos0);
 }
 
 static void cpu_swiglu_fwd(void *out_, const void *gate_, const void *up_, size_t n) {
@@ -261,57 +223,7 @@ static void cpu_rmsnorm_bwd(void *dinp_, void *dw_, const void *dout_, const voi
 }
 
 static void cpu_rope_bwd(void *dx, int B, int T, int nheads, int hd, float theta) {
-    rope_apply(dx, B, T, nheads, hd, theta, -1.0f);
-}
-
-static void cpu_attention_bwd(void *dq_, void *dk_, void *dv_, const void *dout_, const void *state,
-                              const void *q_, const void *k_, const void *v_, int B, int T, int nh,
-                              int nkv, int hd) {
-    float *dq = dq_, *dk = dk_, *dv = dv_;
-    const float *dout = dout_, *att = state, *q = q_, *k = k_, *v = v_;
-    int group = nh / nkv;
-    float scale = 1.0f / sqrtf((float)hd);
-    size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd;
-    // One task per (b, kv head): the query heads of a group all add into the
-    // same dk/dv rows, so they run in one task in a fixed order.
-#pragma omp parallel for collapse(2)
-    for (int b = 0; b < B; b++)
-        for (int kh = 0; kh < nkv; kh++) {
-            float *dp = xmalloc(sizeof(float) * (size_t)T);
-            for (int s = 0; s < T; s++) {
-                memset(dk + ((size_t)b * T + s) * ks + (size_t)kh * hd, 0, sizeof(float) * hd);
-                memset(dv + ((size_t)b * T + s) * ks + (size_t)kh * hd, 0, sizeof(float) * hd);
-            }
-            for (int h = kh * group; h < (kh + 1) * group; h++)
-                for (int t = 0; t < T; t++) {
-                    const float *p = att + (((size_t)b * nh + h) * T + t) * T;
-                    const float *go = dout + ((size_t)b * T + t) * qs + (size_t)h * hd;
-                    const float *qt = q + ((size_t)b * T + t) * qs + (size_t)h * hd;
-                    float *dqt = dq + ((size_t)b * T + t) * qs + (size_t)h * hd;
-                    // dp_s = dout_t . v_s ; ds_s = p_s (dp_s - sum_s' p_s' dp_s')
-                    float pdp = 0.0f;
-                    for (int s = 0; s <= t; s++) {
-                        const float *vs = v + ((size_t)b * T + s) * ks + (size_t)kh * hd;
-                        float d = 0.0f;
-                        for (int i = 0; i < hd; i++) d += go[i] * vs[i];
-                        dp[s] = d;
-                        pdp += p[s] * d;
-                    }
-                    for (int i = 0; i < hd; i++) dqt[i] = 0.0f;
-                    for (int s = 0; s <= t; s++) {
-                        float ds = p[s] * (dp[s] - pdp) * scale;
-                        const float *ksr = k + ((size_t)b * T + s) * ks + (size_t)kh * hd;
-                        float *dks = dk + ((size_t)b * T + s) * ks + (size_t)kh * hd;
-                        float *dvs = dv + ((size_t)b * T + s) * ks + (size_t)kh * hd;
-                        for (int i = 0; i < hd; i++) {
-                            dqt[i] += ds * ksr[i];
-                            dks[i] += ds * qt[i];
-                            dvs[i] += p[s] * go[i];
-                        }
-                    }
-                }
-            free(dp);
-        }
+    rope_apply(dx, B, T, nheads, hd, theta, -1.0f, 0);
 }
 
 static void cpu_swiglu_bwd(void *dgate_, void *dup_, const void *dout_, const void *gate_,
@@ -341,6 +253,83 @@ static void cpu_embedding_bwd(void *dwte_, const void *dout_, const int *tokens,
             for (int j = j0; j < j1; j++) d[j] += g[j];
         }
     }
+}
+
+// ---------------------------------------------------------------- fused classifier
+
+// The classifier (LM head + cross-entropy) a chunk of rows at a time, like the
+// CUDA backend's: the logits of at most CLASSIFIER_CHUNK elements live in one
+// scratch buffer, never the whole [BT,V]. The backward recomputes each chunk's
+// logits (one more matmul), turns them into dlogits in place and multiplies
+// them into dlnf's rows (=) and the head gradient (+=).
+#define CLASSIFIER_CHUNK ((size_t)4 << 20)  // floats: 16 MiB
+
+static int classifier_rows(int BT, int V) {
+    size_t r = CLASSIFIER_CHUNK / (size_t)V;
+    if (r < 16) r = 16;  // keeps the GEMMs efficient; at V = 256K still 16 MiB
+    return r < (size_t)BT ? (int)r : BT;
+}
+
+// The log-sum-exp of logits l[V], vectorized (ps_expf): float sums over blocks
+// of 256, added in double (one float sum over a 50K vocabulary drifts by 1e-5).
+PS_CLONES static float row_lse(const float *l, int V) {
+    float mx = -INFINITY;
+    for (int j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;
+    double sum = 0.0;
+    for (int j0 = 0; j0 < V; j0 += 256) {
+        int j1 = j0 + 256 < V ? j0 + 256 : V;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int j = j0; j < j1; j++) s += ps_expf(l[j] - mx);
+        sum += s;
+    }
+    return mx + (float)log(sum);
+}
+
+// In place: l = scale * (softmax(l) - onehot(target)).
+PS_CLONES static void row_dlogits(float *l, int V, int target, float lse, float scale) {
+#pragma omp simd
+    for (int j = 0; j < V; j++) l[j] = ps_expf(l[j] - lse) * scale;
+    l[target] -= scale;
+}
+
+static void cpu_classifier_fwd(float *losses, const void *lnf, const void *Wh, const int *targets,
+                               int BT, int C, int V) {
+    int R = classifier_rows(BT, V);
+    float *lg = xmalloc(sizeof(float) * (size_t)R * V);
+    for (int r0 = 0; r0 < BT; r0 += R) {
+        int rows = BT - r0 < R ? BT - r0 : R;
+        cpu_matmul_fwd(lg, (const float *)lnf + (size_t)r0 * C, Wh, rows, C, V);
+#pragma omp parallel for
+        for (int i = 0; i < rows; i++) {
+            int t = targets[r0 + i];
+            const float *l = lg + (size_t)i * V;
+            losses[r0 + i] = t < 0 ? 0.0f : row_lse(l, V) - l[t];
+        }
+    }
+    free(lg);
+}
+
+static void cpu_classifier_bwd(void *dlnf, void *dWh, const void *lnf, const void *Wh,
+                               const int *targets, int BT, int C, int V, float scale) {
+    int R = classifier_rows(BT, V);
+    float *lg = xmalloc(sizeof(float) * (size_t)R * V);
+    for (int r0 = 0; r0 < BT; r0 += R) {
+        int rows = BT - r0 < R ? BT - r0 : R;
+        const float *x = (const float *)lnf + (size_t)r0 * C;
+        cpu_matmul_fwd(lg, x, Wh, rows, C, V);
+#pragma omp parallel for
+        for (int i = 0; i < rows; i++) {
+            int t = targets[r0 + i];
+            float *l = lg + (size_t)i * V;
+            if (t < 0)
+                memset(l, 0, sizeof(float) * (size_t)V);
+            else
+                row_dlogits(l, V, t, row_lse(l, V), scale);
+        }
+        cpu_matmul_bwd((float *)dlnf + (size_t)r0 * C, dWh, lg, x, Wh, rows, C, V, 0);
+    }
+    free(lg);
 }
 
 // ---------------------------------------------------------------- optimizer
@@ -414,6 +403,10 @@ static const Backend CPU = {
     .sumsq = cpu_sumsq,
     .adamw = cpu_adamw,
     .share_reg = cpu_share_reg,
+    .classifier_fwd = cpu_classifier_fwd,
+    .classifier_bwd = cpu_classifier_bwd,
+    .rope_fwd_at = cpu_rope_fwd_at,
+    .attention_cached = cpu_attention_cached,
 };
 
 const Backend *backend_cpu(void) {

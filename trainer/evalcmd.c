@@ -68,7 +68,8 @@ int evalcmd_main(int argc, char **argv) {
     if (!L) ps_die("eval: %s", ps_err_msg());
     Model M;
     model_init_table(&M, backend_get(backend), &w.t);
-    model_set_params(&M, w.params);
+    model_set_forward_only(&M, 1);
+    model_take_params(&M, &w.params);
     EvalResult r = eval_model(&M, L, B, T, batches);
     printf("model %s | %zu parameters | data %s\n", model, w.t.total, data);
     const ShareLayout *sh = w.t.shared;

@@ -1,6 +1,7 @@
-// generate.c: greedy or sampled generation (see generate.h). Each new token
-// runs the full forward over the sequence so far: the model has no KV cache,
-// which is fine for the short sequences this command is for (checks, demos).
+// generate.c: greedy or sampled generation (see generate.h). With a KV cache
+// (backends with its ops: the CPU) the prompt runs once and each new token is
+// one position's forward against the cached keys and values; without one each
+// new token runs the full forward over the sequence so far.
 #include "generate.h"
 
 #include <math.h>
@@ -14,21 +15,30 @@
 #include "train.h"
 
 int *generate_tokens(Model *M, const int *prompt, int n_prompt, int n_new, float temperature,
-                     uint64_t seed, int eos_id, int *n_out) {
+                     uint64_t seed, int eos_id, int use_cache, int *n_out) {
     CHECK(n_prompt > 0, "generation needs a non-empty prompt (at least BOS)");
     int V = M->cfg.vocab_size, cap = n_prompt + n_new;
     if (cap > M->cfg.max_seq_len) cap = M->cfg.max_seq_len;
     CHECK(n_prompt <= cap, "prompt of %d tokens exceeds max_seq_len %d", n_prompt, cap);
     int *seq = xmalloc(sizeof(int) * (size_t)cap);
     memcpy(seq, prompt, sizeof(int) * (size_t)n_prompt);
-    int n = n_prompt;
-    float *logits = xmalloc(sizeof(float) * (size_t)cap * V);
+    int n = n_prompt, fed = 0;  // fed: tokens in the KV cache
+    use_cache = use_cache && model_has_cache_ops(M);
+    if (use_cache) model_cache_start(M, 1, cap);
+    float *logits = xmalloc(sizeof(float) * (size_t)(use_cache ? n_prompt : cap) * V);
     Rng rng;
     rng_seed(&rng, seed);
     while (n < cap) {
-        model_forward(M, seq, NULL, 1, n);
+        int rows = n;  // positions whose logits the forward gives
+        if (use_cache) {
+            rows = n - fed;
+            model_forward_next(M, seq + fed, 1, rows);
+            fed = n;
+        } else {
+            model_forward(M, seq, NULL, 1, n);
+        }
         model_get_logits(M, logits);
-        const float *l = logits + (size_t)(n - 1) * V;  // next-token logits at the last position
+        const float *l = logits + (size_t)(rows - 1) * V;  // next-token logits at the last position
         int next = 0;
         if (temperature <= 0.0f) {
             for (int j = 1; j < V; j++)
@@ -52,6 +62,7 @@ int *generate_tokens(Model *M, const int *prompt, int n_prompt, int n_new, float
         if (next == eos_id) break;
     }
     free(logits);
+    if (use_cache) model_cache_free(M);
     *n_out = n;
     return seq;
 }
@@ -64,7 +75,8 @@ static void usage(FILE *f) {
             "  --prompt TEXT       text to continue (default: empty, i.e. start from BOS)\n"
             "  --steps N           tokens to generate (default 256, capped by max_seq_len)\n"
             "  --temperature F     0 = greedy (default), > 0 samples\n"
-            "  --seed N            sampling seed (default 1337)\n");
+            "  --seed N            sampling seed (default 1337)\n"
+            "  --no-cache          recompute the whole prefix for every token (no KV cache)\n");
 }
 
 int generate_main(int argc, char **argv) {
@@ -72,6 +84,7 @@ int generate_main(int argc, char **argv) {
     int steps = 256;
     float temperature = 0.0f;
     uint64_t seed = 1337;
+    int use_cache = 1;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         int has_next = i + 1 < argc;
@@ -86,6 +99,8 @@ int generate_main(int argc, char **argv) {
             steps = (int)cli_int("generate", a, argv[++i], 1, 1 << 20);
         } else if (!strcmp(a, "--temperature") && has_next) {
             temperature = (float)cli_float("generate", a, argv[++i], 0.0, 100.0);
+        } else if (!strcmp(a, "--no-cache")) {
+            use_cache = 0;
         } else if (!strcmp(a, "--seed") && has_next) {
             seed = (uint64_t)cli_int("generate", a, argv[++i], 0, 0x7fffffffL);
         } else {
@@ -111,9 +126,11 @@ int generate_main(int argc, char **argv) {
     }
     Model M;
     model_init_table(&M, backend_get("auto"), &w.t);
-    model_set_params(&M, w.params);
+    model_set_forward_only(&M, 1);
+    model_take_params(&M, &w.params);
     int n = 0;
-    int *seq = generate_tokens(&M, ids, (int)np, steps, temperature, seed, tok->eos_id, &n);
+    int *seq =
+        generate_tokens(&M, ids, (int)np, steps, temperature, seed, tok->eos_id, use_cache, &n);
     size_t len = 0;
     char *text = tok_decode_all(tok, seq, (size_t)n, &len);
     fwrite(text, 1, len, stdout);

@@ -43,11 +43,14 @@ static LayerActs layer_acts(const Model *M, int l) {
     size_t e = M->be->act_bytes, capBT = (size_t)a->B * a->T, C = (size_t)c->dim;
     size_t F = (size_t)c->ffn_dim, hd = (size_t)cfg_head_dim(c);
     size_t qd = hd * c->n_heads, kvd = hd * c->n_kv_heads;
-    int s = M->recompute ? 0 : l;  // with recomputation every layer uses the one slab
+    // with recomputation or forward-only every layer uses the one slab;
+    // forward-only keeps two residual slabs, the layer's input and output
+    int s = M->recompute || M->forward_only ? 0 : l;
+    int xi = M->forward_only ? l & 1 : l, xo = M->forward_only ? (l + 1) & 1 : l + 1;
     LayerActs la = {
-        .x = slab(a->x, l, capBT * C, e),
+        .x = slab(a->x, xi, capBT * C, e),
         .xmid = slab(a->x_mid, s, capBT * C, e),
-        .xnext = slab(a->x, l + 1, capBT * C, e),
+        .xnext = slab(a->x, xo, capBT * C, e),
         .ln1 = slab(a->ln1, s, capBT * C, e),
         .ln2 = slab(a->ln2, s, capBT * C, e),
         .q = slab(a->q, s, capBT * qd, e),
@@ -79,6 +82,7 @@ void model_init_table(Model *M, const Backend *be, const ParamTable *t) {
     M->n_alloc = M->t.total;
     M->params = be->alloc(M->t.total * be->act_bytes);
     if (M->t.shared) {  // inference only: no gradients; one layer's assembled attention weights
+        M->forward_only = 1;
         CHECK(be->copy2d, "backend %s cannot run a compact shared model (no copy2d op)", be->name);
         if (M->t.shared->n_replaced)
             M->wscratch = be->alloc(share_scratch_elems(&M->cfg) * be->act_bytes);
@@ -122,6 +126,7 @@ static void free_acts(Model *M) {
 
 void model_free(Model *M) {
     free_acts(M);
+    model_cache_free(M);
     M->be->free(M->params);
     if (M->grads) M->be->free(M->grads);
     if (M->wscratch) M->be->free(M->wscratch);
@@ -142,10 +147,12 @@ void model_reserve(Model *M, int B, int T) {
     a->B = B;
     a->T = T;
     M->attn_state_per_layer = be->attn_state_bytes(B, T, c->n_heads);
-    a->x = be->alloc((L + 1) * BT * C * e);
+    // Forward-only: two residual slabs (a layer's input and output), one layer's
+    // activations, no backward buffers.
+    a->x = be->alloc((M->forward_only ? 2 : L + 1) * BT * C * e);
     // Saved per-layer activations: every layer's, or one layer's when the
     // backward recomputes each layer from its input x[l] (M->recompute).
-    size_t Ls = M->recompute ? 1 : L;
+    size_t Ls = M->recompute || M->forward_only ? 1 : L;
     a->x_mid = be->alloc(Ls * BT * C * e);
     a->ln1 = be->alloc(Ls * BT * C * e);
     a->ln2 = be->alloc(Ls * BT * C * e);
@@ -167,6 +174,8 @@ void model_reserve(Model *M, int B, int T) {
     a->losses = be->alloc(BT * 4);
     a->tokens = be->alloc(BT * 4);
     a->targets = be->alloc(BT * 4);
+    M->host_targets = xrealloc(M->host_targets, BT * sizeof(int));
+    if (M->forward_only) return;
     a->dres = be->alloc(BT * C * e);
     a->dln = be->alloc(BT * C * e);
     a->dq = be->alloc(BT * qd * e);
@@ -176,7 +185,6 @@ void model_reserve(Model *M, int B, int T) {
     a->dgate = be->alloc(BT * F * e);
     a->dup = be->alloc(BT * F * e);
     a->dh = be->alloc(BT * F * e);
-    M->host_targets = xrealloc(M->host_targets, BT * sizeof(int));
 }
 
 void model_set_recompute(Model *M, int on) {
@@ -184,18 +192,43 @@ void model_set_recompute(Model *M, int on) {
     M->recompute = on != 0;
 }
 
+void model_set_forward_only(Model *M, int on) {
+    free_acts(M);  // the slabs change
+    M->forward_only = on != 0;
+    const Backend *be = M->be;
+    if (M->forward_only && M->grads) {
+        be->free(M->grads);
+        M->grads = NULL;
+    } else if (!M->forward_only && !M->grads && !M->t.shared) {
+        M->grads = be->alloc(M->n_alloc * sizeof(float));
+    }
+}
+
 void model_set_params(Model *M, const float *host) {
     M->be->upload_f32(M->params, host, M->t.total);
 }
+void model_take_params(Model *M, float **host) {
+    if (M->be == backend_cpu() && M->n_alloc == M->t.total) {  // same allocator, same type
+        M->be->free(M->params);
+        M->params = *host;
+    } else {
+        model_set_params(M, *host);
+        free(*host);
+    }
+    *host = NULL;
+}
+
 void model_get_params(const Model *M, float *host) {
     M->be->download_f32(host, M->params, M->t.total);
 }
 void model_get_grads(const Model *M, float *host) {
-    CHECK(M->grads, "a compact shared model has no gradients (it is for inference)");
+    CHECK(M->grads,
+          "a compact shared or forward-only model has no gradients (it is for inference)");
     M->be->download(host, M->grads, M->t.total * sizeof(float));
 }
 void model_zero_grads(Model *M) {
-    CHECK(M->grads, "a compact shared model has no gradients (it is for inference)");
+    CHECK(M->grads,
+          "a compact shared or forward-only model has no gradients (it is for inference)");
     M->be->zero(M->grads, M->n_alloc * sizeof(float));
 }
 
@@ -232,9 +265,23 @@ static void layer_forward(Model *M, int l, int saved_only) {
     be->matmul_fwd(q, ln1, wq, BT, C, qd);
     be->matmul_fwd(k, ln1, wk, BT, C, kvd);
     be->matmul_fwd(v, ln1, wv, BT, C, kvd);
-    be->rope_fwd(q, B, T, nh, hd, c->rope_theta);
-    be->rope_fwd(k, B, T, nkv, hd, c->rope_theta);
-    be->attention_fwd(ao, att, q, k, v, B, T, nh, nkv, hd);
+    if (M->kv_active) {  // generation: new positions kv_len.., keys and values into the cache
+        int p0 = M->kv_len, cap = M->kv_cap;
+        be->rope_fwd_at(q, B, T, nh, hd, c->rope_theta, p0);
+        be->rope_fwd_at(k, B, T, nkv, hd, c->rope_theta, p0);
+        void *kc = slab(M->kv_k, l, (size_t)B * cap * kvd, e);
+        void *vc = slab(M->kv_v, l, (size_t)B * cap * kvd, e);
+        for (int b = 0; b < B; b++) {
+            size_t at = ((size_t)b * cap + p0) * kvd * e, from = (size_t)b * T * kvd * e;
+            be->copy2d((char *)kc + at, kvd, (char *)k + from, kvd, T, kvd);
+            be->copy2d((char *)vc + at, kvd, (char *)v + from, kvd, T, kvd);
+        }
+        be->attention_cached(ao, q, kc, vc, B, T, p0, cap, nh, nkv, hd);
+    } else {
+        be->rope_fwd(q, B, T, nh, hd, c->rope_theta);
+        be->rope_fwd(k, B, T, nkv, hd, c->rope_theta);
+        be->attention_fwd(ao, att, q, k, v, B, T, nh, nkv, hd);
+    }
     be->matmul_fwd(xmid, ao, wo, BT, qd, C);
     be->add_inplace(xmid, x, (size_t)BT * C);  // x_mid = x + ao Wo^T
     // MLP block
@@ -249,7 +296,8 @@ static void layer_forward(Model *M, int l, int saved_only) {
 #undef W
 }
 
-float model_forward(Model *M, const int *tokens, const int *targets, int B, int T) {
+// The forward; with targets, the per-row losses stay in a->losses (backend memory).
+static void forward(Model *M, const int *tokens, const int *targets, int B, int T) {
     const Backend *be = M->be;
     const LlamaConfig *c = &M->cfg;
     model_reserve(M, B, T);
@@ -265,11 +313,11 @@ float model_forward(Model *M, const int *tokens, const int *targets, int B, int 
 
     be->embedding_fwd(a->x, a->tokens, pview(M, M->params, &M->t.e[M->t.embed]), BT, C);
     for (int l = 0; l < L; l++) layer_forward(M, l, 0);
-    void *xL = slab(a->x, L, capBT * C, e);
+    void *xL = slab(a->x, M->forward_only ? L & 1 : L, capBT * C, e);
     be->rmsnorm_fwd(a->lnf, a->rstdf, xL, pview(M, M->params, &M->t.e[M->t.final_norm]), BT, C,
                     c->norm_eps);
     void *head = pview(M, M->params, param_lm_head(&M->t));
-    // With targets and a fused classifier the logits are never stored (the CPU has none).
+    // With targets and a fused classifier (both backends have one) the logits are never stored.
     M->fused_loss = targets && be->classifier_fwd;
     if (!M->fused_loss) {
         if (!a->logits) a->logits = be->alloc(capBT * V * e);
@@ -277,7 +325,7 @@ float model_forward(Model *M, const int *tokens, const int *targets, int B, int 
     }
 
     M->n_valid = 0;
-    if (!targets) return 0.0f;
+    if (!targets) return;
     memcpy(M->host_targets, targets, (size_t)BT * sizeof(int));
     for (int i = 0; i < BT; i++) {
         CHECK(targets[i] < V, "target %d at position %d is outside the vocab (%d)", targets[i], i,
@@ -289,12 +337,60 @@ float model_forward(Model *M, const int *tokens, const int *targets, int B, int 
         be->classifier_fwd(a->losses, a->lnf, head, a->targets, BT, C, V);
     else
         be->crossentropy_fwd(a->losses, a->logits, a->targets, BT, V);
+}
+
+float model_forward(Model *M, const int *tokens, const int *targets, int B, int T) {
+    forward(M, tokens, targets, B, T);
+    if (!targets) return 0.0f;
+    int BT = B * T;
     float *losses = xmalloc(sizeof(float) * (size_t)BT);
-    be->download(losses, a->losses, sizeof(float) * (size_t)BT);
+    M->be->download(losses, M->a.losses, sizeof(float) * (size_t)BT);
     double sum = 0.0;
     for (int i = 0; i < BT; i++) sum += losses[i];
     free(losses);
     return M->n_valid ? (float)(sum / M->n_valid) : 0.0f;
+}
+
+int model_forward_logprobs(Model *M, const int *tokens, const int *targets, int B, int T,
+                           float *logprobs) {
+    forward(M, tokens, targets, B, T);
+    size_t BT = (size_t)B * T;
+    M->be->download(logprobs, M->a.losses, sizeof(float) * BT);
+    for (size_t i = 0; i < BT; i++) logprobs[i] = targets[i] < 0 ? 0.0f : -logprobs[i];
+    return M->n_valid;
+}
+
+int model_has_cache_ops(const Model *M) {
+    return M->be->rope_fwd_at && M->be->attention_cached && M->be->copy2d;
+}
+
+void model_cache_start(Model *M, int B, int cap) {
+    CHECK(model_has_cache_ops(M), "backend %s has no KV-cache ops", M->be->name);
+    model_cache_free(M);
+    const LlamaConfig *c = &M->cfg;
+    size_t n = (size_t)c->n_layers * B * cap * cfg_head_dim(c) * c->n_kv_heads;
+    M->kv_k = M->be->alloc(n * M->be->act_bytes);
+    M->kv_v = M->be->alloc(n * M->be->act_bytes);
+    M->kv_B = B;
+    M->kv_cap = cap;
+    M->kv_len = 0;
+}
+
+void model_cache_free(Model *M) {
+    if (M->kv_k) M->be->free(M->kv_k);
+    if (M->kv_v) M->be->free(M->kv_v);
+    M->kv_k = M->kv_v = NULL;
+    M->kv_B = M->kv_cap = M->kv_len = 0;
+}
+
+void model_forward_next(Model *M, const int *tokens, int B, int T) {
+    CHECK(M->kv_k && B == M->kv_B && M->kv_len + T <= M->kv_cap,
+          "model_forward_next: %d tokens after %d do not fit the KV cache (%d rows of %d)", T,
+          M->kv_len, M->kv_B, M->kv_cap);
+    M->kv_active = 1;
+    forward(M, tokens, NULL, B, T);
+    M->kv_active = 0;
+    M->kv_len += T;
 }
 
 void model_get_logits(const Model *M, float *host) {
@@ -330,6 +426,7 @@ void model_backward(Model *M, float loss_scale) {
     // Not built for compact shared models (a source's gradient would have to
     // gather its replicas' gradients): they are for inference; materialize to train.
     CHECK(!M->t.shared, "backward on a compact shared model is not supported; materialize it");
+    CHECK(!M->forward_only, "backward on a forward-only model (model_set_forward_only)");
     const Backend *be = M->be;
     const LlamaConfig *c = &M->cfg;
     Activations *a = &M->a;

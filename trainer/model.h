@@ -43,7 +43,12 @@ typedef struct {
     size_t attn_state_per_layer;  // bytes
     // last forward
     int B, T;
-    int recompute;      // 1: activations of one layer only; the backward recomputes each layer
+    int recompute;     // 1: activations of one layer only; the backward recomputes each layer
+    int forward_only;  // 1: no grads, no backward buffers, one layer of activations
+    // KV cache for generation (model_cache_start): [L][B,cap,nkv*hd] keys (after
+    // RoPE) and values; kv_len positions filled; kv_active during model_forward_next
+    void *kv_k, *kv_v;
+    int kv_B, kv_cap, kv_len, kv_active;
     int fused_loss;     // 1: it ran be->classifier_fwd (targets given), so no logits are stored
     int n_valid;        // number of targets that count toward the loss
     int *host_targets;  // [B*T] copy of the last targets
@@ -72,6 +77,10 @@ void model_pad(Model *M, size_t n);
 void model_free(Model *M);
 // Upload / download the flat fp32 parameter buffer (t.total floats).
 void model_set_params(Model *M, const float *host);
+// Set the params from a malloc'd host fp32 buffer of t.total floats and free it
+// (*host becomes NULL). On the CPU backend the buffer itself becomes the
+// parameters, so the weights are never in memory twice.
+void model_take_params(Model *M, float **host);
 void model_get_params(const Model *M, float *host);
 void model_get_grads(const Model *M, float *host);
 void model_zero_grads(Model *M);
@@ -80,6 +89,11 @@ void model_zero_grads(Model *M);
 // layer forward, bitwise the same values), so activation memory holds one
 // layer instead of L. Frees the activations; the next forward re-reserves.
 void model_set_recompute(Model *M, int on);
+// Forward-only mode (on: eval, scoring, generation): frees the gradients and the
+// activations; the forwards then keep two residual slabs and one layer's
+// activations and allocate no backward buffers; model_backward refuses. Off
+// gives back zeroed gradients. Compact shared models start in it.
+void model_set_forward_only(Model *M, int on);
 // Allocate activations for up to B x T (no-op if already large enough).
 void model_reserve(Model *M, int B, int T);
 
@@ -87,6 +101,12 @@ void model_reserve(Model *M, int B, int T);
 // the mean cross-entropy over counted targets (0 when none count); without
 // targets returns 0 and only the logits are computed.
 float model_forward(Model *M, const int *tokens, const int *targets, int B, int T);
+// Per-token log-likelihoods: logprobs[i] (host, B*T floats) = log p(targets[i] |
+// tokens of row b up to t) for i = b*T + t, 0 where targets[i] < 0. Returns the
+// number of counted targets. The same values as model_forward's per-row losses
+// (negated); with a fused classifier the [BT,V] logits are never stored.
+int model_forward_logprobs(Model *M, const int *tokens, const int *targets, int B, int T,
+                           float *logprobs);
 // Backward of the last forward (which must have had targets): grads +=
 // d(loss_scale * sum of per-token losses)/dparams. For a mean over one
 // micro-batch, loss_scale = 1 / n_valid; with accumulation divide by the steps too.
@@ -95,5 +115,15 @@ void model_backward(Model *M, float loss_scale);
 // whose micro-batch had no target to learn from still takes part in the
 // reductions the others start).
 void model_grads_ready_all(const Model *M);
+// KV cache (generation): whether the backend has the ops for it; allocate one
+// for B rows of up to cap positions (empty); free it (model_free does too).
+int model_has_cache_ops(const Model *M);
+void model_cache_start(Model *M, int B, int cap);
+void model_cache_free(Model *M);
+// Forward of T new tokens per row (tokens[B,T]) at positions kv_len..kv_len+T-1,
+// attending to the cached positions; appends their keys and values and advances
+// kv_len. model_get_logits then gives the new positions' logits [B,T,V]. Best in
+// forward-only mode (no backward buffers).
+void model_forward_next(Model *M, const int *tokens, int B, int T);
 // Copy the last forward's logits [B,T,V] to host memory (fp32).
 void model_get_logits(const Model *M, float *host);

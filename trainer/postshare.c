@@ -89,6 +89,7 @@ static ResultRow eval_weights(const JobConfig *job, const char *name, const char
                               const HostWeights *w, Loader *val, int B, int T) {
     Model M;
     model_init_table(&M, backend_get(job->backend), &w->t);
+    model_set_forward_only(&M, 1);
     model_set_params(&M, w->params);
     ResultRow r = {name, what, w->t.total, model_weight_bytes(&w->t, sizeof(float)), {0, 0, 0, 0}};
     r.ev = eval_model(&M, val, B, T, job->data.val_batches);

@@ -1,0 +1,202 @@
+// test_cpu_kernels.c: the CPU backend's fast kernels against its reference
+// loops (cpu_kernels.h): the BLAS attention (output, log-sum-exp and every input
+// gradient) on random shapes with and without GQA, T up to a few hundred; the
+// chunked classifier against matmul + cross-entropy; a forward-only model
+// against a training one.
+#include <math.h>
+
+#include "backend.h"
+#include "common.h"
+#include "cpu_kernels.h"
+#include "model.h"
+#include "test.h"
+
+static Rng rng;
+
+static float *randn(size_t n, float s) {
+    float *x = xmalloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) x[i] = s * rng_normal(&rng);
+    return x;
+}
+
+static void test_attention(int B, int T, int nh, int nkv, int hd, float qscale) {
+    const Backend *be = backend_cpu();
+    size_t nq = (size_t)B * T * nh * hd, nk = (size_t)B * T * nkv * hd;
+    float *q = randn(nq, qscale), *k = randn(nk, qscale), *v = randn(nk, 1.0f);
+    float *dout = randn(nq, 1.0f);
+    float *o = xcalloc(nq, 4), *o_ref = xcalloc(nq, 4);
+    float *probs = xmalloc(cpu_attention_ref_state_bytes(B, T, nh));
+    float *lse_ref = xmalloc(sizeof(float) * (size_t)B * nh * T);
+    CHECK(be->attn_state_bytes(B, T, nh) == sizeof(float) * (size_t)B * nh * T,
+          "the CPU attention state is lse [B,nh,T]");
+    float *lse = xmalloc(be->attn_state_bytes(B, T, nh));
+    be->attention_fwd(o, lse, q, k, v, B, T, nh, nkv, hd);
+    cpu_attention_ref_fwd(o_ref, probs, lse_ref, q, k, v, B, T, nh, nkv, hd);
+    double eo = t_rel_err(o, o_ref, nq), el = t_rel_err(lse, lse_ref, (size_t)B * nh * T);
+
+    float *dq = xcalloc(nq, 4), *dk = xcalloc(nk, 4), *dv = xcalloc(nk, 4);
+    float *dq_r = xcalloc(nq, 4), *dk_r = xcalloc(nk, 4), *dv_r = xcalloc(nk, 4);
+    // dk/dv are outputs (=): garbage in them must not leak through
+    for (size_t i = 0; i < nk; i++) dk[i] = dv[i] = 1e3f;
+    be->attention_bwd(dq, dk, dv, dout, lse, q, k, v, B, T, nh, nkv, hd);
+    cpu_attention_ref_bwd(dq_r, dk_r, dv_r, dout, probs, q, k, v, B, T, nh, nkv, hd);
+    double eq = t_rel_err(dq, dq_r, nq), ek = t_rel_err(dk, dk_r, nk), ev = t_rel_err(dv, dv_r, nk);
+    const double tol = 2e-5;
+    T_CHECK(eo <= tol && el <= tol && eq <= tol && ek <= tol && ev <= tol,
+            "attention B%d T%d nh%d nkv%d hd%d: out %.2e lse %.2e dq %.2e dk %.2e dv %.2e", B, T,
+            nh, nkv, hd, eo, el, eq, ek, ev);
+    printf(
+        "attention B%d T%3d nh%d nkv%d hd%3d: rel err out %.1e lse %.1e dq %.1e dk %.1e dv "
+        "%.1e\n",
+        B, T, nh, nkv, hd, eo, el, eq, ek, ev);
+    float *bufs[] = {q, k, v, dout, o, o_ref, probs, lse_ref, lse, dq, dk, dv, dq_r, dk_r, dv_r};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+// The fused classifier against the unfused ops (matmul + cross-entropy), with
+// ignored rows; V large enough for several row chunks when chunked is set.
+static void test_classifier(int BT, int C, int V) {
+    const Backend *be = backend_cpu();
+    float *x = randn((size_t)BT * C, 1.0f), *W = randn((size_t)V * C, 0.5f);
+    int *tg = xmalloc(sizeof(int) * BT);
+    for (int i = 0; i < BT; i++) tg[i] = i % 7 == 3 ? -1 : (int)(rng_u64(&rng) % (uint64_t)V);
+    float *loss = xmalloc(sizeof(float) * BT), *loss_r = xmalloc(sizeof(float) * BT);
+    float *lg = xmalloc(sizeof(float) * (size_t)BT * V);
+    be->classifier_fwd(loss, x, W, tg, BT, C, V);
+    be->matmul_fwd(lg, x, W, BT, C, V);
+    be->crossentropy_fwd(loss_r, lg, tg, BT, V);
+    float scale = 1.0f / BT;
+    float *dx = randn((size_t)BT * C, 1.0f), *dx_r = xcalloc((size_t)BT * C, 4);  // dx: =
+    float *dW = randn((size_t)V * C, 1.0f), *dW_r = xmalloc(sizeof(float) * (size_t)V * C);
+    memcpy(dW_r, dW, sizeof(float) * (size_t)V * C);  // dW: +=
+    be->classifier_bwd(dx, dW, x, W, tg, BT, C, V, scale);
+    be->crossentropy_bwd(lg, tg, BT, V, scale);
+    be->matmul_bwd(dx_r, dW_r, lg, x, W, BT, C, V, 0);
+    double el = t_rel_err(loss, loss_r, BT), ex = t_rel_err(dx, dx_r, (size_t)BT * C),
+           ew = t_rel_err(dW, dW_r, (size_t)V * C);
+    T_CHECK(el <= 1e-5 && ex <= 1e-5 && ew <= 1e-5,
+            "classifier BT %d C %d V %d: loss %.2e dlnf %.2e dW %.2e", BT, C, V, el, ex, ew);
+    printf("classifier BT %4d C %3d V %6d: rel err loss %.1e dlnf %.1e dWhead %.1e\n", BT, C, V, el,
+           ex, ew);
+    float *bufs[] = {x, W, loss, loss_r, lg, dx, dx_r, dW, dW_r};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(tg);
+}
+
+// A forward-only model gives bitwise the same logits and losses as a training
+// model (model_forward_logprobs: minus the per-row losses), in less memory.
+static void test_forward_only(void) {
+    LlamaConfig c = {.dim = 48,
+                     .n_layers = 3,
+                     .n_heads = 6,
+                     .n_kv_heads = 2,
+                     .ffn_dim = 80,
+                     .vocab_size = 97,
+                     .max_seq_len = 64,
+                     .rope_theta = 10000.0f,
+                     .norm_eps = 1e-5f,
+                     .tie_embeddings = 0};
+    int B = 3, T = 40, BT = B * T, V = c.vocab_size;
+    Model Mt, Mf;
+    model_init(&Mt, backend_cpu(), &c);
+    model_init(&Mf, backend_cpu(), &c);
+    float *p = randn(Mt.t.total, 0.2f);
+    model_set_params(&Mt, p);
+    model_set_params(&Mf, p);
+    model_set_forward_only(&Mf, 1);
+    T_CHECK(Mf.grads == NULL, "forward-only frees the gradients");
+    int *tok = xmalloc(sizeof(int) * BT), *tgt = xmalloc(sizeof(int) * BT);
+    for (int i = 0; i < BT; i++) {
+        tok[i] = (int)(rng_u64(&rng) % (uint64_t)V);
+        tgt[i] = i % 5 == 0 ? -1 : (int)(rng_u64(&rng) % (uint64_t)V);
+    }
+    float *lt = xmalloc(sizeof(float) * (size_t)BT * V), *lf = xmalloc(sizeof(float) * BT * V);
+    model_forward(&Mt, tok, NULL, B, T);
+    model_get_logits(&Mt, lt);
+    model_forward(&Mf, tok, NULL, B, T);
+    model_get_logits(&Mf, lf);
+    T_CHECK(!memcmp(lt, lf, sizeof(float) * (size_t)BT * V), "forward-only logits differ");
+    float loss = model_forward(&Mt, tok, tgt, B, T);
+    float *lp = xmalloc(sizeof(float) * BT);
+    int n = model_forward_logprobs(&Mf, tok, tgt, B, T, lp);
+    double sum = 0.0;
+    for (int i = 0; i < BT; i++) sum -= lp[i];
+    T_CHECK(n == Mt.n_valid && (float)(sum / n) == loss, "logprobs: %d targets, mean %.9g vs %.9g",
+            n, sum / n, loss);
+    // each log-probability against a log-softmax of the logits
+    double worst = 0.0;
+    for (int i = 0; i < BT; i++) {
+        const float *l = lt + (size_t)i * V;
+        double mx = l[0], s = 0.0;
+        for (int j = 1; j < V; j++) mx = l[j] > mx ? l[j] : mx;
+        for (int j = 0; j < V; j++) s += exp(l[j] - mx);
+        double ref = tgt[i] < 0 ? 0.0 : l[tgt[i]] - mx - log(s);
+        double d = fabs(lp[i] - ref);
+        worst = d > worst ? d : worst;
+    }
+    T_CHECK(worst <= 1e-5, "logprobs vs log-softmax of the logits: %.2e", worst);
+    T_CHECK(Mf.a.dres == NULL && Mf.a.dgate == NULL, "forward-only allocated backward buffers");
+    printf("forward-only: logits and losses bitwise equal, logprobs within %.1e\n", worst);
+    // KV cache: positions fed in pieces (5, 1, 1, 3, ...) give the full forward's logits
+    {
+        int cap = 30, pieces[] = {5, 1, 1, 3, 7, 1, 12}, np = 0;
+        float *lc = xmalloc(sizeof(float) * 2 * cap * V),
+              *lr = xmalloc(sizeof(float) * 2 * cap * V);
+        model_cache_start(&Mf, 2, cap);
+        int *tk = xmalloc(sizeof(int) * 2 * 12);
+        double we = 0.0;
+        for (int p = 0; p < 7; p++) {
+            int n = pieces[p];
+            for (int b = 0; b < 2; b++) memcpy(tk + b * n, tok + b * T + np, sizeof(int) * n);
+            model_forward_next(&Mf, tk, 2, n);
+            model_get_logits(&Mf, lc);
+            for (int b = 0; b < 2; b++) {
+                int *row = tok + b * T;
+                model_forward(&Mt, row, NULL, 1, np + n);
+                model_get_logits(&Mt, lr);
+                double e = t_rel_err(lc + (size_t)b * n * V, lr + (size_t)np * V, (size_t)n * V);
+                we = e > we ? e : we;
+            }
+            np += n;
+        }
+        T_CHECK(np == cap && Mf.kv_len == cap, "cache filled");
+        T_CHECK(we <= 1e-5, "KV-cache logits vs the full forward: rel err %.2e", we);
+        printf("KV cache: logits of 7 pieces within %.1e of the full forward\n", we);
+        model_cache_free(&Mf);
+        free(lc);
+        free(lr);
+        free(tk);
+    }
+    model_set_forward_only(&Mf, 0);
+    T_CHECK(Mf.grads != NULL, "leaving forward-only gives the gradients back");
+    free(p);
+    free(tok);
+    free(tgt);
+    free(lt);
+    free(lf);
+    free(lp);
+    model_free(&Mt);
+    model_free(&Mf);
+}
+
+int main(void) {
+    rng_seed(&rng, 15);
+    // fixed shapes: tile edges (64), one row, GQA groups of 2, 3 and 4, MQA
+    test_attention(1, 1, 1, 1, 8, 1.0f);
+    test_attention(2, 64, 4, 2, 16, 1.0f);
+    test_attention(2, 65, 6, 3, 32, 1.0f);
+    test_attention(1, 200, 9, 3, 64, 1.0f);
+    test_attention(3, 130, 4, 1, 24, 2.0f);  // peaked softmax
+    // random shapes
+    for (int i = 0; i < 6; i++) {
+        int nkv = 1 + (int)(rng_uniform(&rng) * 3), group = 1 + (int)(rng_uniform(&rng) * 3);
+        int B = 1 + (int)(rng_uniform(&rng) * 3), T = 1 + (int)(rng_uniform(&rng) * 300);
+        int hd = 2 * (1 + (int)(rng_uniform(&rng) * 40));
+        test_attention(B, T, nkv * group, nkv, hd, 1.0f);
+    }
+    test_classifier(37, 48, 97);
+    test_classifier(300, 64, 1000);
+    test_classifier(45, 16, 300000);  // 16-row chunks: 3 of them
+    test_forward_only();
+    return t_summary();
+}
