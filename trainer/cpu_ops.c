@@ -127,18 +127,36 @@ static void cpu_rope_fwd_at(void *x, int B, int T, int nheads, int hd, float the
     rope_apply(x, B, T, nheads, hd, theta, 1.0f, pos0);
 }
 
-static void cpu_swiglu_fwd(void *out_, const void *gate_, const void *up_, size_t n) {
-    float *out = out_;
-    const float *g = gate_, *u = up_;
-#pragma omp parallel for
-    for (size_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+// Element-wise ops run a PS_CLONES kernel over [lo, hi) chunks of EW_CHUNK
+// elements in parallel (one chunk: no parallel region). The kernels are
+// separate functions so that each is compiled for AVX2 + FMA and the baseline.
+#define EW_CHUNK ((size_t)1 << 15)
+#define EW_PARALLEL(n, call)                                                           \
+    do {                                                                               \
+        size_t nc_ = ((n) + EW_CHUNK - 1) / EW_CHUNK;                                  \
+        _Pragma("omp parallel for if (nc_ > 1)") for (size_t c_ = 0; c_ < nc_; c_++) { \
+            size_t lo = c_ * EW_CHUNK, hi = lo + EW_CHUNK < (n) ? lo + EW_CHUNK : (n); \
+            call;                                                                      \
+        }                                                                              \
+    } while (0)
+
+PS_CLONES static void swiglu_fwd_k(float *out, const float *g, const float *u, size_t lo,
+                                   size_t hi) {
+#pragma omp simd
+    for (size_t i = lo; i < hi; i++) out[i] = g[i] / (1.0f + ps_expf(-g[i])) * u[i];
 }
 
-static void cpu_add_inplace(void *a_, const void *b_, size_t n) {
-    float *a = a_;
-    const float *b = b_;
-#pragma omp parallel for
-    for (size_t i = 0; i < n; i++) a[i] += b[i];
+static void cpu_swiglu_fwd(void *out, const void *gate, const void *up, size_t n) {
+    EW_PARALLEL(n, swiglu_fwd_k(out, gate, up, lo, hi));
+}
+
+PS_CLONES static void add_k(float *a, const float *b, size_t lo, size_t hi) {
+#pragma omp simd
+    for (size_t i = lo; i < hi; i++) a[i] += b[i];
+}
+
+static void cpu_add_inplace(void *a, const void *b, size_t n) {
+    EW_PARALLEL(n, add_k(a, b, lo, hi));
 }
 
 static void cpu_crossentropy_fwd(float *losses, const void *logits_, const int *targets, int BT,
@@ -226,17 +244,20 @@ static void cpu_rope_bwd(void *dx, int B, int T, int nheads, int hd, float theta
     rope_apply(dx, B, T, nheads, hd, theta, -1.0f, 0);
 }
 
-static void cpu_swiglu_bwd(void *dgate_, void *dup_, const void *dout_, const void *gate_,
-                           const void *up_, size_t n) {
-    float *dg = dgate_, *du = dup_;
-    const float *dout = dout_, *g = gate_, *u = up_;
-#pragma omp parallel for
-    for (size_t i = 0; i < n; i++) {
-        float sig = 1.0f / (1.0f + expf(-g[i]));
+PS_CLONES static void swiglu_bwd_k(float *dg, float *du, const float *dout, const float *g,
+                                   const float *u, size_t lo, size_t hi) {
+#pragma omp simd
+    for (size_t i = lo; i < hi; i++) {
+        float sig = 1.0f / (1.0f + ps_expf(-g[i]));
         float silu = g[i] * sig;
         du[i] = dout[i] * silu;
         dg[i] = dout[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
     }
+}
+
+static void cpu_swiglu_bwd(void *dgate, void *dup, const void *dout, const void *gate,
+                           const void *up, size_t n) {
+    EW_PARALLEL(n, swiglu_bwd_k(dgate, dup, dout, gate, up, lo, hi));
 }
 
 static void cpu_embedding_bwd(void *dwte_, const void *dout_, const int *tokens, int BT, int C) {
@@ -352,24 +373,33 @@ static double cpu_sumsq(const void *x_, size_t n) {
     return s;
 }
 
-static void cpu_adamw(float *master, void *params_, const void *grad_, float *m, float *v, size_t n,
-                      float lr, float beta1, float beta2, float eps, float weight_decay,
-                      float grad_scale, int t) {
-    float *params = params_;
-    const float *grad = grad_;
-    // PyTorch AdamW: p *= 1 - lr wd; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
-    float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
-    float step = lr / bc1, sbc2 = sqrtf(bc2), decay = 1.0f - lr * weight_decay;
-#pragma omp parallel for
-    for (size_t i = 0; i < n; i++) {
-        float g = grad[i] * grad_scale;
-        m[i] = beta1 * m[i] + (1.0f - beta1) * g;
-        v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
+typedef struct {
+    float beta1, beta2, eps, grad_scale, step, sbc2, decay;
+} AdamStep;
+
+PS_CLONES static void adamw_k(float *master, float *params, const float *grad, float *m, float *v,
+                              const AdamStep *s, size_t lo, size_t hi) {
+    float b1 = s->beta1, b2 = s->beta2, eps = s->eps, gs = s->grad_scale, step = s->step,
+          sbc2 = s->sbc2, decay = s->decay;
+#pragma omp simd
+    for (size_t i = lo; i < hi; i++) {
+        float g = grad[i] * gs;
+        m[i] = b1 * m[i] + (1.0f - b1) * g;
+        v[i] = b2 * v[i] + (1.0f - b2) * g * g;
         float p = master[i] * decay;
         p -= step * m[i] / (sqrtf(v[i]) / sbc2 + eps);
         master[i] = p;
         params[i] = p;
     }
+}
+
+static void cpu_adamw(float *master, void *params, const void *grad, float *m, float *v, size_t n,
+                      float lr, float beta1, float beta2, float eps, float weight_decay,
+                      float grad_scale, int t) {
+    // PyTorch AdamW: p *= 1 - lr wd; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
+    float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
+    AdamStep st = {beta1, beta2, eps, grad_scale, lr / bc1, sqrtf(bc2), 1.0f - lr * weight_decay};
+    EW_PARALLEL(n, adamw_k(master, params, grad, m, v, &st, lo, hi));
 }
 
 static const Backend CPU = {

@@ -73,9 +73,13 @@ float optim_step(Optim *o, Model *M, int step, float grad_norm) {
     if (c->clip > 0 && grad_norm > c->clip) scale = c->clip / (grad_norm + 1e-6f);
     o->t++;
     size_t e = M->be->act_bytes;
-    for (int i = 0; i < M->t.n; i++) {
+    // One call per run of adjacent tensors with the same decay (a layer's four
+    // attention matrices, its three MLP matrices, ...), not one per tensor.
+    for (int i = 0, j; i < M->t.n; i = j) {
         const ParamEntry *pe = &M->t.e[i];
         size_t a = pe->offset, b = pe->offset + pe->numel;
+        for (j = i + 1; j < M->t.n && M->t.e[j].decay == pe->decay && M->t.e[j].offset == b; j++)
+            b += M->t.e[j].numel;
         if (a < o->lo) a = o->lo;
         if (b > o->hi) b = o->hi;
         if (a >= b) continue;
