@@ -1,4 +1,5 @@
 // main.c: the `postshare` command line: dispatches to the subcommands.
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,20 +36,42 @@ static void usage(FILE *f) {
             PS_VERSION);
 }
 
-// OpenMP threads that spin while they wait for work collapse on a shared
-// machine: a waiting thread burns the time slice the working one needs, and on
-// 2 busy cores a parallel region can cost a scheduler tick. So unless the user
-// chose a wait policy, run with OMP_WAIT_POLICY=passive (threads sleep at once;
-// no loss measured on a quiet machine). libgomp reads the variable once, when
-// it loads, before main: so set it and start the program again, once.
-static void passive_openmp(char **argv) {
-    if (getenv("OMP_WAIT_POLICY")) return;
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", argv);  // on failure: go on with the default policy
+// Two settings that OpenMP and OpenBLAS read once, when they load (before main),
+// so they are set here and the program starts itself again, once:
+// - OpenMP threads that spin while they wait for work collapse on a shared
+//   machine: a waiting thread burns the time slice the working one needs, and
+//   on 2 busy cores a parallel region can cost a scheduler tick. So unless the
+//   user chose a wait policy, OMP_WAIT_POLICY=passive (threads sleep at once;
+//   no loss measured on a quiet machine).
+// - OpenBLAS picks its kernels from the CPU model; a model newer than the
+//   library (OpenBLAS 0.3.21 on a 2024 Xeon) gets the generic Prescott (SSE3)
+//   kernels: sgemm 4.6x slower there. Unless OPENBLAS_CORETYPE is set, such a
+//   CPU gets the kernels its instruction set supports (SkylakeX: AVX-512,
+//   Haswell: AVX2 + FMA).
+static int openblas_core_fix(void) {
+    if (getenv("OPENBLAS_CORETYPE") || strcmp(openblas_get_corename(), "Prescott")) return 0;
+    __builtin_cpu_init();
+    const char *core = NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        core = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        core = "Haswell";
+    if (core) setenv("OPENBLAS_CORETYPE", core, 1);
+    return core != NULL;
+}
+
+static void runtime_setup(char **argv) {
+    int again = openblas_core_fix();
+    if (!getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        again = 1;
+    }
+    if (again) execv("/proc/self/exe", argv);  // on failure: go on as we are
 }
 
 int main(int argc, char **argv) {
-    passive_openmp(argv);
+    runtime_setup(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
