@@ -67,7 +67,13 @@ static void runtime_setup(char **argv) {
         setenv("OMP_WAIT_POLICY", "passive", 1);
         again = 1;
     }
-    if (again) execv("/proc/self/exe", argv);  // on failure: go on as we are
+    if (!again) return;
+    // the program's own path (not /proc/self/exe, which would rename the process "exe")
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return;
+    self[n] = '\0';
+    execv(self, argv);  // on failure: go on as we are
 }
 
 int main(int argc, char **argv) {

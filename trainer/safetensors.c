@@ -4,6 +4,7 @@
 // The host is assumed little-endian (x86-64, aarch64), like the format, so F32
 // and I32 data are copied byte for byte.
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE  // madvise
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -293,18 +294,32 @@ const StTensor *st_find(const StFile *f, const char *name) {
     return NULL;
 }
 
+// A tensor's bytes have been read: let the kernel drop their pages, so that a
+// model being loaded holds its converted weights and not also the file (peak
+// RSS). The mapping is private and never written: touching the pages again
+// reads them back from the file.
+static void st_release(const StFile *f, const StTensor *t) {
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)(f->data + t->begin) & ~(pg - 1);
+    uintptr_t b = ((uintptr_t)(f->data + t->end) + pg - 1) & ~(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 int st_read_f32(const StFile *f, const StTensor *t, float *out) {
     const uint8_t *src = f->data + t->begin;
     size_t n = st_numel(t);
     switch (t->dtype) {
         case ST_F32:
             memcpy(out, src, n * 4);
+            st_release(f, t);
             return 0;
         case ST_BF16:
             bf16_to_f32_n(out, src, n);
+            st_release(f, t);
             return 0;
         case ST_F16:
             f16_to_f32_n(out, src, n);
+            st_release(f, t);
             return 0;
         default:
             return ps_err_set(
