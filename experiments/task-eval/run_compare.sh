@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# experiments/task-eval/run_compare.sh: postshare eval --tasks against
+# lm-evaluation-harness on the same model, data and machine (experiments/task-eval.md).
+#   usage: experiments/task-eval/run_compare.sh [WORK_DIR] [LIMIT] [MMLU_LIMIT_PER_SUBJECT]
+# Needs build/postshare, ../shared/data (stories260K, eval data) and a Python with
+# lm-eval, torch, transformers, tokenizers, sentencepiece, protobuf ($PY, default
+# /work/xvenv/bin/python). The model: stories260K exported to HF (match --ratio 0 +
+# share --materialize) with an HF tokenizer made from tok512.model.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+W="${1:-/tmp/task-eval}"; LIMIT="${2:-200}"; MLIM="${3:-4}"
+TH="${THREADS:-1}"  # CPU threads for both (one: OpenMP barriers crawl on an overloaded machine)
+PY="${PY:-/work/xvenv/bin/python}"
+B=build/postshare
+S=../shared/data/models/stories260K
+M="$W/s260k_hf"
+mkdir -p "$W"
+if [ ! -f "$M/tokenizer.json" ]; then
+  $B match "$S/stories260K.bin" --ratio 0 --no-plot -o "$W/plan0.json" >/dev/null
+  $B share "$S/stories260K.bin" --plan "$W/plan0.json" -o "$M" --materialize >/dev/null
+  cp "$S/tok512.model" "$M/tokenizer.model"
+  $PY experiments/task-eval/make_spm_hf_tokenizer.py "$M/tokenizer.model" "$M"
+fi
+TASKS=piqa,arc_easy,openbookqa,boolq,hellaswag,lambada
+echo "== $(date -u +%FT%TZ) $(git rev-parse --short HEAD) $(nproc) cores; uptime: $(uptime)"
+run() {  # tag, then postshare eval arguments
+  local tag=$1; shift
+  /usr/bin/time -f "$tag: %e s wall, %M KiB peak" $B eval "$M" "$@" --threads "$TH" --samples "$W/ours_$tag.jsonl" \
+    --out "$W/ours_$tag" 2>"$W/ours_$tag.err" | tee "$W/ours_$tag.txt" | grep -E '^\||tok/s'
+  tail -1 "$W/ours_$tag.err"
+}
+run main --tasks $TASKS --limit "$LIMIT"
+run mmlu0 --tasks mmlu --limit "$MLIM"
+run mmlu5 --tasks mmlu --limit "$MLIM" --num-fewshot 5
+echo "== lm-eval; uptime: $(uptime)"
+rc=0
+$PY experiments/task-eval/compare_lm_eval.py --model "$M" --ours "$W/ours_main.jsonl" --tasks $TASKS \
+  --limit "$LIMIT" --work "$W/lm_main" --tag main --threads "$TH" 2>"$W/lm_main.err" || rc=1
+$PY experiments/task-eval/compare_lm_eval.py --model "$M" --ours "$W/ours_mmlu0.jsonl" --tasks mmlu \
+  --limit "$MLIM" --work "$W/lm_mmlu0" --tag mmlu0 --threads "$TH" 2>"$W/lm_mmlu0.err" || rc=1
+$PY experiments/task-eval/compare_lm_eval.py --model "$M" --ours "$W/ours_mmlu5.jsonl" --tasks mmlu \
+  --limit "$MLIM" --num-fewshot 5 --work "$W/lm_mmlu5" --tag mmlu5 --threads "$TH" 2>"$W/lm_mmlu5.err" || rc=1
+echo "== done $(date -u +%FT%TZ); uptime: $(uptime)"
+exit $rc
