@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Write tests/fixtures/tasks/mmlu_tiny.zip: two MMLU subjects in the layout of
-the hendrycks release (data/{dev,test}/<subject>_<split>.csv, deflated), with a
-quoted field holding a comma and a question with surrounding spaces, for
-tests/test_tasks.c. Run from the repository root."""
+"""Write tests/fixtures/tasks/: a task data folder in the layout of
+../shared/data/eval for tests/test_tasks.c and test_postshare.sh:
+  mmlu/mmlu.zip: two MMLU subjects as in the hendrycks release
+    (data/{dev,test}/<subject>_<split>.csv, deflated), with a quoted field
+    holding a comma and a question with surrounding spaces;
+  piqa/valid.jsonl + valid-labels.lst: four PIQA-format questions.
+Run from the repository root."""
+import json
 import zipfile
 
 FILES = {
@@ -11,7 +15,14 @@ FILES = {
     "data/dev/high_school_biology_dev.csv": "Bio dev?,e,f,g,h,A\nBio dev 2?,i,j,k,l,B\n",
     "data/test/high_school_biology_test.csv": "Cells?,one,two,three,four,D\n",
 }
-with zipfile.ZipFile("tests/fixtures/tasks/mmlu_tiny.zip", "w", zipfile.ZIP_DEFLATED) as z:
+with zipfile.ZipFile("tests/fixtures/tasks/mmlu/mmlu.zip", "w", zipfile.ZIP_DEFLATED) as z:
     z.writestr("data/", "")
     for name, text in FILES.items():
         z.writestr(name, text)
+PIQA = [("Open a jar", "Twist the lid.", "Hit it.", 0), ("Dry socks", "Hang them up.", "Eat them.", 0),
+        ("Light a room", "Turn on the lamp.", "Close the eyes.", 0), ("Cool tea", "Wait a while.", "Boil it.", 0)]
+with open("tests/fixtures/tasks/piqa/valid.jsonl", "w") as f:
+    for g, a, b, _ in PIQA:
+        f.write(json.dumps({"goal": g, "sol1": a, "sol2": b}) + "\n")
+with open("tests/fixtures/tasks/piqa/valid-labels.lst", "w") as f:
+    f.write("".join(f"{lab}\n" for *_, lab in PIQA))

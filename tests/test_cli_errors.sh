@@ -71,6 +71,23 @@ expect_fail "non-llama" "m3/config.json.*(gpt2|GPT2)" "$PS" eval "hf:$TMP/m3" --
 printf 'model:\n  init: hf:%s/m1\ndata:\n  train: x\n  val: x\n  seq_len: 16\n  batch_size: 2\ntrain:\n  steps: 1\n' "$TMP" > "$TMP/hf.yaml"
 expect_fail "model.init corrupt" "m1/model.safetensors" \
   "$PS" train "$TMP/hf.yaml" "${SETS[@]}"
+# task evaluation: unknown task, few-shot where there is none, missing data, bad task config,
+# and a job whose eval.tasks is wrong fails before it trains
+FX="$SRC/tests/fixtures/tasks"
+expect_fail "unknown task" "unknown task 'piqq'.*known tasks: piqa" \
+  "$PS" eval "hf:$RUN/model" --tasks piqq --tokenizer byte --data-dir "$FX"
+expect_fail "few-shot piqa" "piqa.*num-fewshot is only supported for mmlu" \
+  "$PS" eval "hf:$RUN/model" --tasks piqa --num-fewshot 2 --tokenizer byte --data-dir "$FX"
+expect_fail "missing task data" "arc_easy/arc_easy.jsonl.*--data-dir" \
+  "$PS" eval "hf:$RUN/model" --tasks arc_easy --tokenizer byte --data-dir "$FX"
+expect_fail "tasks without tokenizer" "needs --tokenizer" "$PS" eval "hf:$RUN/model" --tasks piqa --data-dir "$FX"
+printf '[{"name": "x"}]' > "$TMP/tasks.json"
+expect_fail "bad task config" "tasks.json: task 0 needs .name. and .file." \
+  "$PS" eval "hf:$RUN/model" --tasks piqa --task-config "$TMP/tasks.json" --tokenizer byte
+expect_fail "job eval.tasks" "eval.tasks: unknown task 'nope'" \
+  "$PS" train "$SRC/configs/tiny.yaml" "${SETS[@]}" --set run.name=badtasks --set eval.tasks=piqa,nope --set eval.data_dir="$FX"
+if [ ! -e "$TMP/runs/badtasks/metrics.jsonl" ]; then pass=$((pass+1)); else
+  fail=$((fail+1)); echo "FAIL: a job with a bad eval.tasks started training" >&2; fi
 expect_fail "unknown command" "unknown command" "$PS" frobnicate
 
 sum_after=$(cat "$RUN/config.yaml" "$RUN/model/model.safetensors" "$RUN/model/config.json" | md5sum)

@@ -10,7 +10,8 @@
 #     sweep.csv has 4 rows and both plots are drawn;
 #   - --jobs 2 with failing points: each failure is reported with its exit
 #     status and log, the others still finish, the exit status is 1;
-#   - --report on hand-made results.json: the exact sweep.csv; a malformed
+#   - --report on hand-made results.json: the exact sweep.csv (with task columns
+#     and a task plot when the rows have eval.tasks results); a malformed
 #     results.json stops the report and leaves sweep.csv as it was; without
 #     gnuplot the .dat/.gp files are still written;
 #   - bad sweep sections (unknown key, bad value, non-list, empty list,
@@ -167,6 +168,27 @@ rc=$?
 check '[ $rc -ne 0 ] && grep -q "p02_share.reg.weight=0_share.ratio=0.3/results.json: models\[0\] (start): \"val_loss\" must be a number" "$TMP/badres.log"' \
   "a malformed results.json: rc $rc, $(cat "$TMP/badres.log")"
 check '[ "$(md5sum < "$R/sweep.csv")" = "$csv_before" ]' "a failed report changed sweep.csv"
+# task results (eval.tasks) in the rows: MODEL_TASK_METRIC columns and a plot per task
+sweep_config "$TMP/rept.yaml" '  share.reg.weight: [0, 1]'
+rept() { "$PS" sweep "$TMP/rept.yaml" "${DATA[@]}" --set run.name=rept "$@"; }
+rept --print-commands > /dev/null 2>&1 || bad "rept: --print-commands failed"
+RT="$TMP/runs/rept"
+tresults() {  # tresults WEIGHT PIQA_ACC_NORM
+  printf '{"models": [{"name": "directshare", "params": 900, "bytes": 3600, "val_loss": 3.0, "val_ppl": 20.0,
+      "tasks": [{"task": "piqa", "n": 10, "num_fewshot": 0, "acc": 0.5, "acc_stderr": 0.1, "acc_norm": 0.4, "acc_norm_stderr": 0.1}]},
+    {"name": "postshare", "params": 900, "bytes": 3600, "val_loss": 2.1, "val_ppl": 8,
+      "tasks": [{"task": "piqa", "n": 10, "num_fewshot": 0, "acc": 0.6, "acc_stderr": 0.1, "acc_norm": %s, "acc_norm_stderr": 0.1},
+                {"task": "lambada", "n": 10, "num_fewshot": 0, "acc": 0.25, "acc_stderr": 0.1, "perplexity": 40.5, "perplexity_stderr": 3}]}],
+  "share": {"ratio": 0.3, "match": "qk", "reg_type": "l2", "reg_weight": %s, "lm_weight": 1, "targets": "q,k,v", "pairs": 1}}\n' "$2" "$1"
+}
+tresults 0 0.55 > "$RT/p01_share.reg.weight=0/results.json"
+tresults 1 0.7 > "$RT/p02_share.reg.weight=1/results.json"
+rept --report > "$TMP/rept.log" 2>&1 || bad "--report with task results failed: $(cat "$TMP/rept.log")"
+check 'head -1 "$RT/sweep.csv" | grep -q ",postshare_bytes,directshare_piqa_acc,directshare_piqa_acc_norm,directshare_lambada_acc,directshare_lambada_perplexity,postshare_piqa_acc,postshare_piqa_acc_norm,postshare_lambada_acc,postshare_lambada_perplexity$"' \
+  "sweep.csv task columns: $(head -1 "$RT/sweep.csv")"
+check 'grep -q "^p02_share.reg.weight=1,1,finished,.*,0.5,0.4,,,0.6,0.7,0.25,40.5$" "$RT/sweep.csv"' "sweep.csv task values: $(cat "$RT/sweep.csv")"
+check 'grep -q "^0 0.55 0.4 ? ?$" "$RT/piqa_acc_norm_vs_reg_weight.dat" && grep -q "^1 0.7 0.4" "$RT/piqa_acc_norm_vs_reg_weight.dat" && [ -s "$RT/lambada_acc_vs_reg_weight.dat" ]' \
+  "task plot data: $(cat "$RT/piqa_acc_norm_vs_reg_weight.dat" 2>&1)"
 
 # ---------------------------------------------------------------------------
 # Bad sweep sections: a clear message (file:line, key, value), exit 1, nothing written

@@ -173,7 +173,7 @@ int main(void) {
     strcpy(piqa.labels, "piqa.lst");
     strcpy(hs.file, "hellaswag.jsonl");
     strcpy(lam.file, "lambada.jsonl");
-    snprintf(mmlu.file, sizeof mmlu.file, "%s/tests/fixtures/tasks/mmlu_tiny.zip", PS_SOURCE_DIR);
+    snprintf(mmlu.file, sizeof mmlu.file, "%s/tests/fixtures/tasks/mmlu/mmlu.zip", PS_SOURCE_DIR);
     T_CHECK(task_find("nope") == NULL && strstr(ps_err_msg(), "piqa, arc_easy"), "unknown task");
 
     Task t[6];

@@ -41,7 +41,7 @@ static void usage(FILE *f) {
             "  --limit N            documents per task (per subject for mmlu); 0 = all\n"
             "  --seed S             with --limit: a random subset from seed S (default 0 =\n"
             "                       the first N, as lm-eval's --limit)\n"
-            "  --num-fewshot K      mmlu: K examples from the dev split (default 0)\n"
+            "  --num-fewshot K      mmlu only: K examples from the dev split (default 0)\n"
             "  --task-config FILE   extra JSONL tasks (query/choices/gold), see docs/tasks.md\n"
             "  --out PREFIX         write PREFIX.json and PREFIX.md\n"
             "  --samples FILE       per-document log-likelihoods (JSONL)\n"

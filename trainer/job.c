@@ -112,6 +112,11 @@ static const JobKey KEYS[] = {
     {"share.apply_after",    JT_BOOL,   FIELD(share.apply_after), "true",  0, NULL, "at the end: apply the plan, evaluate, write results.json/md and the shared model"},
     {"share.materialize",    JT_BOOL,   FIELD(share.materialize), "false", 0, NULL, "also save the shared model as a plain HF directory"},
 
+    {"eval.tasks",           JT_STRING, FIELD(eval.tasks),        "",      JK_STRLIST, NULL, "tasks scored for every model of the results table at the end (docs/tasks.md), e.g. piqa,arc_easy; empty: none"},
+    {"eval.limit",           JT_INT,    FIELD(eval.limit),        "0",     0, "[0,inf)", "documents per task (per subject for mmlu), the first N; 0: all"},
+    {"eval.num_fewshot",     JT_INT,    FIELD(eval.num_fewshot),  "0",     0, "[0,64]", "mmlu: examples from its dev split in each prompt"},
+    {"eval.data_dir",        JT_STRING, FIELD(eval.data_dir),     "",      0, NULL, "folder of the task data; empty: $POSTSHARE_EVAL_DATA or ../shared/data/eval"},
+
     {"backend",              JT_STRING, FIELD(backend),            "auto", JK_NONEMPTY | JK_NOTE, "cpu|cuda|auto", "cpu, cuda or auto (cuda when available)"},
     {"threads",              JT_INT,    FIELD(threads),            "0",    JK_NOTE, "[0,inf)", "CPU threads per rank; 0: the OpenMP default (OMP_NUM_THREADS, else the cores divided among the node's ranks)"},
     {"comm_overlap",         JT_BOOL,   FIELD(comm_overlap),       "true", JK_NOTE, NULL, "start each layer's gradient reduction as soon as the backward has finished it (where the communicator can)"},

@@ -20,9 +20,9 @@
 #define JOB_PATH_MAX 1024  // paths, globs, init/tokenizer specs
 
 typedef struct {
-    char name[JOB_NAME_MAX];     // run directory is out_dir/name
+    char name[JOB_NAME_MAX];  // run directory is out_dir/name
     char out_dir[JOB_PATH_MAX];
-    int seed;                    // model init, data order, everything random
+    int seed;  // model init, data order, everything random
 } JobRun;
 
 typedef struct {
@@ -36,12 +36,12 @@ typedef struct {
 } JobModel;
 
 typedef struct {
-    char train[JOB_PATH_MAX];  // glob of training shards
-    char val[JOB_PATH_MAX];    // glob of validation shards
-    int seq_len;               // tokens per sequence (T)
-    int batch_size;            // sequences per micro-batch (B)
-    int val_batches;           // micro-batches per evaluation
-    int shuffle;               // bool
+    char train[JOB_PATH_MAX];      // glob of training shards
+    char val[JOB_PATH_MAX];        // glob of validation shards
+    int seq_len;                   // tokens per sequence (T)
+    int batch_size;                // sequences per micro-batch (B)
+    int val_batches;               // micro-batches per evaluation
+    int shuffle;                   // bool
     char tokenizer[JOB_PATH_MAX];  // "byte" | "llama2c:PATH" (used by generate)
 } JobData;
 
@@ -53,33 +53,42 @@ typedef struct {
     float weight_decay;  // AdamW, matrices only
     float betas[2];
     float eps;
-    float clip;          // global grad-norm clip; 0 disables
-    int eval_every;      // 0: only at the end
+    float clip;      // global grad-norm clip; 0 disables
+    int eval_every;  // 0: only at the end
     int log_every;
-    int save_final;      // bool
-    int stop_after;      // end this run after this step (with a checkpoint); 0: off
+    int save_final;  // bool
+    int stop_after;  // end this run after this step (with a checkpoint); 0: off
 } JobTrain;
 
 typedef struct {
-    int every;       // steps between checkpoints; 0: only at the end (and on a signal)
-    int keep;        // newest checkpoints kept; 0: all
-    int keep_every;  // also keep checkpoints whose step is a multiple of this; 0: none
+    int every;                  // steps between checkpoints; 0: only at the end (and on a signal)
+    int keep;                   // newest checkpoints kept; 0: all
+    int keep_every;             // also keep checkpoints whose step is a multiple of this; 0: none
     char resume[JOB_PATH_MAX];  // "auto" | "none" | a checkpoint path
 } JobCheckpoint;
 
 // PostShare (docs/postshare.md): active when ratio > 0 or a plan file is given.
 // Loss = lm_weight * LM + reg.weight * R over the plan's pairs (sharereg.h).
 typedef struct {
-    float ratio;                 // fraction of units (KV groups) replaced
-    char match[16];              // qk | q | k | v | qkv
-    char plan[JOB_PATH_MAX];     // a plan file; "": computed from the initial weights
-    float lm_weight;             // weight of the LM loss
-    char reg_type[16];           // l2 | mse | kl | js | kl2
-    float reg_weight;            // weight of R
-    char reg_targets[64];        // subset of q,k,v,o, e.g. "q,k,v"
-    int apply_after;             // bool: share and evaluate at the end of the run
-    int materialize;             // bool: also save the shared model as a plain HF dir
+    float ratio;              // fraction of units (KV groups) replaced
+    char match[16];           // qk | q | k | v | qkv
+    char plan[JOB_PATH_MAX];  // a plan file; "": computed from the initial weights
+    float lm_weight;          // weight of the LM loss
+    char reg_type[16];        // l2 | mse | kl | js | kl2
+    float reg_weight;         // weight of R
+    char reg_targets[64];     // subset of q,k,v,o, e.g. "q,k,v"
+    int apply_after;          // bool: share and evaluate at the end of the run
+    int materialize;          // bool: also save the shared model as a plain HF dir
 } JobShare;
+
+// Task evaluation at the end of a run (taskeval.h): each model of the results
+// table is also scored on these tasks with the job's data.tokenizer.
+typedef struct {
+    char tasks[512];              // comma-separated task names; "": none
+    int limit;                    // documents per task (per subject for mmlu); 0: all
+    int num_fewshot;              // mmlu's few-shot examples
+    char data_dir[JOB_PATH_MAX];  // "": $POSTSHARE_EVAL_DATA or ../shared/data/eval
+} JobEval;
 
 typedef struct {
     JobRun run;
@@ -88,6 +97,7 @@ typedef struct {
     JobTrain train;
     JobCheckpoint checkpoint;
     JobShare share;
+    JobEval eval;
     char backend[JOB_NAME_MAX];  // "cpu" | "cuda" | "auto"
     int threads;                 // CPU threads; 0 = all cores
     char comm[JOB_NAME_MAX];     // "auto" | "single" | "mpi" | "nccl" (comm.h)

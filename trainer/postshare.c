@@ -9,6 +9,7 @@
 #include "backend.h"
 #include "common.h"
 #include "share.h"
+#include "taskeval.h"
 
 int postshare_init(PostShare *ps, const JobConfig *job, const HostWeights *w0,
                    const char *resume_plan_json) {
@@ -79,22 +80,78 @@ RegStats postshare_stats(const PostShare *ps, const Model *M) {
 
 // ---------------------------------------------------------------- hand-off
 
+#define MAX_TASK_COLS 64
+
+// The job's tasks (eval.tasks), loaded once for every row; NULL set: none.
+struct JobTasks {
+    TaskSet set;
+    TaskEvalOpts opts;
+    Tokenizer *tok;
+};
+
 typedef struct {
     const char *name, *what;
     size_t params, bytes;
     EvalResult ev;
+    TaskResult *tasks;  // [n_tasks], or NULL
+    int n_tasks;
 } ResultRow;
 
+int postshare_tasks_open(const JobConfig *job, JobTasks **out) {
+    *out = NULL;
+    if (!job->eval.tasks[0]) return 0;
+    JobTasks *jt = xcalloc(1, sizeof *jt);
+    task_eval_opts_default(&jt->opts);
+    if (job->eval.data_dir[0]) jt->opts.data_dir = job->eval.data_dir;
+    jt->opts.limit = job->eval.limit;
+    jt->opts.num_fewshot = job->eval.num_fewshot;
+    char msg[1024];
+    if (task_set_load(job->eval.tasks, &jt->opts, &jt->set)) {
+        snprintf(msg, sizeof msg, "%s", ps_err_msg());  // ps_err_set must not read its own buffer
+        free(jt);
+        return ps_err_set("eval.tasks: %s", msg);
+    }
+    jt->tok = tok_open(job->data.tokenizer);
+    if (!jt->tok) {
+        snprintf(msg, sizeof msg, "%s", ps_err_msg());
+        task_set_free(&jt->set);
+        free(jt);
+        return ps_err_set("eval.tasks needs data.tokenizer: %s", msg);
+    }
+    *out = jt;
+    return 0;
+}
+
+void postshare_tasks_close(JobTasks *jt) {
+    if (!jt) return;
+    task_set_free(&jt->set);
+    tok_free(jt->tok);
+    free(jt);
+}
+
 static ResultRow eval_weights(const JobConfig *job, const char *name, const char *what,
-                              const HostWeights *w, Loader *val, int B, int T) {
+                              const HostWeights *w, Loader *val, int B, int T, const JobTasks *jt) {
     Model M;
     model_init_table(&M, backend_get(job->backend), &w->t);
     model_set_forward_only(&M, 1);
     model_set_params(&M, w->params);
-    ResultRow r = {name, what, w->t.total, model_weight_bytes(&w->t, sizeof(float)), {0, 0, 0, 0}};
+    ResultRow r = {name,         what, w->t.total, model_weight_bytes(&w->t, sizeof(float)),
+                   {0, 0, 0, 0}, NULL, 0};
     r.ev = eval_model(&M, val, B, T, job->data.val_batches);
-    model_free(&M);
     printf("  %-12s %-44s val loss %.4f  ppl %8.3f\n", name, what, r.ev.loss, r.ev.ppl);
+    if (jt) {
+        r.n_tasks = jt->set.n_tasks;
+        r.tasks = xcalloc((size_t)r.n_tasks, sizeof(TaskResult));
+        if (task_set_eval(&M, jt->tok, &jt->set, &jt->opts, r.tasks, NULL))
+            ps_die("eval.tasks: %s", ps_err_msg());
+        char names[MAX_TASK_COLS][80];
+        double vals[MAX_TASK_COLS];
+        int nc = task_result_columns(r.tasks, r.n_tasks, names, vals, MAX_TASK_COLS);
+        printf("  %-12s", "");
+        for (int c = 0; c < nc && c < MAX_TASK_COLS; c++) printf(" %s %.4f", names[c], vals[c]);
+        printf("\n");
+    }
+    model_free(&M);
     fflush(stdout);
     return r;
 }
@@ -109,6 +166,7 @@ static cJSON *row_json(const ResultRow *r) {
     cJSON_AddNumberToObject(o, "val_loss", r->ev.loss);
     cJSON_AddNumberToObject(o, "val_ppl", r->ev.ppl);
     cJSON_AddNumberToObject(o, "val_tokens", (double)r->ev.tokens);
+    if (r->tasks) cJSON_AddItemToObject(o, "tasks", task_results_json(r->tasks, r->n_tasks));
     return o;
 }
 
@@ -120,22 +178,74 @@ static void write_json(const char *run_dir, cJSON *root) {
     free(path);
 }
 
+// The task columns of a row ("piqa.acc" ...) with "value ± stderr" cells.
+static int task_cells(const ResultRow *r, char (*names)[80], char (*cells)[64]) {
+    int k = 0;
+    for (int t = 0; t < r->n_tasks && k < MAX_TASK_COLS - 3; t++) {
+        const TaskResult *x = &r->tasks[t];
+        if (x->metrics & TASK_M_ACC) {
+            snprintf(names[k], 80, "%s acc", x->name);
+            task_fmt_value(cells[k++], 64, x->acc, x->acc_se);
+        }
+        if (x->metrics & TASK_M_ACC_NORM) {
+            snprintf(names[k], 80, "%s acc_norm", x->name);
+            task_fmt_value(cells[k++], 64, x->acc_norm, x->acc_norm_se);
+        }
+        if (x->metrics & TASK_M_PPL) {
+            snprintf(names[k], 80, "%s ppl", x->name);
+            task_fmt_value(cells[k++], 64, x->ppl, x->ppl_se);
+        }
+    }
+    return k;
+}
+
 static void write_md(const char *run_dir, const ResultRow *rows, int n, const char *head) {
-    size_t cap = 16384, len = 0;
-    char *md = xmalloc(cap);
-    len += (size_t)snprintf(md + len, cap - len,
-                            "# Results\n\n%s\n\n| model | what | params | bytes | val loss | val "
-                            "ppl | resident bytes |\n|---|---|---:|---:|---:|---:|---:|\n",
-                            head);
-    for (int i = 0; i < n && len < cap; i++)
-        len += (size_t)snprintf(md + len, cap - len,
-                                "| %s | %s | %zu | %zu | %.4f | %.3f | %zu |\n", rows[i].name,
-                                rows[i].what, rows[i].params, rows[i].params * sizeof(float),
-                                rows[i].ev.loss, rows[i].ev.ppl, rows[i].bytes);
+    char *md = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&md, &len);
+    char names[MAX_TASK_COLS][80], cells[MAX_TASK_COLS][64];
+    int nc = task_cells(&rows[0], names, cells);
+    fprintf(f,
+            "# Results\n\n%s\n\n| model | what | params | bytes | val loss | val ppl | "
+            "resident bytes |",
+            head);
+    for (int c = 0; c < nc; c++) fprintf(f, " %s |", names[c]);
+    fprintf(f, "\n|---|---|---:|---:|---:|---:|---:|");
+    for (int c = 0; c < nc; c++) fprintf(f, "---:|");
+    fprintf(f, "\n");
+    for (int i = 0; i < n; i++) {
+        fprintf(f, "| %s | %s | %zu | %zu | %.4f | %.3f | %zu |", rows[i].name, rows[i].what,
+                rows[i].params, rows[i].params * sizeof(float), rows[i].ev.loss, rows[i].ev.ppl,
+                rows[i].bytes);
+        task_cells(&rows[i], names, cells);
+        for (int c = 0; c < nc; c++) fprintf(f, " %s |", cells[c]);
+        fprintf(f, "\n");
+    }
+    if (rows[0].n_tasks)
+        fprintf(f,
+                "\nTasks (docs/tasks.md): value ± standard error, as lm-evaluation-harness "
+                "computes them.\n");
+    fclose(f);
     char *path = ps_path_join(run_dir, "results.md");
     if (ps_write_file_atomic(path, md, strlen(md)) != 0) ps_die("%s", ps_err_msg());
     free(path);
     free(md);
+}
+
+// The console table: parameters, bytes, loss, perplexity and the task columns.
+static void print_rows(const ResultRow *rows, int n) {
+    char names[MAX_TASK_COLS][80], cells[MAX_TASK_COLS][64];
+    int nc = task_cells(&rows[0], names, cells);
+    printf("\n%-12s %12s %12s %10s %10s", "model", "params", "bytes", "val loss", "val ppl");
+    for (int c = 0; c < nc; c++) printf(" %18s", names[c]);
+    printf("\n");
+    for (int i = 0; i < n; i++) {
+        printf("%-12s %12zu %12zu %10.4f %10.3f", rows[i].name, rows[i].params,
+               rows[i].params * sizeof(float), rows[i].ev.loss, rows[i].ev.ppl);
+        task_cells(&rows[i], names, cells);
+        for (int c = 0; c < nc; c++) printf(" %18s", cells[c]);
+        printf("\n");
+    }
 }
 
 static void save_model(const char *run_dir, const char *sub, const HostWeights *w) {
@@ -151,16 +261,19 @@ void postshare_handoff(const PostShare *ps, const JobConfig *job, const char *ru
     const JobShare *sh = &job->share;
     printf("postshare: hand-off: applying the plan (%d units) and evaluating on %s\n", ps->plan.n,
            job->data.val);
+    JobTasks *jt;
+    if (postshare_tasks_open(job, &jt)) ps_die("%s", ps_err_msg());
     HostWeights direct, shared;
     share_compact(start, &ps->plan, &direct);
     share_compact(final, &ps->plan, &shared);
     ResultRow rows[4];
-    rows[0] = eval_weights(job, "start", "starting model", start, val, B, T);
-    rows[1] =
-        eval_weights(job, "directshare", "plan applied to the starting model", &direct, val, B, T);
-    rows[2] = eval_weights(job, "posttrained", "post-trained, before sharing", final, val, B, T);
+    rows[0] = eval_weights(job, "start", "starting model", start, val, B, T, jt);
+    rows[1] = eval_weights(job, "directshare", "plan applied to the starting model", &direct, val,
+                           B, T, jt);
+    rows[2] =
+        eval_weights(job, "posttrained", "post-trained, before sharing", final, val, B, T, jt);
     rows[3] = eval_weights(job, "postshare", "plan applied to the post-trained model", &shared, val,
-                           B, T);
+                           B, T, jt);
 
     cJSON *root = cJSON_CreateObject();
     cJSON *models = cJSON_AddArrayToObject(root, "models");
@@ -196,19 +309,36 @@ void postshare_handoff(const PostShare *ps, const JobConfig *job, const char *ru
         save_model(run_dir, "shared_hf", &mat);
         host_weights_free(&mat);
     }
-    printf("\n%-12s %12s %12s %10s %10s\n", "model", "params", "bytes", "val loss", "val ppl");
-    for (int i = 0; i < 4; i++)
-        printf("%-12s %12zu %12zu %10.4f %10.3f\n", rows[i].name, rows[i].params,
-               rows[i].params * sizeof(float), rows[i].ev.loss, rows[i].ev.ppl);
+    print_rows(rows, 4);
     printf("(results.md and results.json in %s)\n", run_dir);
+    for (int i = 0; i < 4; i++) free(rows[i].tasks);
+    postshare_tasks_close(jt);
     host_weights_free(&direct);
     host_weights_free(&shared);
 }
 
 void postshare_results_plain(const JobConfig *job, const char *run_dir, const HostWeights *final,
                              EvalResult ev) {
-    ResultRow r = {"trained", "the trained model", final->t.total,
-                   model_weight_bytes(&final->t, sizeof(float)), ev};
+    ResultRow r = {"trained",
+                   "the trained model",
+                   final->t.total,
+                   model_weight_bytes(&final->t, sizeof(float)),
+                   ev,
+                   NULL,
+                   0};
+    JobTasks *jt;
+    if (postshare_tasks_open(job, &jt)) ps_die("%s", ps_err_msg());
+    if (jt) {  // the validation numbers are the run's; the tasks need a forward of their own
+        Model M;
+        model_init_table(&M, backend_get(job->backend), &final->t);
+        model_set_params(&M, final->params);
+        r.n_tasks = jt->set.n_tasks;
+        r.tasks = xcalloc((size_t)r.n_tasks, sizeof(TaskResult));
+        if (task_set_eval(&M, jt->tok, &jt->set, &jt->opts, r.tasks, NULL))
+            ps_die("eval.tasks: %s", ps_err_msg());
+        model_free(&M);
+        print_rows(&r, 1);
+    }
     cJSON *root = cJSON_CreateObject();
     cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "models"), row_json(&r));
     char head[1200];
@@ -216,4 +346,6 @@ void postshare_results_plain(const JobConfig *job, const char *run_dir, const Ho
     write_md(run_dir, &r, 1, head);
     write_json(run_dir, root);
     cJSON_Delete(root);
+    free(r.tasks);
+    postshare_tasks_close(jt);
 }

@@ -44,6 +44,13 @@ void postshare_handoff(const PostShare *ps, const JobConfig *job, const char *ru
                        const HostWeights *start, const HostWeights *final, Loader *val, int B,
                        int T, RegStats last);
 
+// The job's eval.tasks loaded (data read, tokenizer opened) for the results
+// table; *out NULL when the job names none. 0, or -1 with ps_err set. Runs call
+// it once at the start too, so that a bad task list fails before training.
+typedef struct JobTasks JobTasks;
+int postshare_tasks_open(const JobConfig *job, JobTasks **out);
+void postshare_tasks_close(JobTasks *jt);
+
 // results.json for a run without a share section: the trained model's row.
 void postshare_results_plain(const JobConfig *job, const char *run_dir, const HostWeights *final,
                              EvalResult ev);

@@ -841,6 +841,18 @@ static double num_field(const cJSON *o, const char *key) {
     return cJSON_IsNumber(v) ? v->valuedouble : NAN;
 }
 
+// A model row's number: its own field (task NULL), or metric of one of its
+// "tasks" (eval.tasks); NaN when absent.
+static double model_value(const cJSON *m, const char *task, const char *metric) {
+    if (!task) return num_field(m, metric);
+    const cJSON *t;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(m, "tasks")) {
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(t, "task");
+        if (cJSON_IsString(nm) && !strcmp(nm->valuestring, task)) return num_field(t, metric);
+    }
+    return NAN;
+}
+
 static const cJSON *find_model(const cJSON *res, const char *name) {
     const cJSON *m;
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(res, "models")) {
@@ -952,13 +964,48 @@ static int result_names(const Sweep *s, cJSON **res, int models, const char ***o
     return n;
 }
 
+// The task metrics of the models' "tasks" lists (eval.tasks) in every
+// results.json, in order of first appearance: task[i] and metric[i].
+typedef struct {
+    int n;
+    const char **task, **metric;
+} TaskCols;
+static const char *const TASK_METRICS[] = {"acc", "acc_norm", "perplexity"};
+
+static TaskCols task_cols(const Sweep *s, cJSON **res) {
+    TaskCols c = {0, NULL, NULL};
+    for (int k = 0; k < s->n_pt; k++) {
+        const cJSON *m, *t;
+        if (!res[k]) continue;
+        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(res[k], "models"))
+            cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(m, "tasks")) {
+            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(t, "task");
+            if (!cJSON_IsString(nm)) continue;
+            for (int q = 0; q < 3; q++) {
+                if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(t, TASK_METRICS[q]))) continue;
+                int seen = 0;
+                for (int i = 0; i < c.n && !seen; i++)
+                    seen = !strcmp(c.task[i], nm->valuestring) && c.metric[i] == TASK_METRICS[q];
+                if (seen) continue;
+                c.task = xrealloc(c.task, sizeof(char *) * (size_t)(c.n + 1));
+                c.metric = xrealloc(c.metric, sizeof(char *) * (size_t)(c.n + 1));
+                c.task[c.n] = nm->valuestring;
+                c.metric[c.n++] = TASK_METRICS[q];
+            }
+        }
+    }
+    return c;
+}
+
 // SWEEP/sweep.csv: a row per point: its name, swept values, whether it
 // finished, and from its results.json each model's val loss, perplexity,
-// parameters and bytes, and the numbers of its "final" (training losses,
+// parameters and bytes (then its task metrics, MODEL_TASK_METRIC, when the
+// job named eval.tasks), and the numbers of its "final" (training losses,
 // pair statistics).
 static void write_csv(const Sweep *s, cJSON **res) {
     const char **models, **finals;
     int n_models = result_names(s, res, 1, &models), n_finals = result_names(s, res, 0, &finals);
+    TaskCols tc = task_cols(s, res);
     AtomicFile af;
     FILE *f = out_open(&af, s, "sweep.csv");
     fputs("point", f);
@@ -967,6 +1014,12 @@ static void write_csv(const Sweep *s, cJSON **res) {
     for (int i = 0; i < n_models; i++)
         for (int c = 0; c < N_MODEL_FIELDS; c++) {
             char *col = xasprintf("%s_%s", models[i], MODEL_FIELDS[c]);
+            fputc(',', f), csv_field(f, col);
+            free(col);
+        }
+    for (int i = 0; i < n_models; i++)
+        for (int c = 0; c < tc.n; c++) {
+            char *col = xasprintf("%s_%s_%s", models[i], tc.task[c], tc.metric[c]);
             fputc(',', f), csv_field(f, col);
             free(col);
         }
@@ -988,6 +1041,11 @@ static void write_csv(const Sweep *s, cJSON **res) {
             csv_num(f, num_field(m, "params"), "%.0f");
             csv_num(f, num_field(m, "bytes"), "%.0f");
         }
+        for (int i = 0; i < n_models; i++) {
+            const cJSON *m = res[k] ? find_model(res[k], models[i]) : NULL;
+            for (int c = 0; c < tc.n; c++)
+                csv_num(f, model_value(m, tc.task[c], tc.metric[c]), "%.6g");
+        }
         const cJSON *fin = res[k] ? cJSON_GetObjectItemCaseSensitive(res[k], "final") : NULL;
         for (int c = 0; c < n_finals; c++) csv_num(f, num_field(fin, finals[c]), "%.6g");
         fputc('\n', f);
@@ -995,6 +1053,8 @@ static void write_csv(const Sweep *s, cJSON **res) {
     out_commit(&af);
     free(models);
     free(finals);
+    free(tc.task);
+    free(tc.metric);
 }
 
 // Draw NAME.png from NAME.gp (which reads NAME.dat) in the sweep directory;
@@ -1049,8 +1109,11 @@ static char *ppl_label(const Sweep *s, const Point *p, const cJSON *res) {
 // (a) ppl_vs_reg_weight.png: the perplexity after sharing against
 // share.reg.weight, a line per curve label (the other swept values), with
 // DirectShare, the post-trained unshared model and the start model dashed.
-static int plot_ppl(const Sweep *s, cJSON **res) {
-    const char *name = "ppl_vs_reg_weight";
+// The same plot of a task metric (task non-NULL: TASK_METRIC_vs_reg_weight.png).
+static int plot_ppl(const Sweep *s, cJSON **res, const char *task, const char *metric) {
+    char *name =
+        task ? xasprintf("%s_%s_vs_reg_weight", task, metric) : xasprintf("ppl_vs_reg_weight");
+    char *what = task ? xasprintf("%s %s", task, metric) : xasprintf("val perplexity");
     int n_groups = 0, *group = xcalloc((size_t)s->n_pt, sizeof(int));
     char **labels = xcalloc((size_t)s->n_pt, sizeof(char *));
     for (int k = 0; k < s->n_pt; k++) {
@@ -1077,11 +1140,14 @@ static int plot_ppl(const Sweep *s, cJSON **res) {
         // the data: a block per curve label, rows by share.reg.weight; which
         // reference models have any value (gnuplot stops at a column with none)
         AtomicFile af;
-        FILE *f = out_open(&af, s, "ppl_vs_reg_weight.dat");
+        char *file = xasprintf("%s.dat", name);
+        FILE *f = out_open(&af, s, file);
+        free(file);
         PplRow *rows = xcalloc((size_t)s->n_pt, sizeof(PplRow));
         int *has = xcalloc((size_t)n_groups * 4, sizeof(int));
         double lo = INFINITY, hi = 0;  // of every perplexity plotted
-        fputs("# share.reg_weight, then val_ppl of: postshare directshare posttrained start\n", f);
+        fprintf(f, "# share.reg_weight, then %s of: postshare directshare posttrained start\n",
+                what);
         for (int g = 0; g < n_groups; g++) {
             int n = 0;
             for (int k = 0; k < s->n_pt; k++) {
@@ -1089,7 +1155,8 @@ static int plot_ppl(const Sweep *s, cJSON **res) {
                 rows[n].x =
                     num_field(cJSON_GetObjectItemCaseSensitive(res[k], "share"), "reg_weight");
                 for (int m = 0; m < 4; m++) {
-                    rows[n].ppl[m] = num_field(find_model(res[k], PPL_MODELS[m]), "val_ppl");
+                    rows[n].ppl[m] = model_value(find_model(res[k], PPL_MODELS[m]), task,
+                                                 task ? metric : "val_ppl");
                     double v = rows[n].ppl[m];
                     has[g * 4 + m] |= !isnan(v);
                     if (v < lo) lo = v;
@@ -1107,17 +1174,19 @@ static int plot_ppl(const Sweep *s, cJSON **res) {
             fputs("\n\n", f);  // gnuplot: the next block is the next `index`
         }
         out_commit(&af);
-        int log_y = lo > 0 && hi > 10 * lo;
-        f = out_open(&af, s, "ppl_vs_reg_weight.gp");
+        int log_y = (!task || !strcmp(metric, "perplexity")) && lo > 0 && hi > 10 * lo;
+        file = xasprintf("%s.gp", name);
+        f = out_open(&af, s, file);
+        free(file);
         fprintf(f,
                 "set terminal pngcairo size 1200,650 noenhanced\n"
                 "set output '%s.png'\n"
-                "set title 'Validation perplexity after sharing vs. share.reg.weight'\n"
-                "set xlabel 'share.reg.weight'\nset ylabel 'val perplexity%s'\n"
+                "set title '%s after sharing vs. share.reg.weight'\n"
+                "set xlabel 'share.reg.weight'\nset ylabel '%s%s'\n"
                 "set grid\nset datafile missing '?'\nset offsets 0, 0, graph 0.05, graph 0.05\n"
                 "set lmargin at screen 0.07\nset rmargin at screen 0.64\n"
                 "set key at screen 0.99, graph 1 right top\n",
-                name, log_y ? " (log scale)" : "");
+                name, what, what, log_y ? " (log scale)" : "");
         // perplexities an order of magnitude apart (a poor DirectShare) are read on a log scale
         if (log_y) fputs("set logscale y\nset autoscale yfix\n", f);
         fputs("plot", f);
@@ -1152,6 +1221,8 @@ static int plot_ppl(const Sweep *s, cJSON **res) {
     for (int g = 0; g < n_groups; g++) free(labels[g]);
     free(labels);
     free(group);
+    free(name);
+    free(what);
     return rc;
 }
 
@@ -1271,7 +1342,18 @@ static int report(const Sweep *s) {
     if (ps_mkdirs(s->dir) != 0) ps_die("%s", ps_err_msg());
     write_csv(s, res);
     printf("sweep: %s/sweep.csv: %d points, %d with results\n", s->dir, s->n_pt, n_res);
-    int rc = plot_ppl(s, res);
+    int rc = plot_ppl(s, res, NULL, NULL);
+    // a plot per task of eval.tasks: acc_norm where the task has it, else acc
+    TaskCols tc = task_cols(s, res);
+    for (int c = 0; c < tc.n; c++) {
+        int has_norm = 0;
+        for (int d = 0; d < tc.n; d++)
+            has_norm |= !strcmp(tc.task[d], tc.task[c]) && !strcmp(tc.metric[d], "acc_norm");
+        if (!strcmp(tc.metric[c], has_norm ? "acc_norm" : "acc"))
+            rc |= plot_ppl(s, res, tc.task[c], tc.metric[c]);
+    }
+    free(tc.task);
+    free(tc.metric);
     rc |= plot_losses(s);
     for (int k = 0; k < s->n_pt; k++) cJSON_Delete(res[k]);
     free(res);

@@ -41,8 +41,7 @@ int task_set_load(const char *tasks_csv, const TaskEvalOpts *o, TaskSet *s) {
             }
         if (rc) break;
         Task t;
-        int shots = d->fmt == TASK_FMT_MMLU ? o->num_fewshot : 0;
-        if (task_load(d, o->data_dir, shots, &t)) {
+        if (task_load(d, o->data_dir, o->num_fewshot, &t)) {
             rc = -1;
             break;
         }
@@ -330,6 +329,9 @@ int task_set_eval(Model *M, const Tokenizer *tok, const TaskSet *s, const TaskEv
                 fprintf(sf, "], \"greedy\": [");
                 for (int c = 0; c < doc->n_choices; c++)
                     fprintf(sf, "%s%d", c ? ", " : "", q[c].greedy);
+                fprintf(sf, "], \"tokens\": [");
+                for (int c = 0; c < doc->n_choices; c++)
+                    fprintf(sf, "%s%d", c ? ", " : "", q[c].contlen);
                 fprintf(sf, "], \"acc\": %g, \"acc_norm\": %g}\n", acc[d], accn[d]);
             }
             k += doc->n_choices;

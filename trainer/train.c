@@ -435,6 +435,10 @@ int train_run(const JobConfig *job) {
             memcpy(w0.params, w.params, sizeof(float) * w.t.total);
         }
     }
+    // eval.tasks: read the task data now, so that a bad list fails before training
+    JobTasks *jt;
+    if (postshare_tasks_open(job, &jt)) ps_die("%s", ps_err_msg());
+    postshare_tasks_close(jt);
     // PostShare: the plan (a resumed run keeps its checkpoint's) and the regularizer
     PostShare ps;
     if (postshare_init(&ps, job, job_share_active(job) ? &w0 : &w,

@@ -142,6 +142,7 @@ def main():
     ap.add_argument("--tag", default="run")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default="float32", help="lm-eval's model dtype (float64: a reference)")
     a = ap.parse_args()
     import torch
     from lm_eval import simple_evaluate
@@ -156,7 +157,7 @@ def main():
             make_mmlu(a.data, a.work)
         else:
             make_yaml(t, a.data, a.work)
-    lm = HFLM(pretrained=a.model, dtype="float32", device="cpu", batch_size=a.batch_size)
+    lm = HFLM(pretrained=a.model, dtype=a.dtype, device="cpu", batch_size=a.batch_size)
     timing = {"seconds": 0.0, "requests": 0}
     orig = lm.loglikelihood
 
@@ -177,12 +178,15 @@ def main():
         for r in read_jsonl(p):
             ours[(r["task"], r["group"], r["doc"])] = r
     report = {"tasks": {}, "lm_eval_seconds": timing["seconds"], "lm_eval_requests": timing["requests"],
-              "lm_eval_version": lm_eval.__version__, "torch_threads": torch.get_num_threads()}
-    print(f"{'task':12s} {'n':>5s} {'max|dll|':>10s} {'acc ours/lm':>14s} {'acc_norm ours/lm':>18s} diff-docs")
+              "lm_eval_version": lm_eval.__version__, "torch_threads": torch.get_num_threads(),
+              "dtype": a.dtype}
+    lm_samples = open(os.path.join(a.work, f"lm_samples_{a.tag}.jsonl"), "w")
+    print(f"{'task':12s} {'n':>5s} {'max|dll|':>10s} {'max rel':>9s} {'max/token':>10s} "
+          f"{'acc ours/lm':>14s} {'acc_norm ours/lm':>18s} diff-docs")
     for t in tasks:
         keys = [k for k in res["samples"] if k == f"ps_{t}" or (t == "mmlu" and k.startswith("ps_mmlu_"))]
         n = 0
-        dmax = 0.0
+        dmax = rmax = tmax = 0.0
         acc_diff = 0
         sums = {"acc": [0, 0], "acc_norm": [0, 0]}
         for k in keys:
@@ -195,7 +199,12 @@ def main():
                 lls = [float(r[0]) for r in s["filtered_resps"]]
                 greedy = [int(bool(r[1])) for r in s["filtered_resps"]]
                 n += 1
-                dmax = max(dmax, max(abs(x - y) for x, y in zip(lls, o["ll"])))
+                lm_samples.write(json.dumps({"task": t, "group": group, "doc": s["doc_id"], "ll": lls,
+                                             "greedy": greedy}) + "\n")
+                for x, y, k in zip(lls, o["ll"], o.get("tokens", [1] * len(lls))):
+                    dmax = max(dmax, abs(x - y))
+                    rmax = max(rmax, abs(x - y) / max(abs(y), 1e-30))
+                    tmax = max(tmax, abs(x - y) / max(k, 1))
                 for m in ("acc", "acc_norm"):
                     if m in s:
                         sums[m][0] += o[m]
@@ -205,13 +214,14 @@ def main():
                     acc_diff += 1
         name = f"ps_{t}"
         met = res["results"].get(name, {})
-        report["tasks"][t] = {"n": n, "max_abs_dll": dmax, "docs_with_metric_diff": acc_diff,
+        report["tasks"][t] = {"n": n, "max_abs_dll": dmax, "max_rel_dll": rmax, "max_dll_per_token": tmax,
+                              "docs_with_metric_diff": acc_diff,
                               "ours_acc": sums["acc"][0] / max(n, 1), "lm_acc": sums["acc"][1] / max(n, 1),
                               "ours_acc_norm": sums["acc_norm"][0] / max(n, 1),
                               "lm_acc_norm": sums["acc_norm"][1] / max(n, 1),
                               "lm_eval_results": {k: v for k, v in met.items() if isinstance(v, (int, float))}}
         r = report["tasks"][t]
-        print(f"{t:12s} {n:5d} {dmax:10.2e} {r['ours_acc']:.4f}/{r['lm_acc']:.4f} "
+        print(f"{t:12s} {n:5d} {dmax:10.2e} {rmax:9.1e} {tmax:10.1e} {r['ours_acc']:.4f}/{r['lm_acc']:.4f} "
               f"{r['ours_acc_norm']:.4f}/{r['lm_acc_norm']:.4f} {acc_diff}")
     print(f"lm-eval loglikelihood time {timing['seconds']:.1f} s for {timing['requests']} requests")
     json.dump(report, open(os.path.join(a.work, f"lm_eval_{a.tag}.json"), "w"), indent=1, default=str)
