@@ -41,7 +41,7 @@ evl=$(echo "$ev" | grep -o 'val loss [0-9.]*' | awk '{print $3}')
 check 'awk -v a="$evl" -v b="$pss" "BEGIN{d=a-b; if(d<0)d=-d; exit !(d < 1e-3)}"' "eval of shared/ ($evl) differs from results.json ($pss)"
 check 'grep -q "lm .* reg .* pairs: cos" "$TMP/ps.log"' "no lm/reg/pair stats in the log"
 # task columns: every row of results.json has piqa and mmlu; the compact model's own eval agrees
-task_of() { "$PS_PYTHON" -c "import json,sys; m={x['name']:x for x in json.load(open(sys.argv[1]))['models']}; t={r['task']:r for r in m[sys.argv[2]]['tasks']}; print(t[sys.argv[3]][sys.argv[4]], t[sys.argv[3]]['n'])" "$@"; }
+task_of() { "$PY" -c "import json,sys; m={x['name']:x for x in json.load(open(sys.argv[1]))['models']}; t={r['task']:r for r in m[sys.argv[2]]['tasks']}; print(t[sys.argv[3]][sys.argv[4]], t[sys.argv[3]]['n'])" "$@"; }
 for m in start directshare posttrained postshare; do
   check 'task_of "$RUN/results.json" $m piqa acc_norm >/dev/null && task_of "$RUN/results.json" $m mmlu acc >/dev/null' "results.json: $m has no piqa/mmlu task results"
 done
@@ -50,7 +50,7 @@ check 'grep -q "piqa acc_norm" "$RUN/results.md" && grep -q "mmlu acc" "$RUN/res
   --out "$TMP/tasks" > "$TMP/tasks.log" 2>&1 || { bad "eval --tasks on shared/ failed"; tail "$TMP/tasks.log" >&2; }
 for tm in "piqa acc" "piqa acc_norm" "mmlu acc"; do
   a=$(task_of "$RUN/results.json" postshare $tm)
-  b=$("$PS_PYTHON" -c "import json,sys; t={r['task']:r for r in json.load(open(sys.argv[1]))['results']}; print(t[sys.argv[2]][sys.argv[3]], t[sys.argv[2]]['n'])" "$TMP/tasks.json" $tm)
+  b=$("$PY" -c "import json,sys; t={r['task']:r for r in json.load(open(sys.argv[1]))['results']}; print(t[sys.argv[2]][sys.argv[3]], t[sys.argv[2]]['n'])" "$TMP/tasks.json" $tm)
   echo "postshare $tm (value n): hand-off $a, eval --tasks $b"
   check '[ -n "$a" ] && [ "$a" = "$b" ]' "$tm: the hand-off ($a) and eval --tasks on shared/ ($b) differ"
 done
