@@ -3,14 +3,14 @@
 ../shared/data/eval for tests/test_tasks.c and test_postshare.sh:
   mmlu/mmlu.zip: two MMLU subjects as in the hendrycks release
     (data/{dev,test}/<subject>_<split>.csv, deflated), with a quoted field
-    holding a comma and a question with surrounding spaces;
+    holding a comma, one holding "\r\n", and a question with surrounding spaces;
   piqa/valid.jsonl + valid-labels.lst: four PIQA-format questions.
 Run from the repository root."""
 import json
 import zipfile
 
 FILES = {
-    "data/dev/anatomy_dev.csv": 'Dev one?,a1,b1,c1,d1,B\nDev two?,a2,"b2, with comma",c2,d2,D\n',
+    "data/dev/anatomy_dev.csv": 'Dev one?,a1,b1,c1,d1,B\r\n"Dev\r\ntwo?",a2,"b2, with comma",c2,d2,D\r\n',
     "data/test/anatomy_test.csv": '  What is x?  ,x1,x2,x3,x4,C\n"Quoted ""q""",p,q,r,s,A\n',
     "data/dev/high_school_biology_dev.csv": "Bio dev?,e,f,g,h,A\nBio dev 2?,i,j,k,l,B\n",
     "data/test/high_school_biology_test.csv": "Cells?,one,two,three,four,D\n",

@@ -225,7 +225,7 @@ int main(void) {
             "mmlu 2-shot: %s", t[5].docs[2].context);
     T_CHECK(!strncmp(t[5].docs[1].context + strlen("The following are multiple choice questions "
                                                    "(with answers) about anatomy.\n\n"),
-                     "Dev one?\nA. a1\nB. b1\nC. c1\nD. d1\nAnswer: B\n\nDev two?\nA. a2\nB. b2, "
+                     "Dev one?\nA. a1\nB. b1\nC. c1\nD. d1\nAnswer: B\n\nDev\ntwo?\nA. a2\nB. b2, "
                      "with comma\nC. c2",
                      60),
             "mmlu dev quoting: %s", t[5].docs[1].context);

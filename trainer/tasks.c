@@ -535,10 +535,22 @@ static char *zip_read(const unsigned char *z, size_t len, const ZipEntry *e, con
     return out;
 }
 
-// Python csv.reader (default dialect) over text: rows of fields. Returns the
-// number of rows; fields of row r are cells[r * 6 ..] (MMLU rows have 6).
-static int csv_rows(const char *text, const char *what, char ***cells_out) {
-    Str f = {0};
+// Python's csv.reader (default dialect) over a file opened in text mode
+// (open(path, encoding="utf-8"), as the MMLU loaders do): universal newlines
+// first turn "\r\n" and a lone "\r" into "\n", also inside quoted fields.
+// Returns the number of rows; the fields of row r are cells[r * 6 ..] (MMLU
+// rows have 6).
+static int csv_rows(const char *raw, const char *what, char ***cells_out) {
+    Str f = {0}, u = {0};
+    for (const char *q = raw; *q; q++) {
+        if (*q == '\r') {
+            str_addn(&u, "\n", 1);
+            if (q[1] == '\n') q++;
+        } else {
+            str_addn(&u, q, 1);
+        }
+    }
+    const char *text = str_take(&u);
     char **cells = NULL;
     int n_cells = 0, cap = 0, row_fields = 0, rows = 0;
     const char *p = text;
@@ -580,6 +592,7 @@ static int csv_rows(const char *text, const char *what, char ***cells_out) {
             for (int k = 0; k < n_cells; k++) free(cells[k]);
             free(cells);
             free(f.s);
+            free(u.s);
             ps_err_set("%s: row %d has %d fields, expected 6 (question,A,B,C,D,answer)", what,
                        rows + 1, row_fields);
             return -1;
@@ -588,6 +601,7 @@ static int csv_rows(const char *text, const char *what, char ***cells_out) {
         rows++;
     }
     free(f.s);
+    free(u.s);
     *cells_out = cells;
     return rows;
 }
