@@ -45,7 +45,7 @@ static void usage(FILE *f) {
             "  --task-config FILE   extra JSONL tasks (query/choices/gold), see docs/tasks.md\n"
             "  --out PREFIX         write PREFIX.json and PREFIX.md\n"
             "  --samples FILE       per-document log-likelihoods (JSONL)\n"
-            "  --add-bos 0|1        prepend BOS (default: when the tokenizer has one)\n"
+            "  --add-bos 0|1        prepend BOS (default: for sentencepiece tokenizers, as HF's)\n"
             "  --batch-tokens N     tokens per forward batch (default: from the vocabulary)\n");
 }
 
@@ -80,7 +80,7 @@ static int run_tasks(const char *model, const char *backend, const char *tasks,
     Model M;
     model_init_table(&M, backend_get(backend), &w.t);
     model_set_params(&M, w.params);
-    int add_bos = o->add_bos >= 0 ? o->add_bos : tok->bos_id >= 0;
+    int add_bos = task_add_bos(o, tok);
     printf("model %s | %zu parameters | tokenizer %s | BOS %s | max length %d\n", model, w.t.total,
            tok_spec, add_bos ? "yes" : "no", w.t.cfg.max_seq_len);
     for (int i = 0; i < set.n_tasks; i++)

@@ -15,6 +15,11 @@ const char *task_default_data_dir(void) {
     return e && *e ? e : "../shared/data/eval";
 }
 
+int task_add_bos(const TaskEvalOpts *o, const Tokenizer *tok) {
+    // HF's LLaMA sentencepiece tokenizers add <s>; byte and GPT-2 style BPE ones add nothing
+    return o->add_bos >= 0 ? o->add_bos : tok->kind == TOK_SPM && tok->bos_id >= 0;
+}
+
 void task_eval_opts_default(TaskEvalOpts *o) {
     memset(o, 0, sizeof *o);
     o->data_dir = task_default_data_dir();
@@ -265,7 +270,7 @@ int task_set_eval(Model *M, const Tokenizer *tok, const TaskSet *s, const TaskEv
                   TaskResult *res, TaskEvalStats *st_out) {
     TaskEvalStats st = {0};
     double t0 = ps_now();
-    int add_bos = o->add_bos >= 0 ? o->add_bos : tok->bos_id >= 0;
+    int add_bos = task_add_bos(o, tok);
     int max_len = M->cfg.max_seq_len;
     long nr = 0;
     for (int t = 0; t < s->n_tasks; t++)

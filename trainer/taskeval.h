@@ -37,7 +37,7 @@ typedef struct {
     int limit;             // documents per task (per subject for mmlu); 0: all
     uint64_t seed;         // 0: the first `limit`; else a seeded subset
     int num_fewshot;       // mmlu only
-    int add_bos;           // -1: when the tokenizer has a BOS (sentencepiece), 0/1: force
+    int add_bos;           // -1: task_add_bos's default; 0/1: force
     int batch_tokens;      // tokens per forward batch (0: from the vocabulary size)
     int progress;          // 1: a progress line with ETA on stderr
     const char *samples;   // per-document JSONL of log-likelihoods, or NULL
@@ -58,6 +58,10 @@ typedef struct {
 // $POSTSHARE_EVAL_DATA, else ../shared/data/eval.
 const char *task_default_data_dir(void);
 void task_eval_opts_default(TaskEvalOpts *o);
+// Whether each encoding starts with BOS: o->add_bos, or by default as the HF
+// counterpart of the tokenizer does (lm-eval 0.4.13 keeps the tokenizer's own
+// add_special_tokens): yes for sentencepiece (LLaMA's <s>), no otherwise.
+int task_add_bos(const TaskEvalOpts *o, const Tokenizer *tok);
 
 // Load the comma-separated tasks (names from the task table) with o's data
 // directory, few-shot count, limit and seed. 0, or -1 with ps_err set.
