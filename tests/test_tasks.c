@@ -161,6 +161,8 @@ int main(void) {
     write_file("mine.jsonl", MINE);
     write_file("mine.json", MINE_CFG);
     write_file("bad.jsonl", "{\"query\": \"q\", \"choices\": [\"a\"], \"gold\": 0}\n{oops\n");
+    write_file("dup.jsonl", "{\"query\": \"q\", \"choices\": [\"a\"], \"gold\": 0, \"gold\": 1}\n");
+    write_file("arr.jsonl", "[1, 2]\n");
     char *cfg_path = ps_path_join(g_dir, "mine.json");
     T_CHECK(task_defs_load(cfg_path) == 0, "%s", ps_err_msg());
     EXPECT_FAIL(task_defs_load(cfg_path), "already defined");
@@ -234,7 +236,11 @@ int main(void) {
     EXPECT_FAIL(task_load(&piqa, g_dir, 1, &bad), "only supported for mmlu");
     TaskDef badd = *task_find("mine");
     strcpy(badd.file, "bad.jsonl");
-    EXPECT_FAIL(task_load(&badd, g_dir, 0, &bad), "bad.jsonl:2", "not a JSON object");
+    EXPECT_FAIL(task_load(&badd, g_dir, 0, &bad), "bad.jsonl:2", "not valid JSON");
+    strcpy(badd.file, "dup.jsonl");
+    EXPECT_FAIL(task_load(&badd, g_dir, 0, &bad), "dup.jsonl:1", "duplicate key");
+    strcpy(badd.file, "arr.jsonl");
+    EXPECT_FAIL(task_load(&badd, g_dir, 0, &bad), "arr.jsonl:1", "not a JSON object");
     strcpy(badd.file, "missing.jsonl");
     EXPECT_FAIL(task_load(&badd, g_dir, 0, &bad), "missing.jsonl", "--data-dir");
 

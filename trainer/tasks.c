@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include "common.h"
+#include "jsonio.h"
 
 // ---------------------------------------------------------------------------
 // The table. prompt = prefix + (query without `strip`) + suffix; each choice is
@@ -71,8 +72,9 @@ int task_defs_load(const char *path) {
     size_t len = 0;
     char *text = ps_read_file(path, &len);
     if (!text) return -1;
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    cJSON *root = ps_json_parse(text, len, path);
     free(text);
+    if (!root) return -1;
     if (!cJSON_IsArray(root)) {
         cJSON_Delete(root);
         return ps_err_set("%s: expected a JSON list of task objects", path);
@@ -423,10 +425,13 @@ static int load_jsonl(const TaskDef *def, const char *dir, Task *t) {
         int blank = 1;
         for (size_t k = 0; k < n; k++) blank &= isspace((unsigned char)p[k]) != 0;
         if (!blank) {
-            cJSON *o = cJSON_ParseWithLength(p, n);
+            char what[1100];
+            snprintf(what, sizeof what, "%s:%d", path, line);
+            cJSON *o = ps_json_parse(p, n, what);
             if (!cJSON_IsObject(o)) {
+                if (o) ps_err_set("%s:%d: not a JSON object", path, line);
                 cJSON_Delete(o);
-                rc = ps_err_set("%s:%d: not a JSON object", path, line);
+                rc = -1;
                 goto out;
             }
             TaskDoc *d = push_doc(t, &cap);
