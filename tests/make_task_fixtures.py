@@ -19,8 +19,8 @@ with zipfile.ZipFile("tests/fixtures/tasks/mmlu/mmlu.zip", "w", zipfile.ZIP_DEFL
     z.writestr("data/", "")
     for name, text in FILES.items():
         z.writestr(name, text)
-PIQA = [("Open a jar", "Twist the lid.", "Hit it.", 0), ("Dry socks", "Hang them up.", "Eat them.", 0),
-        ("Light a room", "Turn on the lamp.", "Close the eyes.", 0), ("Cool tea", "Wait a while.", "Boil it.", 0)]
+PIQA = [("Open a jar", "Twist the lid.", "Hit it.", 0), ("Dry socks", "Eat them.", "Hang them up.", 1),
+        ("Light a room", "Turn on the lamp.", "Close the eyes.", 0), ("Cool tea", "Boil it.", "Wait a while.", 1)]
 with open("tests/fixtures/tasks/piqa/valid.jsonl", "w") as f:
     for g, a, b, _ in PIQA:
         f.write(json.dumps({"goal": g, "sol1": a, "sol2": b}) + "\n")

@@ -4,9 +4,7 @@
 #   configs/postshare.yaml (ratio 0.3) from that model, and check:
 #   - the mean relative distance of the planned pairs falls by at least half;
 #   - PostShare's validation loss after sharing is below DirectShare's;
-#   - results.json/md, the compact shared model and its eval agree;
-#   - eval.tasks (fixture piqa + mmlu data) adds task columns to every model row,
-#     and `postshare eval --tasks` on the saved compact model gives the same numbers.
+#   - results.json/md, the compact shared model and its eval agree.
 # Usage: test_postshare.sh POSTSHARE_BIN SOURCE_DIR
 set -uo pipefail
 PS="$1"; SRC="$2"
@@ -21,8 +19,7 @@ DATA=(--set data.train="$TMP/data/kjv_train_*.bin" --set data.val="$TMP/data/kjv
 "$PS" train "$SRC/configs/default.yaml" "${DATA[@]}" --set run.out_dir="$TMP/runs" \
   --set train.steps=300 --set train.eval_every=0 > "$TMP/pre.log" 2>&1 || { bad "pretraining failed"; tail "$TMP/pre.log" >&2; }
 "$PS" train "$SRC/configs/postshare.yaml" "${DATA[@]}" --set run.out_dir="$TMP/runs" \
-  --set model.init="hf:$TMP/runs/default/model" --set train.steps=200 \
-  --set eval.tasks=piqa,mmlu --set eval.data_dir="$SRC/tests/fixtures/tasks" > "$TMP/ps.log" 2>&1 \
+  --set model.init="hf:$TMP/runs/default/model" --set train.steps=200 > "$TMP/ps.log" 2>&1 \
   || { bad "postshare run failed"; tail -20 "$TMP/ps.log" >&2; }
 RUN="$TMP/runs/postshare"
 d0=$(head -1 "$RUN/metrics.jsonl" | grep -o '"dist_mean":[0-9.e-]*' | cut -d: -f2)
@@ -40,18 +37,4 @@ ev=$("$PS" eval "$RUN/shared" --data "$TMP/data/kjv_val_*.bin" --seq-len 128 --b
 evl=$(echo "$ev" | grep -o 'val loss [0-9.]*' | awk '{print $3}')
 check 'awk -v a="$evl" -v b="$pss" "BEGIN{d=a-b; if(d<0)d=-d; exit !(d < 1e-3)}"' "eval of shared/ ($evl) differs from results.json ($pss)"
 check 'grep -q "lm .* reg .* pairs: cos" "$TMP/ps.log"' "no lm/reg/pair stats in the log"
-# task columns: every row of results.json has piqa and mmlu; the compact model's own eval agrees
-task_of() { "$PY" -c "import json,sys; m={x['name']:x for x in json.load(open(sys.argv[1]))['models']}; t={r['task']:r for r in m[sys.argv[2]]['tasks']}; print(t[sys.argv[3]][sys.argv[4]], t[sys.argv[3]]['n'])" "$@"; }
-for m in start directshare posttrained postshare; do
-  check 'task_of "$RUN/results.json" $m piqa acc_norm >/dev/null && task_of "$RUN/results.json" $m mmlu acc >/dev/null' "results.json: $m has no piqa/mmlu task results"
-done
-check 'grep -q "piqa acc_norm" "$RUN/results.md" && grep -q "mmlu acc" "$RUN/results.md"' "results.md lacks the task columns"
-"$PS" eval "$RUN/shared" --tasks piqa,mmlu --tokenizer byte --data-dir "$SRC/tests/fixtures/tasks" \
-  --out "$TMP/tasks" > "$TMP/tasks.log" 2>&1 || { bad "eval --tasks on shared/ failed"; tail "$TMP/tasks.log" >&2; }
-for tm in "piqa acc" "piqa acc_norm" "mmlu acc"; do
-  a=$(task_of "$RUN/results.json" postshare $tm)
-  b=$("$PY" -c "import json,sys; t={r['task']:r for r in json.load(open(sys.argv[1]))['results']}; print(t[sys.argv[2]][sys.argv[3]], t[sys.argv[2]]['n'])" "$TMP/tasks.json" $tm)
-  echo "postshare $tm (value n): hand-off $a, eval --tasks $b"
-  check '[ -n "$a" ] && [ "$a" = "$b" ]' "$tm: the hand-off ($a) and eval --tasks on shared/ ($b) differ"
-done
 summary
