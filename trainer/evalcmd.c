@@ -79,7 +79,8 @@ static int run_tasks(const char *model, const char *backend, const char *tasks,
                tok->vocab_size, w.t.cfg.vocab_size);
     Model M;
     model_init_table(&M, backend_get(backend), &w.t);
-    model_set_params(&M, w.params);
+    model_set_forward_only(&M, 1);
+    model_take_params(&M, &w.params);
     int add_bos = task_add_bos(o, tok);
     printf("model %s | %zu parameters | tokenizer %s | BOS %s | max length %d\n", model, w.t.total,
            tok_spec, add_bos ? "yes" : "no", w.t.cfg.max_seq_len);

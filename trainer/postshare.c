@@ -331,6 +331,7 @@ void postshare_results_plain(const JobConfig *job, const char *run_dir, const Ho
     if (jt) {  // the validation numbers are the run's; the tasks need a forward of their own
         Model M;
         model_init_table(&M, backend_get(job->backend), &final->t);
+        model_set_forward_only(&M, 1);
         model_set_params(&M, final->params);
         r.n_tasks = jt->set.n_tasks;
         r.tasks = xcalloc((size_t)r.n_tasks, sizeof(TaskResult));

@@ -334,6 +334,9 @@ int task_set_eval(Model *M, const Tokenizer *tok, const TaskSet *s, const TaskEv
                 fprintf(sf, "], \"greedy\": [");
                 for (int c = 0; c < doc->n_choices; c++)
                     fprintf(sf, "%s%d", c ? ", " : "", q[c].greedy);
+                fprintf(sf, "], \"chars\": [");
+                for (int c = 0; c < doc->n_choices; c++)
+                    fprintf(sf, "%s%d", c ? ", " : "", doc->choice_len[c]);
                 fprintf(sf, "], \"tokens\": [");
                 for (int c = 0; c < doc->n_choices; c++)
                     fprintf(sf, "%s%d", c ? ", " : "", q[c].contlen);

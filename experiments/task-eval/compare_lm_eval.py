@@ -130,6 +130,42 @@ def make_mmlu(data, work):
     open(os.path.join(work, "mmlu", "ps_mmlu.yaml"), "w").write(yaml.safe_dump(group, sort_keys=False))
 
 
+def compare_saved(a):
+    """Our samples against lm-eval's saved per-document log-likelihoods."""
+    import numpy as np
+    ours = {}
+    for p in a.ours.split(","):
+        for r in read_jsonl(p):
+            ours[(r["task"], r["group"], r["doc"])] = r
+    lm = read_jsonl(a.lm_samples)
+    tasks = {}
+    for s in lm:
+        o = ours[(s["task"], s["group"], s["doc"])]
+        t = tasks.setdefault(s["task"], {"n": 0, "dmax": 0.0, "diff": 0, "acc": [0, 0], "acc_norm": [0, 0]})
+        t["n"] += 1
+        t["dmax"] = max([t["dmax"]] + [abs(x - y) for x, y in zip(s["ll"], o["ll"])])
+        lm_ll, ln = np.array(s["ll"]), np.array(o["chars"], dtype=float)
+        if s["task"] == "lambada":
+            m = {"acc": (o["acc"], float(s["greedy"][0]))}
+        else:
+            m = {"acc": (o["acc"], float(np.argmax(lm_ll) == o["gold"])),
+                 "acc_norm": (o["acc_norm"], float(np.argmax(lm_ll / ln) == o["gold"]))}
+        for k, (x, y) in m.items():
+            t[k][0] += x
+            t[k][1] += y
+            t["diff"] += x != y
+    bad = []
+    print(f"{'task':12s} {'n':>5s} {'max|dll|':>10s} {'acc ours/lm':>14s} {'acc_norm ours/lm':>18s} diff-docs")
+    for name, t in tasks.items():
+        n = t["n"]
+        print(f"{name:12s} {n:5d} {t['dmax']:10.2e} {t['acc'][0] / n:.4f}/{t['acc'][1] / n:.4f} "
+              f"{t['acc_norm'][0] / n:.4f}/{t['acc_norm'][1] / n:.4f} {t['diff']}")
+        if t["dmax"] > 1e-4 or t["diff"]:
+            bad.append(name)
+    print("MATCH" if not bad else f"DIFFER: {bad}")
+    return 1 if bad else 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -143,7 +179,12 @@ def main():
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="float32", help="lm-eval's model dtype (float64: a reference)")
+    ap.add_argument("--lm-samples", help="compare with the lm_samples_TAG.jsonl of an earlier run "
+                    "instead of running lm-eval (acc from its log-likelihoods, acc_norm with our "
+                    "choice lengths)")
     a = ap.parse_args()
+    if a.lm_samples:
+        sys.exit(compare_saved(a))
     import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
