@@ -16,7 +16,9 @@ implementations round by round:
   gen    `postshare generate` of 256 tokens with and without the KV cache.
 
 Each measurement runs in a fresh process; the 1-minute load average is
-recorded next to it (the machine may be shared). Results: a JSON line per
+recorded next to it (the machine may be shared). tok_s is wall-clock; tok_cpu_s
+divides the same tokens by the CPU time of the process over those steps (all
+threads): on a busy machine it is the steadier figure. Results: a JSON line per
 measurement on stdout and in OUT/results.jsonl.
 """
 import argparse
@@ -93,12 +95,13 @@ def worker_torch_train(name, impl, threads, warmup, steps):
     t0 = time.time()
     for _ in range(warmup):
         step()
-    t1 = time.time()
+    t1, c1 = time.time(), time.process_time()
     for _ in range(steps):
         step()
-    t2 = time.time()
+    t2, c2 = time.time(), time.process_time()
     n = sum(p.numel() for p in model.parameters())
-    return {"params": n, "tok_s": steps * B * T / (t2 - t1), "warmup_s": t1 - t0,
+    return {"params": n, "tok_s": steps * B * T / (t2 - t1),
+            "tok_cpu_s": steps * B * T / (c2 - c1), "warmup_s": t1 - t0,
             "rss_mb": peak_rss_mb()}
 
 
@@ -112,7 +115,7 @@ def worker_torch_eval(model_dir, threads, batches, shard):
     model.eval()
     B, T = 8, 256
     toks = read_shard(shard)
-    t0, ntok, nll = time.time(), 0, 0.0
+    t0, c0, ntok, nll = time.time(), time.process_time(), 0, 0.0
     with torch.no_grad():
         for i in range(batches):
             chunk = toks[i * B * (T + 1):(i + 1) * B * (T + 1)].reshape(B, T + 1)
@@ -122,8 +125,9 @@ def worker_torch_eval(model_dir, threads, batches, shard):
                 out.logits.reshape(-1, out.logits.shape[-1]), x[:, 1:].reshape(-1),
                 reduction="sum").item()
             ntok += B * T
-    t1 = time.time()
-    return {"tok_s": ntok / (t1 - t0), "loss": nll / ntok, "rss_mb": peak_rss_mb()}
+    t1, c1 = time.time(), time.process_time()
+    return {"tok_s": ntok / (t1 - t0), "tok_cpu_s": ntok / (c1 - c0), "loss": nll / ntok,
+            "rss_mb": peak_rss_mb()}
 
 
 # ---------------------------------------------------------------- helpers
@@ -188,9 +192,12 @@ def ps_train(args, name, threads, workdir):
             if '"tokens_per_s"' in l]
     rows = {r["step"]: r for r in rows}
     e0, e1 = rows[args.warmup]["elapsed_s"], rows[steps]["elapsed_s"]
+    c0, c1 = rows[args.warmup]["cpu_s"], rows[steps]["cpu_s"]
     params = int(re.search(r"(\d+) parameters", stdout).group(1))
     subprocess.run(["rm", "-rf", out])
-    return {"params": params, "tok_s": args.steps[name] * B * T / (e1 - e0), "rss_mb": rss}
+    ntok = args.steps[name] * B * T
+    return {"params": params, "tok_s": ntok / (e1 - e0), "tok_cpu_s": ntok / (c1 - c0),
+            "rss_mb": rss}
 
 
 def torch_worker(args, spec, threads):
@@ -232,6 +239,10 @@ def main():
     ap.add_argument("--steps-25m", type=int, default=6)
     ap.add_argument("--steps-smollm2", type=int, default=3)
     ap.add_argument("--eval-batches", type=int, default=4)
+    ap.add_argument("--smollm2-batch", type=int, default=4, help="B of the SmolLM2 train runs")
+    ap.add_argument("--gen-model", default="smollm2", help="shape of the generate model")
+    ap.add_argument("--gen-steps", type=int, default=256)
+    ap.add_argument("--gen-modes", default="cache,nocache")
     args = ap.parse_args()
     if args.worker:
         spec = json.loads(args.worker)
@@ -239,6 +250,8 @@ def main():
         res = worker_torch_train(**spec) if kind == "train" else worker_torch_eval(**spec)
         print(json.dumps(res))
         return
+    C, L, nh, nkv, F, V, tied, B, T = MODELS["smollm2"]
+    MODELS["smollm2"] = (C, L, nh, nkv, F, V, tied, args.smollm2_batch, T)
     args.root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     args.postshare = os.path.abspath(args.postshare)
     args.steps = {"default": args.steps_default, "25m": args.steps_25m,
@@ -301,7 +314,7 @@ def main():
         from transformers import LlamaForCausalLM
         import torch
         gdir = os.path.join(workdir, "smollm2_byte_hf")
-        cfg = hf_config("smollm2", 2048)
+        cfg = hf_config(args.gen_model, 2048)
         cfg.vocab_size = 256
         torch.manual_seed(0)
         m = LlamaForCausalLM(cfg)
@@ -312,11 +325,12 @@ def main():
         del m
         threads = threads_list[-1]
         for rnd in range(args.rounds):
-            for cache in (True, False):
+            for cache in [m == "cache" for m in args.gen_modes.split(",")]:
                 cmd = [args.postshare, "generate", gdir, "--tokenizer", "byte", "--prompt",
-                       "In the beginning", "--steps", "256"] + ([] if cache else ["--no-cache"])
+                       "In the beginning", "--steps", str(args.gen_steps)] + ([] if cache else ["--no-cache"])
                 out, rss, wall = run_timed(cmd, thread_env(threads))
-                record({"wall_s": wall, "rss_mb": rss}, outf, what="gen", model="smollm2-v256",
+                record({"wall_s": wall, "rss_mb": rss, "new_tokens": args.gen_steps}, outf,
+                       what="gen", model=args.gen_model + "-v256",
                        impl="postshare-cache" if cache else "postshare-nocache",
                        threads=threads, round=rnd)
     subprocess.run(["rm", "-rf", workdir])

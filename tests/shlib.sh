@@ -53,7 +53,7 @@ tiny_runs() {
 }
 
 # metrics.jsonl without its wall-clock fields
-metrics() { sed -E 's/,"tokens_per_s":[^,}]*,"elapsed_s":[^,}]*//' "$1"; }
+metrics() { sed -E 's/,"tokens_per_s":[^,}]*,"elapsed_s":[^,}]*(,"cpu_s":[^,}]*)?//' "$1"; }
 # ckpt DIR STEP: the path of a run directory's checkpoint at STEP
 ckpt() { printf '%s/ckpt-%08d.h5' "$1" "$2"; }
 # same_run A B STEP: runs A and B are bitwise the same: the final model, every

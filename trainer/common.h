@@ -110,6 +110,8 @@ int ps_dir_replace(const char *fresh, const char *dir, const char *const *drop);
 
 // Wall-clock seconds (monotonic).
 double ps_now(void);
+// CPU time of the process (all threads), seconds.
+double ps_cpu_seconds(void);
 
 // Join dir and name into a freshly allocated path.
 char *ps_path_join(const char *dir, const char *name);

@@ -303,8 +303,8 @@ static int run_steps(const JobConfig *job, const char *run_dir, const PostShare 
                     rs.dist_max);
             fprintf(metrics,
                     "{\"step\":%d,\"loss\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g,"
-                    "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f",
-                    step + 1, loss, lr, gnorm, tps, elapsed);
+                    "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f,\"cpu_s\":%.3f",
+                    step + 1, loss, lr, gnorm, tps, elapsed, ps_cpu_seconds());
             if (ps->active)
                 fprintf(metrics,
                         ",\"lm_loss\":%.9g,\"reg_loss\":%.9g,\"cos_mean\":%.6f,\"cos_min\":%.6f,"
