@@ -27,6 +27,7 @@ static void usage(FILE *f) {
             "  generate MODEL --tokenizer SPEC  greedy (or sampled) text generation\n"
             "  match MODEL -o PLAN.json        match heads across layers, choose a sharing plan\n"
             "  share MODEL --plan PLAN.json -o OUT  apply a plan (DirectShare): compact model\n"
+            "  calibrate MODEL --data GLOB -o FILE  activation Grams for match/share (calib)\n"
             "  inspect CKPT.h5                 summarize a checkpoint and verify its checksums\n"
             "  version                         print the version\n\n"
             "MODEL is hf:DIR, llama2c:FILE.bin, shared:DIR, or a path (directory = HF or a\n"
@@ -93,6 +94,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "inspect")) return inspect_main(sub_argc, sub_argv);
     if (!strcmp(cmd, "match")) return matchcmd_main(sub_argc, sub_argv);
     if (!strcmp(cmd, "share")) return sharecmd_main(sub_argc, sub_argv);
+    if (!strcmp(cmd, "calibrate")) return calibcmd_main(sub_argc, sub_argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("postshare %s\n", PS_VERSION);
         return 0;

@@ -88,7 +88,18 @@ typedef struct {
 // A sharing plan (made, checked and read/written by share.h; the types live
 // here because the layout of a compact shared model follows from one).
 // Match functions: which slices of a unit make its match vector.
-typedef enum { MATCH_QK = 0, MATCH_Q, MATCH_K, MATCH_V, MATCH_QKV } ShareMatchFn;
+// MATCH_QK..MATCH_QKV: cosine of concatenated slices; MATCH_CIRCUIT: the
+// symmetry-aware circuit similarity (align.h); MATCH_CALIB: the calibration-aware
+// output-error score (calib.h).
+typedef enum {
+    MATCH_QK = 0,
+    MATCH_Q,
+    MATCH_K,
+    MATCH_V,
+    MATCH_QKV,
+    MATCH_CIRCUIT,
+    MATCH_CALIB
+} ShareMatchFn;
 
 // One replaced unit: (layer, unit) uses the weights of (src_layer, src_unit).
 typedef struct {

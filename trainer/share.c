@@ -11,13 +11,15 @@
 #include <omp.h>
 #include <string.h>
 
+#include "align.h"
+#include "calib.h"
 #include "common.h"
 #include "jsonio.h"
 
 // ---------------------------------------------------------------------------
 // match functions
 
-static const char *k_match_names[] = {"qk", "q", "k", "v", "qkv"};
+static const char *k_match_names[] = {"qk", "q", "k", "v", "qkv", "circuit", "calib"};
 
 const char *share_match_name(ShareMatchFn fn) {
     return k_match_names[fn];
@@ -29,7 +31,8 @@ int share_match_parse(const char *s, ShareMatchFn *fn) {
             *fn = (ShareMatchFn)i;
             return 0;
         }
-    return ps_err_set("unknown match function '%s' (expected qk, q, k, v or qkv)", s);
+    return ps_err_set("unknown match function '%s' (expected qk, q, k, v, qkv, circuit or calib)",
+                      s);
 }
 
 // The slices a match function reads, in order: 0 = Wq, 1 = Wk, 2 = Wv (its name
@@ -50,6 +53,7 @@ void share_layer_views(const ParamTable *t, const float *params, ShareLayerView 
         views[l].wq = params + param_layer(t, l, P_WQ)->offset;
         views[l].wk = params + param_layer(t, l, P_WK)->offset;
         views[l].wv = params + param_layer(t, l, P_WV)->offset;
+        views[l].wo = params + param_layer(t, l, P_WO)->offset;
     }
 }
 
@@ -58,6 +62,8 @@ void share_layer_views(const ParamTable *t, const float *params, ShareLayerView 
 
 void share_match(const LlamaConfig *cfg, const ShareLayerView *views, ShareMatchFn fn, int verbose,
                  ShareSim *out) {
+    CHECK(fn <= MATCH_QKV, "share_match computes the cosine match functions only, not '%s'",
+          share_match_name(fn));
     int L = cfg->n_layers, U = cfg->n_kv_heads, G = cfg->n_heads / U, N = L * U;
     size_t hd = (size_t)cfg_head_dim(cfg), C = (size_t)cfg->dim;
     int parts[3], np = match_parts(fn, parts);
@@ -69,10 +75,7 @@ void share_match(const LlamaConfig *cfg, const ShareLayerView *views, ShareMatch
             CHECK(view_part(&views[l], parts[p]), "layer %d: match '%s' needs W%c", l,
                   share_match_name(fn), "qkv"[parts[p]]);
     }
-    memset(out, 0, sizeof *out);
-    out->L = L, out->U = U, out->N = N;
-    out->sim = xcalloc((size_t)N * N, sizeof(float));
-    out->best = xmalloc(sizeof(int) * (size_t)N);
+    share_sim_alloc(cfg, out);
 
     // Squared norms of the match vectors (fp64 accumulation).
     double *nrm = xcalloc((size_t)N, sizeof(double));
@@ -138,13 +141,32 @@ void share_match(const LlamaConfig *cfg, const ShareLayerView *views, ShareMatch
     free(pm);
     free(nrm);
 
-    // Best match of each unit among the units of earlier layers: j < l*U.
+    share_sim_best(out);
+}
+
+void share_sim_alloc(const LlamaConfig *cfg, ShareSim *s) {
+    int L = cfg->n_layers, U = cfg->n_kv_heads, N = L * U;
+    memset(s, 0, sizeof *s);
+    s->L = L, s->U = U, s->N = N;
+    s->sim = xcalloc((size_t)N * N, sizeof(float));
+    s->best = xmalloc(sizeof(int) * (size_t)N);
+}
+
+// Best match of each unit among the units of earlier layers: j < l*U.
+void share_sim_best(ShareSim *s) {
+    int N = s->N, U = s->U;
     for (int i = 0; i < N; i++) {
         int lim = (i / U) * U, b = -1;
         for (int j = 0; j < lim; j++)
-            if (b < 0 || out->sim[(size_t)i * N + j] > out->sim[(size_t)i * N + b]) b = j;
-        out->best[i] = b;
+            if (b < 0 || s->sim[(size_t)i * N + j] > s->sim[(size_t)i * N + b]) b = j;
+        s->best[i] = b;
     }
+}
+
+void share_views_need_all(const ShareLayerView *views, int n_layers, const char *what) {
+    for (int l = 0; l < n_layers; l++)
+        CHECK(views[l].wq && views[l].wk && views[l].wv && views[l].wo,
+              "layer %d: %s needs Wq, Wk, Wv and Wo", l, what);
 }
 
 void share_sim_free(ShareSim *s) {
@@ -160,13 +182,42 @@ int share_count_for_ratio(double ratio, int n_units) {
     return (int)floor(ratio * n_units + 1e-9);
 }
 
-int share_select(const ShareSim *s, int k, SharePlan *plan) {
+// Best unit of an earlier layer than t that is not replaced (ties: lowest index).
+static int best_available(const ShareSim *s, const char *role, int t) {
+    int b = -1, N = s->N, lim = (t / s->U) * s->U;
+    for (int j = 0; j < lim; j++)
+        if (role[j] != 1 && (b < 0 || s->sim[(size_t)t * N + j] > s->sim[(size_t)t * N + b])) b = j;
+    return b;
+}
+
+// The plan's entries from src[N] (-1: keeps its weights).
+static void plan_from_src(const ShareSim *s, const int *src, int got, SharePlan *plan) {
     int N = s->N, U = s->U;
+    plan->n = got;
+    plan->e = xcalloc((size_t)(got ? got : 1), sizeof(ShareEntry));
+    for (int i = 0, n = 0; i < N; i++)
+        if (src[i] >= 0)
+            plan->e[n++] =
+                (ShareEntry){i / U, i % U, src[i] / U, src[i] % U, s->sim[(size_t)i * N + src[i]]};
+}
+
+static int too_many(int k, int N, int U) {
+    return ps_err_set(
+        "cannot replace %d of %d units: at most %d can be (every replaced unit needs a source "
+        "in an earlier layer that is not itself replaced, and layer 0 is never replaced); use a "
+        "lower ratio",
+        k, N, N - U);
+}
+
+int share_select_ex(const ShareSim *s, int k, SharePlan *plan, char *fallback) {
+    int N = s->N, U = s->U;
+    if (k > N - U) return too_many(k, N, U);
     // role: 0 free, 1 replaced, 2 source. cand[i]: i's best source among the
     // units not replaced when last looked at (it may have been replaced since).
     char *role = xcalloc((size_t)N, 1);
     int *cand = xmalloc(sizeof(int) * (size_t)N), *src = xmalloc(sizeof(int) * (size_t)N);
     for (int i = 0; i < N; i++) cand[i] = s->best[i], src[i] = -1;
+    for (int i = 0; fallback && i < N; i++) fallback[i] = 0;
 #define SIM(i, j) s->sim[(size_t)(i)*N + (j)]
     int got = 0;
     while (got < k) {
@@ -180,10 +231,7 @@ int share_select(const ShareSim *s, int k, SharePlan *plan) {
         if (role[j] == 1) {
             // Its best source was replaced: its best source still available
             // (ties: lowest index) competes again.
-            int b = -1, lim = (t / U) * U;
-            for (int jj = 0; jj < lim; jj++)
-                if (role[jj] != 1 && (b < 0 || SIM(t, jj) > SIM(t, b))) b = jj;
-            cand[t] = b;
+            cand[t] = best_available(s, role, t);
             continue;
         }
         role[t] = 1;
@@ -191,53 +239,174 @@ int share_select(const ShareSim *s, int k, SharePlan *plan) {
         src[t] = j;
         got++;
     }
-    int rc = 0;
-    if (got < k) {
-        rc = ps_err_set(
-            "cannot replace %d of %d units: the selection rule stops after %d (every "
-            "replaced unit needs a source in an earlier layer that is not itself replaced, and "
-            "layer 0 is never replaced); use a lower ratio",
-            k, N, got);
-    } else {
-        plan->n = got;
-        plan->e = xcalloc((size_t)(got ? got : 1), sizeof(ShareEntry));
-        for (int i = 0, n = 0; i < N; i++)
-            if (src[i] >= 0)
-                plan->e[n++] = (ShareEntry){i / U, i % U, src[i] / U, src[i] % U, SIM(i, src[i])};
+    // Every unit of layers >= 1 left is a source now. To go on, replace the
+    // source whose best available source is most similar and move the units it
+    // served to their best available sources (fallbacks). Layer 0 is never
+    // replaced, so this reaches any k <= N - U.
+    while (got < k) {
+        int t = -1, tb = -1;
+        for (int i = U; i < N; i++) {
+            if (role[i] == 1) continue;
+            int b = best_available(s, role, i);
+            if (b >= 0 && (t < 0 || SIM(i, b) > SIM(t, tb))) t = i, tb = b;
+        }
+        CHECK(t >= 0, "selection: no unit left to replace");
+        role[t] = 1;
+        src[t] = tb;
+        role[tb] = 2;
+        if (fallback) fallback[t] = 1;
+        for (int x = U; x < N; x++)
+            if (src[x] == t) {
+                int b = best_available(s, role, x);
+                src[x] = b;
+                role[b] = 2;
+                if (fallback) fallback[x] = 1;
+            }
+        got++;
     }
 #undef SIM
+    plan_from_src(s, src, got, plan);
     free(role);
     free(cand);
     free(src);
-    return rc;
+    return 0;
 }
 
-int share_plan_make(const HostWeights *w, ShareMatchFn fn, double ratio, int verbose,
-                    SharePlan *plan, ShareSim *sim_out) {
-    memset(plan, 0, sizeof *plan);
-    if (!(ratio >= 0 && ratio < 1)) return ps_err_set("ratio %g is outside [0, 1)", ratio);
+int share_select(const ShareSim *s, int k, SharePlan *plan) {
+    return share_select_ex(s, k, plan, NULL);
+}
+
+int share_select_random(const ShareSim *s, int k, uint64_t seed, SharePlan *plan) {
+    int N = s->N, U = s->U;
+    if (k > N - U) return too_many(k, N, U);
+    Rng r;
+    rng_seed(&r, seed);
+    int *ord = xmalloc(sizeof(int) * (size_t)(N - U + 1)), *src = xmalloc(sizeof(int) * (size_t)N);
+    char *role = xcalloc((size_t)N, 1);
+    for (int i = 0; i < N - U; i++) ord[i] = U + i;
+    for (int i = N - U - 1; i > 0; i--) {  // Fisher-Yates
+        int j = (int)(rng_u64(&r) % (uint64_t)(i + 1)), t = ord[i];
+        ord[i] = ord[j], ord[j] = t;
+    }
+    for (int i = 0; i < N; i++) src[i] = -1;
+    for (int i = 0; i < k; i++) role[ord[i]] = 1;
+    // Each target takes a uniformly random unit of an earlier layer that is not replaced.
+    for (int i = U; i < N; i++) {
+        if (role[i] != 1) continue;
+        int lim = (i / U) * U, n = 0;
+        for (int j = 0; j < lim; j++) n += role[j] != 1;
+        int pick = (int)(rng_u64(&r) % (uint64_t)n);
+        for (int j = 0; j < lim; j++)
+            if (role[j] != 1 && pick-- == 0) {
+                src[i] = j;
+                break;
+            }
+    }
+    plan_from_src(s, src, k, plan);
+    free(ord);
+    free(src);
+    free(role);
+    return 0;
+}
+
+int share_select_prune(const ShareSim *s, const double *energy, int k, SharePlan *plan) {
+    int N = s->N, U = s->U;
+    if (k > N - U) return too_many(k, N, U);
+    char *role = xcalloc((size_t)N, 1);
+    int *src = xmalloc(sizeof(int) * (size_t)N);
+    for (int i = 0; i < N; i++) src[i] = -1;
+    for (int n = 0; n < k;
+         n++) {  // the k units of layers >= 1 of lowest energy (ties: lower index)
+        int b = -1;
+        for (int i = U; i < N; i++)
+            if (!role[i] && (b < 0 || energy[i] < energy[b])) b = i;
+        role[b] = 1;
+    }
+    for (int i = U; i < N; i++)
+        if (role[i] == 1) src[i] = best_available(s, role, i);
+    plan_from_src(s, src, k, plan);
+    free(role);
+    free(src);
+    return 0;
+}
+
+const char *share_select_name(ShareSelect sel) {
+    return sel == SELECT_RANDOM ? "random" : sel == SELECT_PRUNE ? "prune" : "greedy";
+}
+
+int share_select_parse(const char *s, ShareSelect *sel) {
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(s, share_select_name((ShareSelect)i))) {
+            *sel = (ShareSelect)i;
+            return 0;
+        }
+    return ps_err_set("unknown selection rule '%s' (expected greedy, random or prune)", s);
+}
+
+int share_sim_compute(const HostWeights *w, ShareMatchFn fn, const CalibGrams *grams, int verbose,
+                      ShareSim *s) {
     const ParamTable *t = &w->t;
+    if (fn == MATCH_CALIB && !grams)
+        return ps_err_set(
+            "match 'calib' needs calibration data (postshare match --match calib --calib GLOB)");
     ShareLayerView *views = xmalloc(sizeof *views * (size_t)t->cfg.n_layers);
     share_layer_views(t, w->params, views);
-    ShareSim s;
-    share_match(&t->cfg, views, fn, verbose, &s);
+    if (fn == MATCH_CALIB)
+        calib_match(&t->cfg, views, grams, s);
+    else if (fn == MATCH_CIRCUIT)
+        align_match_circuit(&t->cfg, views, s);
+    else
+        share_match(&t->cfg, views, fn, verbose, s);
     free(views);
+    return 0;
+}
+
+int share_plan_make_opts(const HostWeights *w, const ShareMakeOpts *o, SharePlan *plan,
+                         ShareSim *sim_out, char *fallback) {
+    memset(plan, 0, sizeof *plan);
+    if (!(o->ratio >= 0 && o->ratio < 1)) return ps_err_set("ratio %g is outside [0, 1)", o->ratio);
+    if (o->select == SELECT_PRUNE && !o->grams)
+        return ps_err_set(
+            "selection 'prune' ranks units by their calibrated output energy: it "
+            "needs calibration data (--calib GLOB)");
+    const ParamTable *t = &w->t;
+    ShareSim s;
+    if (share_sim_compute(w, o->fn, o->grams, o->verbose, &s)) return -1;
     plan->cfg = t->cfg;
     share_fingerprint(t, w->params, plan->fingerprint);
-    plan->match = fn;
-    plan->ratio = ratio;
-    int k = share_count_for_ratio(ratio, s.N);
-    int rc = share_select(&s, k, plan);
+    plan->match = o->fn;
+    plan->ratio = o->ratio;
+    int k = share_count_for_ratio(o->ratio, s.N), rc;
+    for (int i = 0; fallback && i < s.N; i++) fallback[i] = 0;
+    if (o->select == SELECT_RANDOM) {
+        rc = share_select_random(&s, k, o->seed, plan);
+    } else if (o->select == SELECT_PRUNE) {
+        double *energy = xmalloc(sizeof(double) * (size_t)s.N);
+        ShareLayerView *views = xmalloc(sizeof *views * (size_t)t->cfg.n_layers);
+        share_layer_views(t, w->params, views);
+        calib_output_energy(&t->cfg, views, o->grams, energy);
+        rc = share_select_prune(&s, energy, k, plan);
+        free(views);
+        free(energy);
+    } else {
+        rc = share_select_ex(&s, k, plan, fallback);
+    }
     if (rc != 0) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", ps_err_msg());
-        ps_err_set("ratio %g: %s", ratio, msg);
+        ps_err_set("ratio %g: %s", o->ratio, msg);
     }
     if (sim_out && rc == 0)
         *sim_out = s;
     else
         share_sim_free(&s);
     return rc;
+}
+
+int share_plan_make(const HostWeights *w, ShareMatchFn fn, double ratio, int verbose,
+                    SharePlan *plan, ShareSim *sim_out) {
+    ShareMakeOpts o = {.fn = fn, .ratio = ratio, .verbose = verbose};
+    return share_plan_make_opts(w, &o, plan, sim_out, NULL);
 }
 
 ShareCounts share_counts(const SharePlan *p) {

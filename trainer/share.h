@@ -23,11 +23,12 @@ const char *share_match_name(ShareMatchFn fn);
 // "qk", "q", "k", "v" or "qkv"; 0, or -1 with ps_err set.
 int share_match_parse(const char *s, ShareMatchFn *fn);
 
-// One layer's attention weights (HF layout): wq [nh*hd, C], wk and wv [nkv*hd, C].
-// Only those the match function reads need to be set. The match runs on these
-// pointers alone, so it needs no full model (e.g. 7B-shaped benchmarks).
+// One layer's attention weights (HF layout): wq [nh*hd, C], wk and wv [nkv*hd, C],
+// wo [C, nh*hd]. Only those the match function reads need to be set. The match
+// runs on these pointers alone, so it needs no full model (e.g. 7B-shaped
+// benchmarks).
 typedef struct {
-    const float *wq, *wk, *wv;
+    const float *wq, *wk, *wv, *wo;
 } ShareLayerView;
 
 // The views of a full model's flat fp32 buffer, views[n_layers].
@@ -47,6 +48,13 @@ typedef struct {
 void share_match(const LlamaConfig *cfg, const ShareLayerView *views, ShareMatchFn fn, int verbose,
                  ShareSim *out);
 void share_sim_free(ShareSim *s);
+// A zeroed ShareSim for cfg's shape; share_sim_best then sets every unit's
+// best match (the most similar unit of an earlier layer, ties: lowest index;
+// -1 in layer 0) from sim.
+void share_sim_alloc(const LlamaConfig *cfg, ShareSim *s);
+void share_sim_best(ShareSim *s);
+// CHECK that every layer view of a match that reads all four tensors has them.
+void share_views_need_all(const ShareLayerView *views, int n_layers, const char *what);
 
 // SharePlan and ShareEntry: params.h.
 
@@ -71,8 +79,45 @@ int share_count_for_ratio(double ratio, int n_units);
 // target); 0, or -1 with ps_err set when fewer than k pairs can be chosen.
 int share_select(const ShareSim *s, int k, SharePlan *plan);
 
+// share_select, and fallback[N] (may be NULL) marks the units whose pair came
+// from the fallback: when no free unit of a layer >= 1 is left (all are
+// sources), the source whose best still-available source is most similar is
+// replaced by it, and the units it served move to their best still-available
+// sources. So every k <= N - U (layer 0 is never replaced) is reached.
+int share_select_ex(const ShareSim *s, int k, SharePlan *plan, char *fallback);
+// Baselines with the same saving. Random: k distinct targets drawn uniformly
+// from layers >= 1, each with a uniformly random source among the units of
+// earlier layers that are not targets (seeded: the same seed gives the same
+// plan). Prune: the k units of layers >= 1 with the lowest energy[N] (ties:
+// lower index); each gets its most similar available source, but a pruning
+// plan is meant for `share --combine prune`, which removes its targets.
+int share_select_random(const ShareSim *s, int k, uint64_t seed, SharePlan *plan);
+int share_select_prune(const ShareSim *s, const double *energy, int k, SharePlan *plan);
+
+typedef enum { SELECT_GREEDY = 0, SELECT_RANDOM, SELECT_PRUNE } ShareSelect;
+const char *share_select_name(ShareSelect sel);
+int share_select_parse(const char *s, ShareSelect *sel);
+
+struct CalibGrams;
+// The similarities of fn on a full model: cosine (share_match), circuit
+// (align_match_circuit) or calib (calib_match, which needs grams).
+// 0, or -1 with ps_err set.
+int share_sim_compute(const HostWeights *w, ShareMatchFn fn, const struct CalibGrams *grams,
+                      int verbose, ShareSim *s);
+
+typedef struct {
+    ShareMatchFn fn;
+    double ratio;
+    ShareSelect select;
+    uint64_t seed;                   // SELECT_RANDOM
+    const struct CalibGrams *grams;  // MATCH_CALIB and SELECT_PRUNE need them
+    int verbose;
+} ShareMakeOpts;
 // Match + select for a full model: the whole `postshare match` computation.
-// 0, or -1 with ps_err set (a ratio outside [0, 1) or a count that cannot be reached).
+// fallback[N] (may be NULL) as in share_select_ex. 0, or -1 with ps_err set (a
+// ratio outside [0, 1), a count that cannot be reached, missing Grams).
+int share_plan_make_opts(const HostWeights *w, const ShareMakeOpts *o, SharePlan *plan,
+                         ShareSim *sim_out, char *fallback);
 int share_plan_make(const HostWeights *w, ShareMatchFn fn, double ratio, int verbose,
                     SharePlan *plan, ShareSim *sim_out);
 

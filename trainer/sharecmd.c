@@ -19,9 +19,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "align.h"
+#include "calib.h"
 #include "cliargs.h"
 #include "common.h"
+#include "eval.h"
 #include "hf_io.h"
+#include "loader.h"
 #include "model.h"
 #include "plot.h"
 #include "share.h"
@@ -58,7 +62,7 @@ static void print_distances(FILE *f, const int *dist, int n, int L) {
 }
 
 static void write_summary(FILE *f, const char *model, const LlamaConfig *c, const SharePlan *p,
-                          const ShareSim *s, double secs) {
+                          const ShareSim *s, double secs, ShareSelect sel, const char *fallback) {
     int L = c->n_layers, U = c->n_kv_heads, N = L * U, G = c->n_heads / U;
     char a[32], b[32];
     fprintf(f, "model: %s | %d layers, %d query heads, %d kv heads, head dim %d, dim %d\n", model,
@@ -69,8 +73,21 @@ static void write_summary(FILE *f, const char *model, const LlamaConfig *c, cons
         fprintf(f, "unit: a KV group (%d query heads + their K/V head): %d units\n", G, N);
     fprintf(f, "match: %s, each unit of layers 1..%d against all %s of earlier layers (%.2f s)\n",
             share_match_name(p->match), L - 1, G == 1 ? "heads" : "groups", secs);
-    fprintf(f, "plan: ratio %g -> %d of %d units replaced (layer 0 is never replaced)\n", p->ratio,
-            p->n, N);
+    fprintf(
+        f,
+        "plan: ratio %g -> %d of %d units replaced (layer 0 is never replaced); selection %s%s\n",
+        p->ratio, p->n, N, share_select_name(sel),
+        sel == SELECT_RANDOM  ? " (random pairs: a baseline)"
+        : sel == SELECT_PRUNE ? " (the units of lowest calibrated output energy: for share "
+                                "--combine prune)"
+                              : "");
+    int nfb = 0;
+    for (int i = 0; fallback && i < N; i++) nfb += fallback[i] != 0;
+    if (nfb)
+        fprintf(f,
+                "fallbacks: %d pairs (marked * below) come from the fallback: every free unit "
+                "was a source, so a source was replaced and the units it served moved on\n",
+                nfb);
 
     // best-match similarity of every unit of layers >= 1
     int nb = N - U;
@@ -89,6 +106,12 @@ static void write_summary(FILE *f, const char *model, const LlamaConfig *c, cons
         qsort(bs, (size_t)nb, sizeof(float), cmp_float);
         fprintf(f, "best-match similarity over layers 1..%d: min %.4f, median %.4f, max %.4f\n",
                 L - 1, bs[0], bs[nb / 2], bs[nb - 1]);
+        if (p->match != MATCH_CALIB && bs[nb - 1] < 0.1f)
+            fprintf(f,
+                    "NOTE: every similarity is near zero (max %.4f < 0.1): no unit resembles "
+                    "an earlier one under '%s', so the chosen pairs are little better than "
+                    "random ones\n",
+                    bs[nb - 1], share_match_name(p->match));
     }
     if (p->n > 0) {
         float lo = p->e[0].sim;
@@ -140,8 +163,9 @@ static void write_summary(FILE *f, const char *model, const LlamaConfig *c, cons
     if (show) fprintf(f, "pairs (replaced <- source: similarity), most similar first:\n");
     for (int i = 0; i < show; i++) {
         const ShareEntry *e = &p->e[ord[i]];
-        fprintf(f, "  %s <- %s: %.4f\n", share_unit_name(c, e->layer, e->unit, a),
-                share_unit_name(c, e->src_layer, e->src_unit, b), e->sim);
+        fprintf(f, "  %s <- %s: %.4f%s\n", share_unit_name(c, e->layer, e->unit, a),
+                share_unit_name(c, e->src_layer, e->src_unit, b), e->sim,
+                fallback && fallback[e->layer * U + e->unit] ? " *" : "");
     }
     if (show < p->n) fprintf(f, "  ... %d more in the plan\n", p->n - show);
     free(ord);
@@ -168,28 +192,37 @@ static void gp_quoted(FILE *f, const char *s) {
 // replaced unit and its source; PLAN.gp: the gnuplot script that draws PLAN.png
 // from them (its messages go to PLAN.gp.log).
 static void write_heatmap(const char *plan_path, const LlamaConfig *c, const SharePlan *p,
-                          const ShareSim *s) {
+                          const ShareSim *s, const char *fallback) {
     int L = c->n_layers, U = c->n_kv_heads, N = L * U;
     char *dat = beside(plan_path, ".heatmap.dat"), *cho = beside(plan_path, ".chosen.dat");
     char *gp = beside(plan_path, ".gp"), *png = beside(plan_path, ".png");
     char *log = beside(plan_path, ".gp.log");
+    // A replaced unit shows the similarity of the pair actually chosen, any
+    // other unit its best match.
+    int *src = xmalloc(sizeof(int) * (size_t)N);
+    share_plan_src(p, src);
     FILE *f = xfopen(dat, "w");
     for (int l = 0; l < L; l++) {
         for (int u = 0; u < U; u++) {
-            int i = l * U + u;
+            int i = l * U + u, j = src[i] != i ? src[i] : s->best[i];
             if (l == 0)
                 fprintf(f, "%s?", u ? " " : "");
             else
-                fprintf(f, "%s%.6f", u ? " " : "", s->sim[(size_t)i * N + s->best[i]]);
+                fprintf(f, "%s%.6f", u ? " " : "", s->sim[(size_t)i * N + j]);
         }
         fprintf(f, "\n");
     }
+    free(src);
     CHECK(fclose(f) == 0, "writing %s failed", dat);
     f = xfopen(cho, "w");
-    fprintf(f, "# unit layer source_layer source_unit similarity\n");
-    for (int k = 0; k < p->n; k++)
-        fprintf(f, "%d %d %d %d %.6f\n", p->e[k].unit, p->e[k].layer, p->e[k].src_layer,
-                p->e[k].src_unit, p->e[k].sim);
+    fprintf(f, "# unit layer source_layer source_unit similarity fallback\n");
+    int nfb = 0;
+    for (int k = 0; k < p->n; k++) {
+        int fb = fallback && fallback[p->e[k].layer * U + p->e[k].unit];
+        nfb += fb;
+        fprintf(f, "%d %d %d %d %.6f %d\n", p->e[k].unit, p->e[k].layer, p->e[k].src_layer,
+                p->e[k].src_unit, p->e[k].sim, fb);
+    }
     CHECK(fclose(f) == 0, "writing %s failed", cho);
     f = xfopen(gp, "w");
     int w = 360 + 24 * U, h = 200 + 22 * L;
@@ -197,11 +230,13 @@ static void write_heatmap(const char *plan_path, const LlamaConfig *c, const Sha
     gp_quoted(f, png);
     const char *unit = U == c->n_heads ? "head" : "KV group";
     fprintf(f,
-            "\nset title \"best-match similarity (%s) of each %s vs. those of earlier layers\\n"
-            "%d of %d replaced (ratio %g)\"\n",
-            share_match_name(p->match), unit, p->n, N, p->ratio);
+            "\nset title \"similarity (%s) per %s: chosen pair if replaced, else best match\\n"
+            "%d of %d replaced (ratio %g)%s\"\n",
+            share_match_name(p->match), unit, p->n, N, p->ratio,
+            nfb ? ", fallback pairs boxed" : "");
     fprintf(f,
-            "set xlabel '%s'\nset ylabel 'layer'\nset cblabel 'cosine similarity'\n"
+            "set xlabel '%s'\nset ylabel 'layer'\nset cblabel 'similarity (fixed scale 0..1)'\n"
+            "set cbrange [0:1]\n"
             "set xrange [-0.5:%d.5]\nset yrange [-0.5:%d.5]\nset xtics 0,%d\nset ytics 0,%d\n"
             "set palette rgbformulae 33,13,10\nset datafile missing '?'\n"
             "set key outside bottom center horizontal\nplot ",
@@ -211,7 +246,15 @@ static void write_heatmap(const char *plan_path, const LlamaConfig *c, const Sha
     gp_quoted(f, cho);
     fprintf(f, " using 1:2 with points pt 2 ps 1.5 lw 2 lc rgb 'black' title 'replaced', ");
     gp_quoted(f, cho);
-    fprintf(f, " using 4:3 with points pt 6 ps 1.5 lw 2 lc rgb 'black' title 'source'\n");
+    fprintf(f, " using 4:3 with points pt 6 ps 1.5 lw 2 lc rgb 'black' title 'source'");
+    if (nfb) {
+        fprintf(f, ", ");
+        gp_quoted(f, cho);
+        fprintf(f,
+                " using 1:($6 > 0 ? $2 : 1/0) with points pt 4 ps 2.5 lw 2 lc rgb 'grey50' "
+                "title 'fallback'");
+    }
+    fprintf(f, "\n");
     CHECK(fclose(f) == 0, "writing %s failed", gp);
     int r = plot_gnuplot(NULL, gp, log);
     if (r == 0)
@@ -241,7 +284,14 @@ static void match_usage(FILE *f) {
             "  -o PLAN.json       the plan to write (required); beside it: PLAN.summary.txt,\n"
             "                     PLAN.png (heat map) and its data PLAN.heatmap.dat,\n"
             "                     PLAN.chosen.dat, PLAN.gp\n"
-            "  --match F          match vector of a head: qk (default), q, k, v, qkv\n"
+            "  --match F          how a pair is scored: cosine of qk (default), q, k, v, qkv;\n"
+            "                     circuit (QK and OV circuits, symmetry-aware); calib (the\n"
+            "                     output error on calibration data: needs --calib)\n"
+            "  --calib FILE       calibration Grams from postshare calibrate\n"
+            "  --select S         greedy (default: the selection rule), random (a baseline,\n"
+            "                     --seed), prune (the units of lowest calibrated output energy,\n"
+            "                     for share --combine prune: needs --calib)\n"
+            "  --seed N           seed of --select random (default 1)\n"
             "  --ratio R          fraction of all heads (KV groups under GQA) to replace,\n"
             "                     in [0, 1) (default 0.3)\n"
             "  --no-plot          skip the heat map\n"
@@ -249,9 +299,10 @@ static void match_usage(FILE *f) {
 }
 
 int matchcmd_main(int argc, char **argv) {
-    const char *model = NULL, *out = NULL, *match = "qk";
+    const char *model = NULL, *out = NULL, *match = "qk", *calib = NULL, *select = "greedy";
     double ratio = 0.3;
     int threads = 0, plot = 1;
+    uint64_t seed = 1;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         int has_next = i + 1 < argc;
@@ -262,6 +313,12 @@ int matchcmd_main(int argc, char **argv) {
             out = argv[++i];
         } else if (!strcmp(a, "--match") && has_next) {
             match = argv[++i];
+        } else if (!strcmp(a, "--calib") && has_next) {
+            calib = argv[++i];
+        } else if (!strcmp(a, "--select") && has_next) {
+            select = argv[++i];
+        } else if (!strcmp(a, "--seed") && has_next) {
+            seed = (uint64_t)cli_int("match", a, argv[++i], 0, 0x7fffffffffffffffL);
         } else if (!strcmp(a, "--ratio") && has_next) {
             ratio = cli_float("match", a, argv[++i], 0.0, 0.999999);
         } else if (!strcmp(a, "--threads") && has_next) {
@@ -276,15 +333,23 @@ int matchcmd_main(int argc, char **argv) {
         match_usage(stderr);
         ps_die("match: MODEL and -o PLAN.json are required");
     }
-    ShareMatchFn fn;
-    if (share_match_parse(match, &fn) != 0) ps_die("match: --match: %s", ps_err_msg());
+    ShareMakeOpts o = {.ratio = ratio, .seed = seed, .verbose = 1};
+    if (share_match_parse(match, &o.fn) != 0) ps_die("match: --match: %s", ps_err_msg());
+    if (share_select_parse(select, &o.select) != 0) ps_die("match: --select: %s", ps_err_msg());
     train_set_threads(threads);
     HostWeights w;
     if (model_load_any(model, &w) != 0) ps_die("%s", ps_err_msg());
+    CalibGrams g;
+    if (calib) {
+        if (calib_read(calib, &w.t.cfg, &g) != 0) ps_die("match: --calib: %s", ps_err_msg());
+        o.grams = &g;
+    }
     double t0 = ps_now();
     SharePlan plan;
     ShareSim sim;
-    if (share_plan_make(&w, fn, ratio, 1, &plan, &sim) != 0) ps_die("match: %s", ps_err_msg());
+    int N = w.t.cfg.n_layers * w.t.cfg.n_kv_heads;
+    char *fallback = xcalloc((size_t)N, 1);
+    if (share_plan_make_opts(&w, &o, &plan, &sim, fallback) != 0) ps_die("match: %s", ps_err_msg());
     double secs = ps_now() - t0;
     char *dir = xstrdup(out), *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
@@ -293,16 +358,84 @@ int matchcmd_main(int argc, char **argv) {
     }
     free(dir);
     if (share_plan_write(out, &plan) != 0) ps_die("match: %s", ps_err_msg());
-    write_summary(stdout, model, &w.t.cfg, &plan, &sim, secs);
+    write_summary(stdout, model, &w.t.cfg, &plan, &sim, secs, o.select, fallback);
     char *sum_path = beside(out, ".summary.txt");
     FILE *f = xfopen(sum_path, "w");
-    write_summary(f, model, &w.t.cfg, &plan, &sim, secs);
+    write_summary(f, model, &w.t.cfg, &plan, &sim, secs, o.select, fallback);
     CHECK(fclose(f) == 0, "writing %s failed", sum_path);
     printf("match: wrote %s and %s\n", out, sum_path);
     free(sum_path);
-    if (plot) write_heatmap(out, &w.t.cfg, &plan, &sim);
+    if (plot) write_heatmap(out, &w.t.cfg, &plan, &sim, fallback);
+    free(fallback);
+    if (calib) calib_free(&g);
     share_sim_free(&sim);
     share_plan_free(&plan);
+    host_weights_free(&w);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+// calibrate
+
+static void calib_usage(FILE *f) {
+    fprintf(f,
+            "usage: postshare calibrate MODEL --data GLOB -o FILE [options]\n"
+            "  MODEL              hf:DIR, llama2c:FILE.bin, or a path\n"
+            "  --data GLOB        token shards to run the model on (required)\n"
+            "  -o FILE            the calibration Grams to write (required)\n"
+            "  --tokens N         tokens to use (default 4096)\n"
+            "  --seq-len T        tokens per sequence (default: min(256, max_seq_len))\n"
+            "  --threads N        CPU threads (default: all)\n");
+}
+
+int calibcmd_main(int argc, char **argv) {
+    const char *model = NULL, *out = NULL, *data = NULL;
+    long tokens = 4096;
+    int threads = 0, T = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        int has_next = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            calib_usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-o") && has_next) {
+            out = argv[++i];
+        } else if (!strcmp(a, "--data") && has_next) {
+            data = argv[++i];
+        } else if (!strcmp(a, "--tokens") && has_next) {
+            tokens = cli_int("calibrate", a, argv[++i], 1, 1L << 40);
+        } else if (!strcmp(a, "--seq-len") && has_next) {
+            T = (int)cli_int("calibrate", a, argv[++i], 1, 1 << 20);
+        } else if (!strcmp(a, "--threads") && has_next) {
+            threads = (int)cli_int("calibrate", a, argv[++i], 0, 4096);
+        } else {
+            cli_positional("calibrate", a, &model, "MODEL");
+        }
+    }
+    if (!model || !out || !data) {
+        calib_usage(stderr);
+        ps_die("calibrate: MODEL, --data and -o FILE are required");
+    }
+    train_set_threads(threads);
+    HostWeights w;
+    if (model_load_any(model, &w) != 0) ps_die("%s", ps_err_msg());
+    const LlamaConfig *c = &w.t.cfg;
+    if (T == 0) T = c->max_seq_len < 256 ? c->max_seq_len : 256;
+    if (T > c->max_seq_len)
+        ps_die("calibrate: --seq-len %d is longer than the model's max_seq_len %d", T,
+               c->max_seq_len);
+    Loader *ld = loader_open(data, T, c->vocab_size, 0, 0);
+    if (!ld) ps_die("calibrate: --data: %s", ps_err_msg());
+    double t0 = ps_now();
+    CalibGrams g;
+    if (calib_collect(&w, ld, tokens, &g) != 0) ps_die("calibrate: %s", ps_err_msg());
+    if (calib_write(out, &g) != 0) ps_die("calibrate: %s", ps_err_msg());
+    printf(
+        "calibrate: %s on %ld tokens of %s (%d x %d): layer input and unit output Grams in "
+        "%.1f s -> %s\n",
+        model, g.tokens, data, (int)(g.tokens / T), T, ps_now() - t0, out);
+    calib_free(&g);
+    loader_close(ld);
     host_weights_free(&w);
     return 0;
 }
@@ -366,12 +499,20 @@ static void share_usage(FILE *f) {
             "                     config.json); load it by its path or as shared:OUT\n"
             "  --materialize      write an ordinary HF folder instead (transformers loads it)\n"
             "  --force            apply the plan even if its fingerprint does not match MODEL\n"
-            "  --dtype D          float32 (default) or bfloat16\n");
+            "  --dtype D          float32 (default) or bfloat16\n"
+            "  --align            first move each target to the function-preserving transform\n"
+            "                     of itself closest to its source (changes no output)\n"
+            "  --combine C        copy (default: targets take the source's slices), merge\n"
+            "                     (source and targets share the slice that serves them all\n"
+            "                     best on calibration data: needs --calib), prune (targets\n"
+            "                     removed: their slices zeroed; writes a plain HF folder)\n"
+            "  --calib FILE       calibration Grams from postshare calibrate\n");
 }
 
 int sharecmd_main(int argc, char **argv) {
     const char *model = NULL, *plan_path = NULL, *out = NULL, *dtype = "float32";
-    int materialize = 0, force = 0;
+    const char *combine = "copy", *calib = NULL;
+    int materialize = 0, force = 0, align = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         int has_next = i + 1 < argc;
@@ -388,6 +529,12 @@ int sharecmd_main(int argc, char **argv) {
             materialize = 1;
         } else if (!strcmp(a, "--force")) {
             force = 1;
+        } else if (!strcmp(a, "--align")) {
+            align = 1;
+        } else if (!strcmp(a, "--combine") && has_next) {
+            combine = argv[++i];
+        } else if (!strcmp(a, "--calib") && has_next) {
+            calib = argv[++i];
         } else {
             cli_positional("share", a, &model, "MODEL");
         }
@@ -403,6 +550,10 @@ int sharecmd_main(int argc, char **argv) {
         dt = ST_BF16;
     else
         ps_die("share: --dtype must be float32 or bfloat16, got '%s'", dtype);
+    int merge = !strcmp(combine, "merge"), prune = !strcmp(combine, "prune");
+    if (!merge && !prune && strcmp(combine, "copy"))
+        ps_die("share: --combine must be copy, merge or prune, got '%s'", combine);
+    if (merge && !calib) ps_die("share: --combine merge needs --calib FILE (postshare calibrate)");
 
     // Everything is checked before OUT is touched.
     SharePlan plan;
@@ -418,6 +569,48 @@ int sharecmd_main(int argc, char **argv) {
                 "share: warning: --force: %s was made for weights %s, %s has %s; applying it "
                 "anyway\n",
                 plan_path, plan.fingerprint, model, fp);
+    CalibGrams g;
+    if (calib && calib_read(calib, &full.t.cfg, &g) != 0)
+        ps_die("share: --calib: %s", ps_err_msg());
+    if (align) {
+        double before, after;
+        align_plan(&full, &plan, &before, &after);
+        printf(
+            "share: aligned %d targets to their sources: mean |target - source| / |source| "
+            "%.4f -> %.4f\n",
+            plan.n, before, after);
+    }
+    if (merge) {
+        calib_merge(&full, &plan, &g);
+        printf("share: merged each source with its targets on %ld calibration tokens\n", g.tokens);
+    }
+    if (calib) calib_free(&g);
+    if (prune) {
+        // The targets are removed: their Wq, Wk, Wv rows and Wo columns become 0.
+        const LlamaConfig *c = &full.t.cfg;
+        int hd = cfg_head_dim(c), G = c->n_heads / c->n_kv_heads, C = c->dim, qd = c->n_heads * hd;
+        for (int k = 0; k < plan.n; k++) {
+            int l = plan.e[k].layer, u = plan.e[k].unit;
+            const ParamKind rk[3] = {P_WQ, P_WK, P_WV};
+            for (int j = 0; j < 3; j++) {
+                size_t r = (size_t)(j == 0 ? G : 1) * hd * C;
+                memset(full.params + param_layer(&full.t, l, rk[j])->offset + (size_t)u * r, 0,
+                       sizeof(float) * r);
+            }
+            float *o = full.params + param_layer(&full.t, l, P_WO)->offset + (size_t)u * G * hd;
+            for (int r = 0; r < C; r++)
+                memset(o + (size_t)r * qd, 0, sizeof(float) * (size_t)G * hd);
+        }
+        if (hf_save(out, &full, dtype) != 0) ps_die("share: %s", ps_err_msg());
+        ShareCounts k = share_counts(&plan);
+        printf(
+            "share: pruned %d units of %s (plan %s): their slices are zero; parameters as if "
+            "removed %zu -> %zu; saved %s (plain HF folder)\n",
+            plan.n, model, plan_path, k.params_before, k.params_after, out);
+        host_weights_free(&full);
+        share_plan_free(&plan);
+        return 0;
+    }
 
     HostWeights compact, mat;
     share_compact(&full, &plan, &compact);

@@ -5,3 +5,5 @@
 int matchcmd_main(int argc, char **argv);
 // postshare share MODEL --plan PLAN.json -o OUT [--materialize] [--force] [--dtype D]
 int sharecmd_main(int argc, char **argv);
+// postshare calibrate MODEL --data GLOB -o FILE: the calibration Grams (calib.h).
+int calibcmd_main(int argc, char **argv);

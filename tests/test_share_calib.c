@@ -1,0 +1,517 @@
+// test_share_calib.c: the symmetry-aware and calibration-aware parts of
+// sharing (align.h, calib.h) and the baseline plans.
+//   - a unit transformed by a random function-preserving transform (RoPE-plane
+//     rotations, an invertible value map, a query-head permutation) leaves the
+//     logits unchanged and has circuit similarity 1 with the original, while
+//     a quarter-turn transform has plain cosine 0; the circuit similarity
+//     equals an explicit float64 computation with C x C circuits;
+//   - align moves a transformed copy back onto its source (distance -> 0) and
+//     changes no logit;
+//   - the calibration Grams of layer 0 equal a direct computation (T = 1, so
+//     attention is the identity on v); the calibration score equals a direct
+//     float64 computation; the merge solves its normal equations, and with
+//     diagonal Grams is the closed-form per-column weighted mean;
+//   - random plans are reproducible, valid and reach every count; pruning
+//     takes the units of lowest output energy; the calibration file round-trips
+//     and rejects a truncated copy.
+#include <math.h>
+#include <unistd.h>
+
+#include "align.h"
+#include "calib.h"
+#include "common.h"
+#include "hf_io.h"
+#include "model.h"
+#include "params.h"
+#include "share.h"
+#include "shard.h"
+#include "test.h"
+#include "test_share_util.h"
+
+static LlamaConfig cfg_of(int L, int nh, int nkv, int dim) {
+    return (LlamaConfig){dim, L, nh, nkv, 40, 48, 32, 10000.0f, 1e-5f, 0};
+}
+
+static double urand(Rng *r) {
+    return (double)(rng_u64(r) >> 11) / 9007199254740992.0;
+}
+
+// A random value map M = R1 D R2 (Givens rotations, positive diagonal D) and its inverse.
+static void random_value_map(Rng *r, int n, int orthogonal, double *M, double *Mi) {
+    double *A = xcalloc((size_t)n * n, sizeof(double)), *B = xcalloc((size_t)n * n, sizeof(double));
+    for (int i = 0; i < n; i++) A[i * n + i] = B[i * n + i] = 1;
+    for (int rep = 0; rep < 3 * n; rep++) {  // A <- G A, B <- B G^T (so B = A^-1 while orthogonal)
+        int i = (int)(rng_u64(r) % (uint64_t)n), j = (int)(rng_u64(r) % (uint64_t)n);
+        if (i == j) continue;
+        double t = 2 * M_PI * urand(r), c = cos(t), s = sin(t);
+        for (int k = 0; k < n; k++) {
+            double a = A[i * n + k], b = A[j * n + k];
+            A[i * n + k] = c * a - s * b, A[j * n + k] = s * a + c * b;
+            a = B[k * n + i], b = B[k * n + j];
+            B[k * n + i] = c * a - s * b, B[k * n + j] = s * a + c * b;
+        }
+        if (!orthogonal && rep == n) {  // scale rows of A, columns of B inversely
+            for (int k = 0; k < n; k++) {
+                double d = 0.5 + 1.5 * urand(r);
+                for (int m = 0; m < n; m++) A[k * n + m] *= d, B[m * n + k] /= d;
+            }
+        }
+    }
+    memcpy(M, A, sizeof(double) * (size_t)n * n);
+    memcpy(Mi, B, sizeof(double) * (size_t)n * n);
+    free(A);
+    free(B);
+}
+
+static double sim_of(const HostWeights *w, ShareMatchFn fn, int i, int j) {
+    ShareSim s;
+    CHECK(share_sim_compute(w, fn, NULL, 0, &s) == 0, "%s", ps_err_msg());
+    double v = s.sim[(size_t)i * s.N + j];
+    share_sim_free(&s);
+    return v;
+}
+
+static void test_transform_invariance(void) {
+    LlamaConfig c = cfg_of(2, 6, 2, 48);  // G = 3, hd = 8: 4 RoPE planes
+    int hd = cfg_head_dim(&c), U = c.n_kv_heads, G = c.n_heads / U;
+    HostWeights w;
+    make_model(&w, &c, 7);
+    copy_unit(&w, 1, 0, 0, 1);
+    T_CHECK(fabs(sim_of(&w, MATCH_CIRCUIT, 1 * U + 0, 1) - 1) < 1e-5, "copy: circuit != 1");
+    float *before = logits_of(&w, 2, 9);
+    Rng r;
+    rng_seed(&r, 5);
+    double theta[16], M[64], Mi[64];
+    for (int f = 0; f < hd / 2; f++) theta[f] = 2 * M_PI * urand(&r);
+    random_value_map(&r, hd, 0, M, Mi);
+    int perm[3] = {2, 0, 1};
+    UnitTransform x = {perm, theta, M, Mi};
+    align_apply(&w, 1, 0, &x);
+    float *after = logits_of(&w, 2, 9);
+    double e = t_rel_err(after, before, (size_t)2 * 9 * c.vocab_size);
+    T_CHECK(e < 1e-5, "random transform changed the logits: rel err %.3g", e);
+    double circ = sim_of(&w, MATCH_CIRCUIT, 1 * U + 0, 1);
+    T_CHECK(fabs(circ - 1) < 1e-5, "random transform: circuit similarity %.7f, want 1", circ);
+    printf("random R, M, perm: logits rel err %.2g, circuit %.7f, cosine qkv %.4f\n", e, circ,
+           sim_of(&w, MATCH_QKV, 1 * U + 0, 1));
+    // A quarter turn in every plane and a value map of quarter turns: cosine exactly 0.
+    HostWeights w2;
+    make_model(&w2, &c, 8);
+    copy_unit(&w2, 1, 0, 0, 1);
+    double q[16], J[64] = {0}, Jt[64] = {0};
+    for (int f = 0; f < hd / 2; f++) q[f] = M_PI / 2;
+    for (int i = 0; i < hd; i += 2) J[i * hd + i + 1] = -1, J[(i + 1) * hd + i] = 1;
+    for (int i = 0; i < hd; i++)
+        for (int j = 0; j < hd; j++) Jt[i * hd + j] = J[j * hd + i];
+    UnitTransform y = {NULL, q, J, Jt};
+    align_apply(&w2, 1, 0, &y);
+    double cq = sim_of(&w2, MATCH_QKV, 1 * U + 0, 1), cc = sim_of(&w2, MATCH_CIRCUIT, 1 * U + 0, 1);
+    T_CHECK(fabs(cq) < 1e-5, "quarter turns: cosine qkv %.3g, want 0", cq);
+    T_CHECK(fabs(cc - 1) < 1e-5, "quarter turns: circuit %.7f, want 1", cc);
+    printf("quarter turns: cosine qkv %.2g, circuit %.7f\n", cq, cc);
+    (void)G;
+    free(before);
+    free(after);
+    host_weights_free(&w);
+    host_weights_free(&w2);
+}
+
+// Circuit similarity of MHA heads against explicit C x C circuits in float64.
+static void test_circuit_values(void) {
+    LlamaConfig c = cfg_of(2, 2, 2, 16);  // MHA, hd = 8
+    int C = c.dim, hd = cfg_head_dim(&c), h2 = hd / 2, qd = c.n_heads * hd;
+    HostWeights w;
+    make_model(&w, &c, 11);
+    // circuits[unit][plane][2][C*C] and ov[unit][C*C]
+    size_t CC = (size_t)C * C;
+    double *qk = xcalloc((size_t)4 * h2 * 2 * CC, sizeof(double)),
+           *ov = xcalloc((size_t)4 * CC, sizeof(double));
+    for (int i = 0; i < 4; i++) {
+        int l = i / 2, u = i % 2;
+        const float *Q = w.params + param_layer(&w.t, l, P_WQ)->offset + (size_t)u * hd * C;
+        const float *K = w.params + param_layer(&w.t, l, P_WK)->offset + (size_t)u * hd * C;
+        const float *V = w.params + param_layer(&w.t, l, P_WV)->offset + (size_t)u * hd * C;
+        const float *O = w.params + param_layer(&w.t, l, P_WO)->offset + (size_t)u * hd;
+        for (int f = 0; f < h2; f++)
+            for (int a = 0; a < C; a++)
+                for (int b = 0; b < C; b++) {
+                    double q0 = Q[(size_t)f * C + a], q1 = Q[(size_t)(f + h2) * C + a];
+                    double k0 = K[(size_t)f * C + b], k1 = K[(size_t)(f + h2) * C + b];
+                    qk[(((size_t)i * h2 + f) * 2 + 0) * CC + a * C + b] = q0 * k0 + q1 * k1;
+                    // Q^T J K, J = [[0, -1], [1, 0]]
+                    qk[(((size_t)i * h2 + f) * 2 + 1) * CC + a * C + b] = -q0 * k1 + q1 * k0;
+                }
+        for (int a = 0; a < C; a++)
+            for (int b = 0; b < C; b++) {
+                double s = 0;
+                for (int k = 0; k < hd; k++)
+                    s += (double)O[(size_t)a * qd + k] * V[(size_t)k * C + b];
+                ov[i * CC + a * C + b] = s;
+            }
+    }
+    ShareSim s;
+    share_sim_compute(&w, MATCH_CIRCUIT, NULL, 0, &s);
+    double worst = 0;
+    for (int t = 2; t < 4; t++)
+        for (int j = 0; j < 2; j++) {
+            double d[2] = {0}, nt[2] = {0}, nj[2] = {0};
+            size_t nq = (size_t)h2 * 2 * CC;
+            for (size_t x = 0; x < nq; x++) {
+                double a = qk[t * nq + x], b = qk[j * nq + x];
+                d[0] += a * b, nt[0] += a * a, nj[0] += b * b;
+            }
+            for (size_t x = 0; x < CC; x++) {
+                double a = ov[t * CC + x], b = ov[j * CC + x];
+                d[1] += a * b, nt[1] += a * a, nj[1] += b * b;
+            }
+            double want = 0.5 * (d[0] / sqrt(nt[0] * nj[0]) + d[1] / sqrt(nt[1] * nj[1]));
+            double e = fabs(want - s.sim[(size_t)t * 4 + j]);
+            if (e > worst) worst = e;
+        }
+    T_CHECK(worst < 1e-5, "circuit vs explicit float64: max err %.3g", worst);
+    share_sim_free(&s);
+    free(qk);
+    free(ov);
+    host_weights_free(&w);
+}
+
+static void test_align(void) {
+    LlamaConfig c = cfg_of(3, 6, 2, 48);
+    int hd = cfg_head_dim(&c), U = c.n_kv_heads;
+    HostWeights w;
+    make_model(&w, &c, 17);
+    copy_unit(&w, 2, 1, 0, 0);
+    Rng r;
+    rng_seed(&r, 9);
+    double theta[16], M[64], Mi[64];
+    for (int f = 0; f < hd / 2; f++) theta[f] = 2 * M_PI * urand(&r);
+    random_value_map(&r, hd, 1, M, Mi);
+    int perm[3] = {1, 2, 0};
+    UnitTransform x = {perm, theta, M, Mi};
+    align_apply(&w, 2, 1, &x);
+    float *before = logits_of(&w, 2, 7);
+    ShareEntry e[2] = {{1, 0, 0, 1, 0}, {2, 1, 0, 0, 0}};
+    SharePlan p = {.cfg = c, .match = MATCH_CIRCUIT, .n = 2, .e = e};
+    double d0, d1;
+    align_plan(&w, &p, &d0, &d1);
+    float *after = logits_of(&w, 2, 7);
+    double err = t_rel_err(after, before, (size_t)2 * 7 * c.vocab_size);
+    double dcopy = align_pair_distance(&w, 2, 1, 0, 0), drand = align_pair_distance(&w, 1, 0, 0, 1);
+    printf("align: mean distance %.4f -> %.4f; transformed copy %.2g after; logits rel err %.2g\n",
+           d0, d1, dcopy, err);
+    T_CHECK(err < 1e-5, "align changed the logits: rel err %.3g", err);
+    T_CHECK(dcopy < 1e-4, "align: the transformed copy is %.3g from its source", dcopy);
+    T_CHECK(d1 < d0 && drand < d0, "align: distance %.4f -> %.4f (random pair %.4f)", d0, d1,
+            drand);
+    (void)U;
+    free(before);
+    free(after);
+    host_weights_free(&w);
+}
+
+// Write a shard of random tokens; returns its path (static buffer).
+static const char *random_shard(int n, int V, uint64_t seed) {
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/ps_calib_%d.bin", (int)getpid());
+    uint16_t *t = xmalloc(sizeof(uint16_t) * (size_t)n);
+    Rng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) t[i] = (uint16_t)(rng_u64(&r) % (uint64_t)V);
+    int32_t hdr[SHARD_HEADER_INTS] = {20240520, 1, n};
+    FILE *f = xfopen(path, "wb");
+    fwrite(hdr, sizeof hdr, 1, f);
+    fwrite(t, sizeof(uint16_t), (size_t)n, f);
+    fclose(f);
+    free(t);
+    return path;
+}
+
+static void test_grams(void) {
+    LlamaConfig c = cfg_of(2, 4, 2, 16);
+    int C = c.dim, hd = cfg_head_dim(&c), U = c.n_kv_heads, G = c.n_heads / U, W = G * hd;
+    HostWeights w;
+    make_model(&w, &c, 23);
+    int n = 300;
+    const char *path = random_shard(n + 1, c.vocab_size, 3);
+    Loader *ld = loader_open(path, 1, c.vocab_size, 0, 0);
+    CHECK(ld, "%s", ps_err_msg());
+    CalibGrams g;
+    T_CHECK(calib_collect(&w, ld, n, &g) == 0 && g.tokens == n, "collect: %ld tokens", g.tokens);
+    // Layer 0 with T = 1: x = rmsnorm(embedding) * w; each head's output is its v.
+    double *gin = xcalloc((size_t)C * C, sizeof(double)),
+           *gout = xcalloc((size_t)U * W * W, sizeof(double));
+    const float *emb = w.params + w.t.e[w.t.embed].offset;
+    const float *nw = w.params + param_layer(&w.t, 0, P_ATTN_NORM)->offset;
+    const float *wv = w.params + param_layer(&w.t, 0, P_WV)->offset;
+    for (int k = 0; k < n; k++) {
+        int in[1], tg[1];
+        loader_read_sample(ld, (uint64_t)k, in, tg);
+        const float *e = emb + (size_t)in[0] * C;
+        double ms = 0, x[64], v[64];
+        for (int i = 0; i < C; i++) ms += (double)e[i] * e[i] / C;
+        for (int i = 0; i < C; i++) x[i] = e[i] / sqrt(ms + c.norm_eps) * nw[i];
+        for (int i = 0; i < C; i++)
+            for (int j = 0; j < C; j++) gin[i * C + j] += x[i] * x[j];
+        for (int r = 0; r < U * hd; r++) {
+            v[r] = 0;
+            for (int i = 0; i < C; i++) v[r] += (double)wv[(size_t)r * C + i] * x[i];
+        }
+        for (int u = 0; u < U; u++)
+            for (int a = 0; a < W; a++)
+                for (int b = 0; b < W; b++)
+                    gout[((size_t)u * W + a) * W + b] += v[u * hd + a % hd] * v[u * hd + b % hd];
+    }
+    double ei = 0, eo = 0, si = 0, so = 0;
+    for (int i = 0; i < C * C; i++)
+        ei = fmax(ei, fabs(gin[i] - g.gin[i])), si = fmax(si, fabs(gin[i]));
+    for (int i = 0; i < U * W * W; i++)
+        eo = fmax(eo, fabs(gout[i] - g.gout[i])), so = fmax(so, fabs(gout[i]));
+    T_CHECK(ei < 1e-4 * si && eo < 1e-4 * so, "layer-0 Grams: err %.3g / %.3g, %.3g / %.3g", ei, si,
+            eo, so);
+    // the file round-trips; a truncated copy and another shape are refused
+    char fpath[80];
+    snprintf(fpath, sizeof fpath, "/tmp/ps_calib_%d.grams", (int)getpid());
+    T_CHECK(calib_write(fpath, &g) == 0, "write: %s", ps_err_msg());
+    CalibGrams h;
+    T_CHECK(calib_read(fpath, &c, &h) == 0 && h.tokens == g.tokens &&
+                !memcmp(h.gin, g.gin, 8 * (size_t)2 * C * C) &&
+                !memcmp(h.gout, g.gout, 8 * (size_t)2 * U * W * W),
+            "round trip: %s", ps_err_msg());
+    calib_free(&h);
+    LlamaConfig other = cfg_of(3, 4, 2, 16);
+    EXPECT_FAIL(calib_read(fpath, &other, &h), fpath, "3 x 2");
+    T_CHECK(truncate(fpath, 100) == 0, "truncate");
+    EXPECT_FAIL(calib_read(fpath, &c, &h), fpath, "truncated");
+    unlink(fpath);
+    unlink(path);
+    loader_close(ld);
+    free(gin);
+    free(gout);
+    calib_free(&g);
+    host_weights_free(&w);
+}
+
+// Random SPD Grams: gin[l] = X^T X + I, gout[i] = Y^T Y + I (X, Y random).
+static void random_grams(const LlamaConfig *c, uint64_t seed, int diagonal, CalibGrams *g) {
+    int L = c->n_layers, U = c->n_kv_heads, C = c->dim, W = c->n_heads / U * cfg_head_dim(c);
+    *g = (CalibGrams){L,  U, C, W, xcalloc((size_t)L * C * C, 8), xcalloc((size_t)L * U * W * W, 8),
+                      100};
+    Rng r;
+    rng_seed(&r, seed);
+    for (int m = 0; m < L + L * U; m++) {
+        int n = m < L ? C : W;
+        double *G = m < L ? g->gin + (size_t)m * C * C : g->gout + (size_t)(m - L) * W * W;
+        if (diagonal) {
+            for (int i = 0; i < n; i++) G[i * n + i] = 0.1 + 3 * urand(&r);
+            continue;
+        }
+        double *X = xmalloc(sizeof(double) * (size_t)2 * n * n);
+        for (int i = 0; i < 2 * n * n; i++) X[i] = urand(&r) - 0.5;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                double s = i == j;
+                for (int k = 0; k < 2 * n; k++) s += X[k * n + i] * X[k * n + j];
+                G[i * n + j] = s;
+            }
+        free(X);
+    }
+}
+
+// A unit's slice k (0..3) as a dense [rows, cols] float64 copy (Wo: its columns).
+static double *slice(const HostWeights *w, int l, int u, int k, int *rows, int *cols) {
+    const LlamaConfig *c = &w->t.cfg;
+    int C = c->dim, hd = cfg_head_dim(c), G = c->n_heads / c->n_kv_heads, qd = c->n_heads * hd;
+    const ParamKind kinds[4] = {P_WQ, P_WK, P_WV, P_WO};
+    const float *b = w->params + param_layer(&w->t, l, kinds[k])->offset;
+    *rows = k == 3 ? C : (k == 0 ? G : 1) * hd, *cols = k == 3 ? G * hd : C;
+    double *out = xmalloc(sizeof(double) * (size_t)*rows * *cols);
+    for (int r = 0; r < *rows; r++)
+        for (int j = 0; j < *cols; j++)
+            out[r * *cols + j] =
+                k == 3 ? b[(size_t)r * qd + u * G * hd + j] : b[((size_t)u * *rows + r) * C + j];
+    return out;
+}
+
+// tr((A - B) G (A - B)^T) for [rows, n] slices and G [n, n].
+static double weighted_err(const double *A, const double *B, const double *G, int rows, int n) {
+    double s = 0;
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+                s += (A[r * n + i] - B[r * n + i]) * G[i * n + j] * (A[r * n + j] - B[r * n + j]);
+    return s;
+}
+
+static void test_calib_score(void) {
+    LlamaConfig c = cfg_of(3, 4, 2, 16);
+    int L = c.n_layers, U = c.n_kv_heads, N = L * U, C = c.dim,
+        W = c.n_heads / U * cfg_head_dim(&c);
+    HostWeights w;
+    make_model(&w, &c, 29);
+    CalibGrams g;
+    random_grams(&c, 4, 0, &g);
+    ShareSim s;
+    T_CHECK(share_sim_compute(&w, MATCH_CALIB, &g, 0, &s) == 0, "calib: %s", ps_err_msg());
+    double worst = 0;
+    for (int t = U; t < N; t++)
+        for (int j = 0; j < (t / U) * U; j++) {
+            double d = 0;
+            for (int k = 0; k < 4; k++) {
+                int rows, cols;
+                double mean = 0, e;
+                for (int u = 0; u < U; u++) {
+                    double *a = slice(&w, t / U, u, k, &rows, &cols);
+                    double *z = xcalloc((size_t)rows * cols, sizeof(double));
+                    const double *G = k < 3 ? g.gin + (size_t)(t / U) * C * C
+                                            : g.gout + (size_t)((t / U) * U + u) * W * W;
+                    mean += weighted_err(a, z, G, rows, cols) / U;
+                    free(a);
+                    free(z);
+                }
+                double *a = slice(&w, t / U, t % U, k, &rows, &cols),
+                       *b = slice(&w, j / U, j % U, k, &rows, &cols);
+                const double *G =
+                    k < 3 ? g.gin + (size_t)(t / U) * C * C : g.gout + (size_t)t * W * W;
+                e = weighted_err(b, a, G, rows, cols);
+                d += e / mean / 4;
+                free(a);
+                free(b);
+            }
+            double err = fabs(1 / (1 + d) - s.sim[(size_t)t * N + j]);
+            if (err > worst) worst = err;
+        }
+    T_CHECK(worst < 1e-5, "calib score vs float64: max err %.3g", worst);
+    // an exact copy scores 1 and is every target's best
+    copy_unit(&w, 2, 0, 0, 1);
+    share_sim_free(&s);
+    share_sim_compute(&w, MATCH_CALIB, &g, 0, &s);
+    T_CHECK(fabs(s.sim[(size_t)4 * N + 1] - 1) < 1e-5 && s.best[4] == 1, "copy: calib %.6f best %d",
+            s.sim[(size_t)4 * N + 1], s.best[4]);
+    EXPECT_FAIL(share_sim_compute(&w, MATCH_CALIB, NULL, 0, &s), "needs calibration data");
+    // pruning: the units of lowest output energy
+    double energy[6];
+    ShareLayerView v[3];
+    share_layer_views(&w.t, w.params, v);
+    calib_output_energy(&c, v, &g, energy);
+    ShareMakeOpts o = {.fn = MATCH_QK, .ratio = 0.34, .select = SELECT_PRUNE, .grams = &g};
+    SharePlan p;
+    T_CHECK(share_plan_make_opts(&w, &o, &p, NULL, NULL) == 0 && p.n == 2, "prune: %s",
+            ps_err_msg());
+    for (int k = 0; k < p.n; k++)
+        for (int i = U; i < N; i++) {
+            int in = 0, x = p.e[k].layer * U + p.e[k].unit;
+            for (int m = 0; m < p.n; m++) in |= p.e[m].layer * U + p.e[m].unit == i;
+            T_CHECK(in || energy[i] >= energy[x], "prune kept %d (energy %g) over %d (%g)", i,
+                    energy[i], x, energy[x]);
+        }
+    share_plan_free(&p);
+    share_sim_free(&s);
+    calib_free(&g);
+    host_weights_free(&w);
+}
+
+static void test_merge(int diagonal) {
+    LlamaConfig c = cfg_of(3, 4, 2, 16);
+    int U = c.n_kv_heads, C = c.dim, W = c.n_heads / U * cfg_head_dim(&c);
+    HostWeights w, m;
+    make_model(&w, &c, 37);
+    make_model(&m, &c, 37);
+    CalibGrams g;
+    random_grams(&c, 6, diagonal, &g);
+    // L1.G0 and L2.G1 take L0.G1's slices; L2.G0 takes L1.G1's
+    ShareEntry e[3] = {{1, 0, 0, 1, 0}, {2, 0, 1, 1, 0}, {2, 1, 0, 1, 0}};
+    SharePlan p = {.cfg = c, .match = MATCH_CALIB, .n = 3, .e = e};
+    calib_merge(&m, &p, &g);
+    const int cl[2][4] = {{1, 2, 5, -1}, {3, 4, -1, -1}};  // clusters: source first
+    double worst = 0;
+    for (int q = 0; q < 2; q++)
+        for (int k = 0; k < 4; k++) {
+            int rows, cols, n = k < 3 ? C : W;
+            double *X = slice(&m, cl[q][0] / U, cl[q][0] % U, k, &rows, &cols);
+            // normal equations: sum_i (X - A_i) G_i = 0; diagonal: the weighted mean per column
+            double *res = xcalloc((size_t)rows * n, sizeof(double)),
+                   *num = xcalloc((size_t)rows * n, 8);
+            double *den = xcalloc((size_t)n, 8), scale = 0;
+            for (int a = 0; a < 4 && cl[q][a] >= 0; a++) {
+                int i = cl[q][a];
+                double *A = slice(&w, i / U, i % U, k, &rows, &cols);
+                double *Y = slice(&m, i / U, i % U, k, &rows, &cols);
+                for (int x = 0; x < rows * n; x++)
+                    worst = fmax(worst, fabs(Y[x] - X[x]));  // all equal
+                const double *G =
+                    k < 3 ? g.gin + (size_t)(i / U) * C * C : g.gout + (size_t)i * W * W;
+                for (int r = 0; r < rows; r++)
+                    for (int j = 0; j < n; j++) {
+                        for (int h = 0; h < n; h++)
+                            res[r * n + j] += (X[r * n + h] - A[r * n + h]) * G[h * n + j];
+                        num[r * n + j] += G[j * n + j] * A[r * n + j];
+                        scale = fmax(scale, fabs(A[r * n + j]) * G[j * n + j]);
+                    }
+                for (int j = 0; j < n; j++) den[j] += G[j * n + j];
+                free(A);
+                free(Y);
+            }
+            for (int x = 0; x < rows * n; x++) {
+                worst = fmax(worst, fabs(res[x]) / scale / 1e1);
+                if (diagonal) worst = fmax(worst, fabs(X[x] - num[x] / den[x % n]));
+            }
+            free(X);
+            free(res);
+            free(num);
+            free(den);
+        }
+    T_CHECK(worst < 1e-5, "merge (%s Grams): max err %.3g", diagonal ? "diagonal" : "dense", worst);
+    // units outside the plan are untouched
+    int rows, cols;
+    double *a = slice(&w, 1, 1, 0, &rows, &cols), *b = slice(&m, 1, 1, 0, &rows, &cols);
+    (void)a, (void)b;
+    free(a);
+    free(b);
+    calib_free(&g);
+    host_weights_free(&w);
+    host_weights_free(&m);
+}
+
+static void test_random_plans(void) {
+    LlamaConfig c = cfg_of(5, 4, 2, 16);
+    HostWeights w;
+    make_model(&w, &c, 41);
+    int N = 10, U = 2;
+    for (int k = 1; k <= N - U; k++) {
+        ShareMakeOpts o = {
+            .fn = MATCH_QK, .ratio = (k + 0.5) / N, .select = SELECT_RANDOM, .seed = 3};
+        SharePlan a, b, d;
+        T_CHECK(share_plan_make_opts(&w, &o, &a, NULL, NULL) == 0 && a.n == k, "random k %d: %s", k,
+                ps_err_msg());
+        share_plan_make_opts(&w, &o, &b, NULL, NULL);
+        o.seed = 4;
+        share_plan_make_opts(&w, &o, &d, NULL, NULL);
+        T_CHECK(!memcmp(a.e, b.e, sizeof(ShareEntry) * (size_t)a.n),
+                "random: seed 3 twice differs");
+        char *js = share_plan_to_json(&a);
+        SharePlan r;
+        T_CHECK(share_plan_parse(js, "random plan", &r) == 0, "random plan invalid: %s",
+                ps_err_msg());
+        share_plan_free(&r);
+        free(js);
+        if (k == 4)
+            T_CHECK(memcmp(a.e, d.e, sizeof(ShareEntry) * (size_t)a.n),
+                    "seeds 3 and 4 give one plan");
+        share_plan_free(&a);
+        share_plan_free(&b);
+        share_plan_free(&d);
+    }
+    host_weights_free(&w);
+}
+
+int main(void) {
+    test_transform_invariance();
+    test_circuit_values();
+    test_align();
+    test_grams();
+    test_calib_score();
+    test_merge(1);
+    test_merge(0);
+    test_random_plans();
+    return t_summary();
+}

@@ -1,0 +1,414 @@
+// calib.c: calibration Grams, the calibration-aware pair score, the units'
+// output energy and the activation-aware merge (see calib.h).
+#include "calib.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "common.h"
+#include "model.h"
+
+// ---------------------------------------------------------------------------
+// collecting the Grams
+
+// dst[n x n] (fp64) += the upper triangle of tmp (fp32), mirrored.
+static void add_sym(double *dst, const float *tmp, int n) {
+    for (int i = 0; i < n; i++)
+        for (int j = i; j < n; j++) {
+            double v = tmp[(size_t)i * n + j];
+            dst[(size_t)i * n + j] += v;
+            if (j != i) dst[(size_t)j * n + i] += v;
+        }
+}
+
+int calib_collect(const HostWeights *w, Loader *ld, long max_tokens, CalibGrams *g) {
+    CHECK(!w->t.shared, "calibration needs a full model");
+    const LlamaConfig *c = &w->t.cfg;
+    int L = c->n_layers, U = c->n_kv_heads, C = c->dim, hd = cfg_head_dim(c);
+    int W = c->n_heads / U * hd, qd = c->n_heads * hd, T = loader_seq_len(ld);
+    long nwin = (long)loader_num_windows(ld), want = (max_tokens + T - 1) / T;
+    if (want > nwin) want = nwin;
+    if (want < 1) return ps_err_set("calibration: no window of %d tokens in the data", T);
+    memset(g, 0, sizeof *g);
+    g->L = L, g->U = U, g->C = C, g->W = W;
+    g->gin = xcalloc((size_t)L * C * C, sizeof(double));
+    g->gout = xcalloc((size_t)L * U * W * W, sizeof(double));
+
+    const Backend *be = backend_cpu();
+    Model M;
+    model_init_table(&M, be, &w->t);
+    model_set_params(&M, w->params);
+    int B = (int)(1024 / T) < 1 ? 1 : (int)(1024 / T);
+    model_reserve(&M, B, T);
+    size_t cap = (size_t)M.a.B * M.a.T;
+    int *inp = xmalloc(sizeof(int) * (size_t)B * T), *tgt = xmalloc(sizeof(int) * (size_t)B * T);
+    float *x = xmalloc(sizeof(float) * (size_t)B * T * (C > qd ? C : qd));
+    float *tmp = xmalloc(sizeof(float) * (size_t)(C > W ? C : W) * (C > W ? C : W));
+    for (long k0 = 0; k0 < want; k0 += B) {
+        int b = (int)(want - k0 < B ? want - k0 : B), n = b * T;
+        loader_read_batch(ld, (uint64_t)k0, b, inp, tgt);
+        model_forward(&M, inp, NULL, b, T);
+        for (int l = 0; l < L; l++) {
+            be->download_f32(x, (const char *)M.a.ln1 + (size_t)l * cap * C * be->act_bytes,
+                             (size_t)n * C);
+            cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, C, n, 1.0f, x, C, 0.0f, tmp, C);
+            add_sym(g->gin + (size_t)l * C * C, tmp, C);
+            be->download_f32(x, (const char *)M.a.ao + (size_t)l * cap * qd * be->act_bytes,
+                             (size_t)n * qd);
+            for (int u = 0; u < U; u++) {
+                cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, W, n, 1.0f, x + (size_t)u * W,
+                            qd, 0.0f, tmp, W);
+                add_sym(g->gout + ((size_t)l * U + u) * W * W, tmp, W);
+            }
+        }
+        g->tokens += n;
+    }
+    free(inp);
+    free(tgt);
+    free(x);
+    free(tmp);
+    model_free(&M);
+    return 0;
+}
+
+void calib_free(CalibGrams *g) {
+    free(g->gin);
+    free(g->gout);
+    memset(g, 0, sizeof *g);
+}
+
+// ---------------------------------------------------------------------------
+// slices
+
+// Rows of one unit's slice of kind k (0 Wq, 1 Wk, 2 Wv) and its pointer.
+static int unit_rows(const LlamaConfig *c, int k) {
+    return (k == 0 ? c->n_heads / c->n_kv_heads : 1) * cfg_head_dim(c);
+}
+static const float *rows_of(const ShareLayerView *v, int k) {
+    return k == 0 ? v->wq : k == 1 ? v->wk : v->wv;
+}
+
+// Unit u's Wo columns as a contiguous [C, W] matrix.
+static void wo_unit(const LlamaConfig *c, const float *wo, int u, float *out) {
+    int C = c->dim, qd = c->n_heads * cfg_head_dim(c), W = qd / c->n_kv_heads;
+    for (int r = 0; r < C; r++)
+        memcpy(out + (size_t)r * W, wo + (size_t)r * qd + (size_t)u * W, 4 * (size_t)W);
+}
+
+static float *to_float(const double *a, size_t n) {
+    float *f = xmalloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) f[i] = (float)a[i];
+    return f;
+}
+
+// <A, B> over n floats, fp64 accumulation.
+static double dotf(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+// ---------------------------------------------------------------------------
+// the pair score
+
+// e[t*N + s] += the slice error of kind k for every pair; own[t] = e_k(t, 0).
+static void slice_errors(const LlamaConfig *cfg, const ShareLayerView *views, const float *gl,
+                         const float *H, int k, double *e, double *own) {
+    int L = cfg->n_layers, U = cfg->n_kv_heads, N = L * U, C = cfg->dim;
+    float *blk = xmalloc(sizeof(float) * (size_t)U * U);
+    if (k < 3) {
+        // e = <K_s, G_l> - 2 <A_t G_l, A_s> + <A_t G_l, A_t>, K_s = A_s^T A_s, l = t's layer.
+        int r = unit_rows(cfg, k);
+        size_t D = (size_t)r * C;
+        float *P = xmalloc(sizeof(float) * (size_t)U * D);
+        for (int l = 1; l < L; l++) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, U * r, C, C, 1.0f,
+                        rows_of(&views[l], k), C, gl + (size_t)l * C * C, C, 0.0f, P, C);
+            for (int u = 0; u < U; u++)
+                own[l * U + u] = dotf(P + u * D, rows_of(&views[l], k) + u * D, D);
+            for (int m = 0; m < l; m++) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, U, U, (int)D, 1.0f, P, (int)D,
+                            rows_of(&views[m], k), (int)D, 0.0f, blk, U);
+                for (int u = 0; u < U; u++)
+                    for (int v = 0; v < U; v++)
+                        e[(size_t)(l * U + u) * N + m * U + v] +=
+                            own[l * U + u] - 2.0 * blk[u * U + v];
+            }
+        }
+        free(P);
+#pragma omp parallel
+        {
+            float *K = xmalloc(sizeof(float) * (size_t)C * C);
+#pragma omp for schedule(dynamic, 1)
+            for (int s = 0; s < N - U; s++) {
+                int m = s / U;
+                cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, C, r, 1.0f,
+                            rows_of(&views[m], k) + (size_t)(s % U) * D, C, 0.0f, K, C);
+                for (int i = 0; i < C; i++)
+                    for (int j = 0; j < i; j++) K[(size_t)i * C + j] = K[(size_t)j * C + i];
+                for (int l = m + 1; l < L; l++) {
+                    double v = dotf(K, gl + (size_t)l * C * C, (size_t)C * C);
+                    for (int u = 0; u < U; u++) e[(size_t)(l * U + u) * N + s] += v;
+                }
+            }
+            free(K);
+        }
+    } else {
+        // Wo: e = <B_s^T B_s, H_t> - 2 <B_t H_t, B_s> + <B_t H_t, B_t>, B = a unit's [C, W]
+        // columns, H_t the target's output Gram.
+        int W = cfg->n_heads / U * cfg_head_dim(cfg);
+        size_t D = (size_t)C * W, WW = (size_t)W * W;
+        float *B = xmalloc(sizeof(float) * (size_t)N * D),
+              *P = xmalloc(sizeof(float) * (size_t)N * D);
+        float *KO = xmalloc(sizeof(float) * (size_t)N * WW);
+        for (int i = 0; i < N; i++) wo_unit(cfg, views[i / U].wo, i % U, B + i * D);
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int i = 0; i < N; i++) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, W, W, 1.0f, B + i * D, W,
+                        H + i * WW, W, 0.0f, P + i * D, W);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, W, W, C, 1.0f, B + i * D, W,
+                        B + i * D, W, 0.0f, KO + i * WW, W);
+            own[i] = dotf(P + i * D, B + i * D, D);
+        }
+        for (int l = 1; l < L; l++)
+            for (int m = 0; m < l; m++) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, U, U, (int)D, 1.0f,
+                            P + (size_t)l * U * D, (int)D, B + (size_t)m * U * D, (int)D, 0.0f, blk,
+                            U);
+                for (int u = 0; u < U; u++)
+                    for (int v = 0; v < U; v++) {
+                        int t = l * U + u, s = m * U + v;
+                        e[(size_t)t * N + s] +=
+                            dotf(KO + s * WW, H + t * WW, WW) - 2.0 * blk[u * U + v] + own[t];
+                    }
+            }
+        free(B);
+        free(P);
+        free(KO);
+    }
+    free(blk);
+}
+
+void calib_match(const LlamaConfig *cfg, const ShareLayerView *views, const CalibGrams *g,
+                 ShareSim *out) {
+    int L = cfg->n_layers, U = cfg->n_kv_heads, N = L * U, C = cfg->dim;
+    CHECK(g->L == L && g->U == U && g->C == C, "calibration Grams of another model shape");
+    share_views_need_all(views, L, "match 'calib'");
+    share_sim_alloc(cfg, out);
+    double *d = xcalloc((size_t)N * N, sizeof(double)),
+           *e = xmalloc(sizeof(double) * (size_t)N * N);
+    double *own = xmalloc(sizeof(double) * (size_t)N);
+    float *gl = to_float(g->gin, (size_t)L * C * C);
+    float *H = to_float(g->gout, (size_t)N * g->W * g->W);
+    for (int k = 0; k < 4; k++) {
+        memset(e, 0, sizeof(double) * (size_t)N * N);
+        memset(own, 0, sizeof(double) * (size_t)N);
+        slice_errors(cfg, views, gl, H, k, e, own);
+        for (int l = 1; l < L; l++) {
+            double mean = 0;
+            for (int u = 0; u < U; u++) mean += own[l * U + u] / U;
+            if (!(mean > 0)) mean = 1;
+            for (int t = l * U; t < (l + 1) * U; t++)
+                for (int s = 0; s < l * U; s++)
+                    d[(size_t)t * N + s] += e[(size_t)t * N + s] / mean / 4;
+        }
+    }
+    for (int t = U; t < N; t++)
+        for (int s = 0; s < (t / U) * U; s++) {
+            double v = d[(size_t)t * N + s];
+            out->sim[(size_t)t * N + s] = (float)(1.0 / (1.0 + (v > 0 ? v : 0)));
+        }
+    share_sim_best(out);
+    free(gl);
+    free(H);
+    free(d);
+    free(e);
+    free(own);
+}
+
+void calib_output_energy(const LlamaConfig *cfg, const ShareLayerView *views, const CalibGrams *g,
+                         double *energy) {
+    int U = cfg->n_kv_heads, N = cfg->n_layers * U, C = cfg->dim, W = g->W;
+    float *B = xmalloc(sizeof(float) * (size_t)C * W), *P = xmalloc(sizeof(float) * (size_t)C * W);
+    for (int i = 0; i < N; i++) {
+        float *H = to_float(g->gout + (size_t)i * W * W, (size_t)W * W);
+        wo_unit(cfg, views[i / U].wo, i % U, B);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, W, W, 1.0f, B, W, H, W, 0.0f, P,
+                    W);
+        energy[i] = dotf(P, B, (size_t)C * W) / (g->tokens > 0 ? (double)g->tokens : 1.0);
+        free(H);
+    }
+    free(B);
+    free(P);
+}
+
+// ---------------------------------------------------------------------------
+// merge
+
+int calib_spd_solve(double *A, int n, double *B, int m) {
+    // A = R^T R, R upper triangular, stored in A's upper triangle.
+    for (int j = 0; j < n; j++) {
+        double s = A[(size_t)j * n + j];
+        for (int k = 0; k < j; k++) s -= A[(size_t)k * n + j] * A[(size_t)k * n + j];
+        if (!(s > 0)) return -1;
+        double rjj = sqrt(s);
+        A[(size_t)j * n + j] = rjj;
+        for (int i = j + 1; i < n; i++) {
+            double t = A[(size_t)j * n + i];
+            for (int k = 0; k < j; k++) t -= A[(size_t)k * n + j] * A[(size_t)k * n + i];
+            A[(size_t)j * n + i] = t / rjj;
+        }
+    }
+    // R^T Y = B, then R X = Y, column block by column block (rows of B).
+    for (int i = 0; i < n; i++) {
+        double *bi = B + (size_t)i * m;
+        for (int k = 0; k < i; k++) {
+            double r = A[(size_t)k * n + i];
+            const double *bk = B + (size_t)k * m;
+            for (int c = 0; c < m; c++) bi[c] -= r * bk[c];
+        }
+        for (int c = 0; c < m; c++) bi[c] /= A[(size_t)i * n + i];
+    }
+    for (int i = n - 1; i >= 0; i--) {
+        double *bi = B + (size_t)i * m;
+        for (int k = i + 1; k < n; k++) {
+            double r = A[(size_t)i * n + k];
+            const double *bk = B + (size_t)k * m;
+            for (int c = 0; c < m; c++) bi[c] -= r * bk[c];
+        }
+        for (int c = 0; c < m; c++) bi[c] /= A[(size_t)i * n + i];
+    }
+    return 0;
+}
+
+// Pointer to element (r, c) of unit u's slice of kind k in a full model: rows
+// (Wq/Wk/Wv) are contiguous [rows, C]; Wo columns have leading dimension nh*hd.
+static float *slice_at(HostWeights *w, int layer, int u, int k, size_t *ld, int *rows, int *cols) {
+    const LlamaConfig *c = &w->t.cfg;
+    static const ParamKind kinds[4] = {P_WQ, P_WK, P_WV, P_WO};
+    float *base = w->params + param_layer(&w->t, layer, kinds[k])->offset;
+    int qd = c->n_heads * cfg_head_dim(c), W = qd / c->n_kv_heads;
+    if (k < 3) {
+        *rows = unit_rows(c, k), *cols = c->dim, *ld = (size_t)c->dim;
+        return base + (size_t)u * *rows * c->dim;
+    }
+    *rows = c->dim, *cols = W, *ld = (size_t)qd;
+    return base + (size_t)u * W;
+}
+
+void calib_merge(HostWeights *w, const SharePlan *plan, const CalibGrams *g) {
+    const LlamaConfig *c = &w->t.cfg;
+    int U = c->n_kv_heads, N = c->n_layers * U, C = c->dim, W = g->W;
+    CHECK(g->L == c->n_layers && g->U == U && g->C == C,
+          "calibration Grams of another model shape");
+    int *src = xmalloc(sizeof(int) * (size_t)N);
+    share_plan_src(plan, src);
+    for (int s = 0; s < N; s++) {
+        int members = 0;
+        for (int i = 0; i < N; i++) members += src[i] == s && i != s;
+        if (!members) continue;
+        for (int k = 0; k < 4; k++) {
+            int n = k < 3 ? C : W;  // the slice's input dimension
+            size_t ld;
+            int rows, cols;
+            slice_at(w, s / U, s % U, k, &ld, &rows, &cols);
+            double *A = xcalloc((size_t)n * n, sizeof(double));
+            double *X = xcalloc((size_t)n * rows, sizeof(double));  // (sum_i A_i G_i)^T [n, rows]
+            for (int i = 0; i < N; i++) {
+                if (src[i] != s) continue;
+                const double *G =
+                    k < 3 ? g->gin + (size_t)(i / U) * C * C : g->gout + (size_t)i * W * W;
+                float *a = slice_at(w, i / U, i % U, k, &ld, &rows, &cols);
+                for (size_t j = 0; j < (size_t)n * n; j++) A[j] += G[j];
+                // X[p][r] += sum_q G[p][q] a[r][q]
+                for (int r = 0; r < rows; r++) {
+                    const float *ar = a + (size_t)r * ld;
+                    for (int p = 0; p < n; p++) {
+                        const double *gp = G + (size_t)p * n;
+                        double t = 0;
+                        for (int q = 0; q < n; q++) t += gp[q] * ar[q];
+                        X[(size_t)p * rows + r] += t;
+                    }
+                }
+            }
+            double tr = 0;
+            for (int p = 0; p < n; p++) tr += A[(size_t)p * n + p];
+            for (int p = 0; p < n; p++) A[(size_t)p * n + p] += 1e-6 * tr / n + 1e-30;
+            CHECK(calib_spd_solve(A, n, X, rows) == 0,
+                  "merge: the calibration Gram of %s's slices is not positive definite", "a unit");
+            for (int i = 0; i < N; i++) {
+                if (src[i] != s) continue;
+                float *a = slice_at(w, i / U, i % U, k, &ld, &rows, &cols);
+                for (int r = 0; r < rows; r++)
+                    for (int p = 0; p < n; p++)
+                        a[(size_t)r * ld + p] = (float)X[(size_t)p * rows + r];
+            }
+            free(A);
+            free(X);
+        }
+    }
+    free(src);
+}
+
+// ---------------------------------------------------------------------------
+// file
+
+static const char k_calib_magic[8] = {'P', 'S', 'C', 'A', 'L', 'I', 'B', '1'};
+
+int calib_write(const char *path, const CalibGrams *g) {
+    size_t nin = (size_t)g->L * g->C * g->C, nout = (size_t)g->L * g->U * g->W * g->W;
+    size_t n = 8 + 5 * 8 + 8 * (nin + nout);
+    char *buf = xmalloc(n);
+    memcpy(buf, k_calib_magic, 8);
+    int64_t h[5] = {g->L, g->U, g->C, g->W, g->tokens};
+    memcpy(buf + 8, h, sizeof h);
+    memcpy(buf + 48, g->gin, 8 * nin);
+    memcpy(buf + 48 + 8 * nin, g->gout, 8 * nout);
+    int rc = ps_write_file_atomic(path, buf, n);
+    free(buf);
+    return rc;
+}
+
+int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g) {
+    memset(g, 0, sizeof *g);
+    size_t len;
+    char *buf = ps_read_file(path, &len);
+    if (!buf) return -1;
+    int64_t h[5];
+    if (len < 48 || memcmp(buf, k_calib_magic, 8)) {
+        free(buf);
+        return ps_err_set("%s: not a calibration file (postshare calibrate)", path);
+    }
+    memcpy(h, buf + 8, sizeof h);
+    int bad = 0;
+    for (int i = 0; i < 4; i++) bad |= h[i] < 1 || h[i] > (1 << 20);
+    if (bad || h[4] < 0) {
+        free(buf);
+        return ps_err_set("%s: bad calibration header", path);
+    }
+    size_t nin = (size_t)h[0] * h[2] * h[2], nout = (size_t)h[0] * h[1] * h[3] * h[3];
+    if (len != 48 + 8 * (nin + nout)) {
+        free(buf);
+        return ps_err_set("%s: %zu bytes, but its header implies %zu (truncated?)", path, len,
+                          48 + 8 * (nin + nout));
+    }
+    if (cfg) {
+        int hd = cfg_head_dim(cfg), W = cfg->n_heads / cfg->n_kv_heads * hd;
+        if (h[0] != cfg->n_layers || h[1] != cfg->n_kv_heads || h[2] != cfg->dim || h[3] != W) {
+            free(buf);
+            return ps_err_set(
+                "%s: calibration for %lld layers x %lld units (dim %lld, unit width %lld), but "
+                "the model has %d x %d (dim %d, unit width %d)",
+                path, (long long)h[0], (long long)h[1], (long long)h[2], (long long)h[3],
+                cfg->n_layers, cfg->n_kv_heads, cfg->dim, W);
+        }
+    }
+    g->L = (int)h[0], g->U = (int)h[1], g->C = (int)h[2], g->W = (int)h[3], g->tokens = (long)h[4];
+    g->gin = xmalloc(8 * nin);
+    g->gout = xmalloc(8 * nout);
+    memcpy(g->gin, buf + 48, 8 * nin);
+    memcpy(g->gout, buf + 48 + 8 * nin, 8 * nout);
+    free(buf);
+    return 0;
+}

@@ -1,0 +1,67 @@
+// calib.h: calibration statistics and what uses them (docs/sharing.md,
+// "Calibration"): one forward pass over a few thousand tokens collects each
+// layer's attention-input Gram and each unit's attention-output Gram; from them
+// the calibration-aware pair score (the output error sharing would cause), the
+// units' output energy (which units pruning removes), and the
+// activation-aware merge of a plan's slices.
+//
+// Units, slices and flat indices are those of share.h: unit u of layer l owns
+// Wq rows u*G*hd.., Wk and Wv rows u*hd.., and the Wo columns of its Wq rows;
+// W = G*hd is a unit's width.
+#pragma once
+
+#include "hf_io.h"
+#include "loader.h"
+#include "share.h"
+
+typedef struct CalibGrams {
+    int L, U, C, W;  // layers, units per layer, model dim, unit width G*hd
+    double *gin;     // [L][C*C]: sum over tokens of x x^T, x = the attention input
+                     // (after the layer's RMSNorm): the input Gram of Wq, Wk, Wv
+    double *gout;    // [L*U][W*W]: sum over tokens of a a^T, a = the unit's attention
+                     // output (the input of its Wo columns)
+    long tokens;     // tokens seen
+} CalibGrams;
+
+// Run the full model w (on the CPU backend) over the loader's first windows
+// (seq_len T = loader_seq_len) until max_tokens tokens are seen (or the data
+// ends), summing the Grams in fp64. 0, or -1 with ps_err set (no window).
+int calib_collect(const HostWeights *w, Loader *ld, long max_tokens, CalibGrams *g);
+void calib_free(CalibGrams *g);
+
+// Calibration-aware similarities: for a target unit t (layer >= 1) and a unit s
+// of an earlier layer, the output error of t's slices if they were s's,
+//   e_k(t, s) = tr((A_s - A_t) G (A_s - A_t)^T)
+// per slice k (Wq, Wk, Wv with t's layer input Gram; Wo with t's output Gram,
+// A^T in place of A), each relative to the mean e_k(t, 0) = tr(A_t G A_t^T) of
+// t's layer, d = mean over the 4 slices, and sim = 1 / (1 + d): 1 for
+// identical slices, about 1/3 for unrelated ones of equal size. All pairs from
+// Gram blocks (cblas_sgemm) and per-unit products; views need wq, wk, wv, wo.
+void calib_match(const LlamaConfig *cfg, const ShareLayerView *views, const CalibGrams *g,
+                 ShareSim *out);
+
+// Output energy of every unit per calibration token, energy[L*U]:
+// tr(Wo_u H_u Wo_u^T) / tokens, the mean squared norm it adds to the residual.
+void calib_output_energy(const LlamaConfig *cfg, const ShareLayerView *views, const CalibGrams *g,
+                         double *energy);
+
+// Activation-aware merge, in place on a full model: for each source s of the
+// plan and the units that take its weights, every slice becomes the one that
+// serves them all best on the calibration data,
+//   W = (sum_i A_i G_i) (sum_i G_i)^-1   (A_i a unit's slice, out x in)
+// with G_i the input Gram of unit i's layer (Wq, Wk, Wv) or unit i's output
+// Gram (Wo), plus a 1e-6 relative ridge; the source and its targets all get W.
+// Applying the plan afterwards (share_compact) then stores W once.
+void calib_merge(HostWeights *w, const SharePlan *plan, const CalibGrams *g);
+
+// Solve A X = B for symmetric positive definite A [n, n] and B [n, m]
+// (row-major, fp64; X overwrites B) by Cholesky; A is overwritten. 0, or -1
+// when A is not positive definite.
+int calib_spd_solve(double *A, int n, double *B, int m);
+
+// Calibration file (postshare calibrate): the 8 bytes "PSCALIB1", then int64
+// L, U, C, W, tokens (little-endian), then gin and gout as float64. Written
+// atomically. calib_read checks the header, the size and (cfg != NULL) the
+// model shape. 0, or -1 with ps_err naming the file.
+int calib_write(const char *path, const CalibGrams *g);
+int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g);
