@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
         if (need_q) fill_random(bufs[3 * l] = xmalloc(4 * nq), nq, seed + 3 * l);
         if (need_k) fill_random(bufs[3 * l + 1] = xmalloc(4 * nkv), nkv, seed + 3 * l + 1);
         if (need_v) fill_random(bufs[3 * l + 2] = xmalloc(4 * nkv), nkv, seed + 3 * l + 2);
-        views[l] = (ShareLayerView){bufs[3 * l], bufs[3 * l + 1], bufs[3 * l + 2], NULL};
+        views[l] = (ShareLayerView){.wq = bufs[3 * l], .wk = bufs[3 * l + 1], .wv = bufs[3 * l + 2]};
     }
     double t_fill = ps_now() - t0;
 

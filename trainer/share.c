@@ -44,16 +44,30 @@ static int match_parts(ShareMatchFn fn, int parts[3]) {
 }
 
 static const float *view_part(const ShareLayerView *v, int part) {
-    return part == 0 ? v->wq : part == 1 ? v->wk : v->wv;
+    return part == 0 ? v->wq : part == 1 ? v->wk : part == 2 ? v->wv : v->wo;
+}
+
+// n elements of part `part` of a view from element offset off, as fp32: the
+// float tensor itself (nothing copied) or the 16-bit one converted into buf.
+static const float *view_floats(const ShareLayerView *v, int part, size_t off, size_t n,
+                                float *buf) {
+    const float *f = view_part(v, part);
+    if (f) return f + off;
+    const char *r = (const char *)v->raw[part] + 2 * off;
+    if (v->raw_dtype[part] == ST_BF16)
+        bf16_to_f32_n(buf, r, n);
+    else
+        f16_to_f32_n(buf, r, n);
+    return buf;
 }
 
 void share_layer_views(const ParamTable *t, const float *params, ShareLayerView *views) {
     CHECK(!t->shared, "matching needs a full model, not a compact shared one");
     for (int l = 0; l < t->cfg.n_layers; l++) {
-        views[l].wq = params + param_layer(t, l, P_WQ)->offset;
-        views[l].wk = params + param_layer(t, l, P_WK)->offset;
-        views[l].wv = params + param_layer(t, l, P_WV)->offset;
-        views[l].wo = params + param_layer(t, l, P_WO)->offset;
+        views[l] = (ShareLayerView){.wq = params + param_layer(t, l, P_WQ)->offset,
+                                    .wk = params + param_layer(t, l, P_WK)->offset,
+                                    .wv = params + param_layer(t, l, P_WV)->offset,
+                                    .wo = params + param_layer(t, l, P_WO)->offset};
     }
 }
 
@@ -72,19 +86,29 @@ void share_match(const LlamaConfig *cfg, const ShareLayerView *views, ShareMatch
         D[p] = (parts[p] == 0 ? (size_t)G : 1) * hd * C;
         CHECK(D[p] <= INT_MAX, "a unit's slice has %zu elements, more than BLAS takes", D[p]);
         for (int l = 0; l < L; l++)
-            CHECK(view_part(&views[l], parts[p]), "layer %d: match '%s' needs W%c", l,
-                  share_match_name(fn), "qkv"[parts[p]]);
+            CHECK(view_part(&views[l], parts[p]) ||
+                      (views[l].raw[parts[p]] && (views[l].raw_dtype[parts[p]] == ST_BF16 ||
+                                                  views[l].raw_dtype[parts[p]] == ST_F16)),
+                  "layer %d: match '%s' needs W%c", l, share_match_name(fn), "qkv"[parts[p]]);
     }
     share_sim_alloc(cfg, out);
 
     // Squared norms of the match vectors (fp64 accumulation).
     double *nrm = xcalloc((size_t)N, sizeof(double));
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < N; i++)
-        for (int p = 0; p < np; p++) {
-            const float *x = view_part(&views[i / U], parts[p]) + (size_t)(i % U) * D[p];
-            nrm[i] += cblas_dsdot((int)D[p], x, 1, x, 1);
-        }
+#pragma omp parallel
+    {
+        float *buf = xmalloc(sizeof(float) * 65536);
+#pragma omp for schedule(static)
+        for (int i = 0; i < N; i++)
+            for (int p = 0; p < np; p++)
+                for (size_t o = 0; o < D[p]; o += 65536) {
+                    size_t n = D[p] - o < 65536 ? D[p] - o : 65536;
+                    const float *x =
+                        view_floats(&views[i / U], parts[p], (size_t)(i % U) * D[p] + o, n, buf);
+                    nrm[i] += cblas_dsdot((int)n, x, 1, x, 1);
+                }
+        free(buf);
+    }
 
     // Layer pairs (l, l') with l' < l. Wq of a layer viewed as [U, G*hd*C] is
     // already the matrix of its units' q vectors (a unit's rows are contiguous),
@@ -107,17 +131,37 @@ void share_match(const LlamaConfig *cfg, const ShareLayerView *views, ShareMatch
     kc = kc < 256 ? 256 : kc;
     size_t total = 0, done = 0;  // columns, for progress
     for (int p = 0; p < np; p++) total += D[p];
+    // 16-bit tensors: each chunk of every layer is converted into cbuf first
+    // (layer l's units at cbuf + l*U*kc, leading dimension kn).
+    float *cbuf = NULL;
+    const float **cp = xmalloc(sizeof(float *) * (size_t)L);
+    int *cld = xmalloc(sizeof(int) * (size_t)L);
+    for (int p = 0; p < np; p++)
+        for (int l = 0; l < L; l++)
+            if (!view_part(&views[l], parts[p]) && !cbuf)
+                cbuf = xmalloc(sizeof(float) * (size_t)L * U * kc);
     double t0 = ps_now(), last = t0;
     for (int p = 0; p < np; p++)
         for (size_t k0 = 0; k0 < D[p]; k0 += kc) {
             int kn = (int)(D[p] - k0 < kc ? D[p] - k0 : kc);
             float beta = p == 0 && k0 == 0 ? 0.0f : 1.0f;
+#pragma omp parallel for schedule(static)
+            for (int l = 0; l < L; l++) {
+                const float *f = view_part(&views[l], parts[p]);
+                if (f) {
+                    cp[l] = f + k0, cld[l] = (int)D[p];
+                    continue;
+                }
+                float *b = cbuf + (size_t)l * U * kc;
+                for (int u = 0; u < U; u++)
+                    view_floats(&views[l], parts[p], (size_t)u * D[p] + k0, (size_t)kn,
+                                b + (size_t)u * kn);
+                cp[l] = b, cld[l] = kn;
+            }
 #pragma omp parallel for schedule(dynamic, 1)
             for (int k = 0; k < npairs; k++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, U, U, kn, 1.0f,
-                            view_part(&views[pl[k]], parts[p]) + k0, (int)D[p],
-                            view_part(&views[pm[k]], parts[p]) + k0, (int)D[p], beta,
-                            gram + (size_t)k * U * U, U);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, U, U, kn, 1.0f, cp[pl[k]],
+                            cld[pl[k]], cp[pm[k]], cld[pm[k]], beta, gram + (size_t)k * U * U, U);
             done += (size_t)kn;
             double now = ps_now();
             if (verbose && now - last >= 2.0) {
@@ -128,6 +172,9 @@ void share_match(const LlamaConfig *cfg, const ShareLayerView *views, ShareMatch
         }
     if (verbose && ps_now() - t0 >= 2.0)
         fprintf(stderr, "match: %d layer pairs in %.1f s\n", npairs, ps_now() - t0);
+    free(cbuf);
+    free(cp);
+    free(cld);
     for (int k = 0; k < npairs; k++)
         for (int u = 0; u < U; u++)
             for (int v = 0; v < U; v++) {
@@ -349,7 +396,7 @@ int share_sim_compute(const HostWeights *w, ShareMatchFn fn, const CalibGrams *g
     if (fn == MATCH_CALIB && !grams)
         return ps_err_set(
             "match 'calib' needs calibration data (postshare match --match calib --calib GLOB)");
-    ShareLayerView *views = xmalloc(sizeof *views * (size_t)t->cfg.n_layers);
+    ShareLayerView *views = xcalloc((size_t)t->cfg.n_layers, sizeof *views);
     share_layer_views(t, w->params, views);
     if (fn == MATCH_CALIB)
         calib_match(&t->cfg, views, grams, s);
@@ -361,41 +408,55 @@ int share_sim_compute(const HostWeights *w, ShareMatchFn fn, const CalibGrams *g
     return 0;
 }
 
-int share_plan_make_opts(const HostWeights *w, const ShareMakeOpts *o, SharePlan *plan,
-                         ShareSim *sim_out, char *fallback) {
+int share_plan_select(const ShareSim *s, const LlamaConfig *cfg, const char *fingerprint,
+                      const ShareMakeOpts *o, const double *energy, SharePlan *plan,
+                      char *fallback) {
     memset(plan, 0, sizeof *plan);
     if (!(o->ratio >= 0 && o->ratio < 1)) return ps_err_set("ratio %g is outside [0, 1)", o->ratio);
-    if (o->select == SELECT_PRUNE && !o->grams)
-        return ps_err_set(
-            "selection 'prune' ranks units by their calibrated output energy: it "
-            "needs calibration data (--calib GLOB)");
-    const ParamTable *t = &w->t;
-    ShareSim s;
-    if (share_sim_compute(w, o->fn, o->grams, o->verbose, &s)) return -1;
-    plan->cfg = t->cfg;
-    share_fingerprint(t, w->params, plan->fingerprint);
+    plan->cfg = *cfg;
+    snprintf(plan->fingerprint, sizeof plan->fingerprint, "%s", fingerprint);
     plan->match = o->fn;
     plan->ratio = o->ratio;
-    int k = share_count_for_ratio(o->ratio, s.N), rc;
-    for (int i = 0; fallback && i < s.N; i++) fallback[i] = 0;
+    int k = share_count_for_ratio(o->ratio, s->N), rc;
+    for (int i = 0; fallback && i < s->N; i++) fallback[i] = 0;
     if (o->select == SELECT_RANDOM) {
-        rc = share_select_random(&s, k, o->seed, plan);
+        rc = share_select_random(s, k, o->seed, plan);
     } else if (o->select == SELECT_PRUNE) {
-        double *energy = xmalloc(sizeof(double) * (size_t)s.N);
-        ShareLayerView *views = xmalloc(sizeof *views * (size_t)t->cfg.n_layers);
-        share_layer_views(t, w->params, views);
-        calib_output_energy(&t->cfg, views, o->grams, energy);
-        rc = share_select_prune(&s, energy, k, plan);
-        free(views);
-        free(energy);
+        CHECK(energy, "selection 'prune' needs the units' energy");
+        rc = share_select_prune(s, energy, k, plan);
     } else {
-        rc = share_select_ex(&s, k, plan, fallback);
+        rc = share_select_ex(s, k, plan, fallback);
     }
     if (rc != 0) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", ps_err_msg());
         ps_err_set("ratio %g: %s", o->ratio, msg);
     }
+    return rc;
+}
+
+int share_plan_make_opts(const HostWeights *w, const ShareMakeOpts *o, SharePlan *plan,
+                         ShareSim *sim_out, char *fallback) {
+    memset(plan, 0, sizeof *plan);
+    if (!(o->ratio >= 0 && o->ratio < 1)) return ps_err_set("ratio %g is outside [0, 1)", o->ratio);
+    if (o->select == SELECT_PRUNE && !o->grams)
+        return ps_err_set("selection 'prune' ranks units by their calibrated output energy: it "
+                          "needs calibration data (--calib FILE)");
+    const ParamTable *t = &w->t;
+    ShareSim s;
+    if (share_sim_compute(w, o->fn, o->grams, o->verbose, &s)) return -1;
+    double *energy = NULL;
+    if (o->select == SELECT_PRUNE) {
+        energy = xmalloc(sizeof(double) * (size_t)s.N);
+        ShareLayerView *views = xcalloc((size_t)t->cfg.n_layers, sizeof *views);
+        share_layer_views(t, w->params, views);
+        calib_output_energy(&t->cfg, views, o->grams, energy);
+        free(views);
+    }
+    char fp[40];
+    share_fingerprint(t, w->params, fp);
+    int rc = share_plan_select(&s, &t->cfg, fp, o, energy, plan, fallback);
+    free(energy);
     if (sim_out && rc == 0)
         *sim_out = s;
     else
@@ -434,6 +495,30 @@ void share_fingerprint(const ParamTable *t, const float *params, char out[40]) {
             const ParamEntry *e = param_layer(t, l, kinds[k]);
             h = ps_fnv1a64(h, params + e->offset, e->numel);
         }
+    snprintf(out, 40, "fnv1a64:%016llx", (unsigned long long)h);
+}
+
+void share_fingerprint_views(const LlamaConfig *cfg, const ShareLayerView *views, char out[40],
+                             void (*release)(const void *p, size_t bytes)) {
+    size_t hd = (size_t)cfg_head_dim(cfg), C = (size_t)cfg->dim;
+    size_t n[4] = {cfg->n_heads * hd * C, cfg->n_kv_heads * hd * C, cfg->n_kv_heads * hd * C,
+                   C * cfg->n_heads * hd};
+    float *buf = xmalloc(sizeof(float) * 65536);
+    uint64_t h = PS_FNV1A64_BASIS;
+    for (int l = 0; l < cfg->n_layers; l++)
+        for (int k = 0; k < 4; k++) {
+            const ShareLayerView *v = &views[l];
+            CHECK(view_part(v, k) || v->raw[k], "layer %d: the fingerprint needs W%c", l,
+                  "qkvo"[k]);
+            for (size_t o = 0; o < n[k]; o += 65536) {
+                size_t m = n[k] - o < 65536 ? n[k] - o : 65536;
+                h = ps_fnv1a64(h, view_floats(v, k, o, m, buf), m);
+            }
+            if (release)
+                release(view_part(v, k) ? (const void *)view_part(v, k) : v->raw[k],
+                        n[k] * (view_part(v, k) ? 4 : 2));
+        }
+    free(buf);
     snprintf(out, 40, "fnv1a64:%016llx", (unsigned long long)h);
 }
 

@@ -27,8 +27,15 @@ int share_match_parse(const char *s, ShareMatchFn *fn);
 // wo [C, nh*hd]. Only those the match function reads need to be set. The match
 // runs on these pointers alone, so it needs no full model (e.g. 7B-shaped
 // benchmarks).
+//
+// The cosine match functions and the fingerprint also take a tensor in a
+// 16-bit form (e.g. mapped from a bf16 safetensors file, never widened as a
+// whole): when part p's float pointer (0 wq, 1 wk, 2 wv, 3 wo) is NULL, raw[p]
+// holds it in raw_dtype[p] (ST_BF16 or ST_F16), converted in small chunks.
 typedef struct {
     const float *wq, *wk, *wv, *wo;
+    const void *raw[4];
+    StDtype raw_dtype[4];
 } ShareLayerView;
 
 // The views of a full model's flat fp32 buffer, views[n_layers].
@@ -118,12 +125,21 @@ typedef struct {
 // ratio outside [0, 1), a count that cannot be reached, missing Grams).
 int share_plan_make_opts(const HostWeights *w, const ShareMakeOpts *o, SharePlan *plan,
                          ShareSim *sim_out, char *fallback);
+// The selection part alone, from similarities already computed for a model of
+// shape cfg with the given fingerprint (energy[N]: for SELECT_PRUNE).
+int share_plan_select(const ShareSim *s, const LlamaConfig *cfg, const char *fingerprint,
+                      const ShareMakeOpts *o, const double *energy, SharePlan *plan,
+                      char *fallback);
 int share_plan_make(const HostWeights *w, ShareMatchFn fn, double ratio, int verbose,
                     SharePlan *plan, ShareSim *sim_out);
 
 // FNV-1a 64 over the fp32 bit patterns (one 32-bit word at a time) of every
 // layer's Wq, Wk, Wv and Wo, in layer order, as "fnv1a64:<16 hex digits>".
 void share_fingerprint(const ParamTable *t, const float *params, char out[40]);
+// The same fingerprint from layer views (float or 16-bit forms of all four
+// tensors); release (may be NULL) is called on each tensor's bytes once hashed.
+void share_fingerprint_views(const LlamaConfig *cfg, const ShareLayerView *views, char out[40],
+                             void (*release)(const void *p, size_t bytes));
 
 // JSON plan file (format in docs/sharing.md). share_plan_write writes
 // atomically. share_plan_read parses and checks the plan on its own terms:
