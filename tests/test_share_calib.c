@@ -63,6 +63,23 @@ static void random_value_map(Rng *r, int n, int orthogonal, double *M, double *M
     free(B);
 }
 
+// Apply random RoPE-plane rotations, a random value map (orthogonal or not)
+// and the query-head permutation perm to unit (l, u).
+static void random_transform(HostWeights *w, int l, int u, uint64_t seed, int orthogonal,
+                             const int *perm) {
+    int hd = cfg_head_dim(&w->t.cfg);
+    Rng r;
+    rng_seed(&r, seed);
+    double theta[64], *M = xmalloc(sizeof(double) * (size_t)hd * hd),
+                      *Mi = xmalloc(sizeof(double) * (size_t)hd * hd);
+    for (int f = 0; f < hd / 2; f++) theta[f] = 2 * M_PI * urand(&r);
+    random_value_map(&r, hd, orthogonal, M, Mi);
+    UnitTransform x = {perm, theta, M, Mi};
+    align_apply(w, l, u, &x);
+    free(M);
+    free(Mi);
+}
+
 static double sim_of(const HostWeights *w, ShareMatchFn fn, int i, int j) {
     ShareSim s;
     CHECK(share_sim_compute(w, fn, NULL, 0, &s) == 0, "%s", ps_err_msg());
@@ -79,14 +96,8 @@ static void test_transform_invariance(void) {
     copy_unit(&w, 1, 0, 0, 1);
     T_CHECK(fabs(sim_of(&w, MATCH_CIRCUIT, 1 * U + 0, 1) - 1) < 1e-5, "copy: circuit != 1");
     float *before = logits_of(&w, 2, 9);
-    Rng r;
-    rng_seed(&r, 5);
-    double theta[16], M[64], Mi[64];
-    for (int f = 0; f < hd / 2; f++) theta[f] = 2 * M_PI * urand(&r);
-    random_value_map(&r, hd, 0, M, Mi);
-    int perm[3] = {2, 0, 1};
-    UnitTransform x = {perm, theta, M, Mi};
-    align_apply(&w, 1, 0, &x);
+    const int perm[3] = {2, 0, 1};
+    random_transform(&w, 1, 0, 5, 0, perm);
     float *after = logits_of(&w, 2, 9);
     double e = t_rel_err(after, before, (size_t)2 * 9 * c.vocab_size);
     T_CHECK(e < 1e-5, "random transform changed the logits: rel err %.3g", e);
@@ -177,18 +188,12 @@ static void test_circuit_values(void) {
 
 static void test_align(void) {
     LlamaConfig c = cfg_of(3, 6, 2, 48);
-    int hd = cfg_head_dim(&c), U = c.n_kv_heads;
+    int U = c.n_kv_heads;
     HostWeights w;
     make_model(&w, &c, 17);
     copy_unit(&w, 2, 1, 0, 0);
-    Rng r;
-    rng_seed(&r, 9);
-    double theta[16], M[64], Mi[64];
-    for (int f = 0; f < hd / 2; f++) theta[f] = 2 * M_PI * urand(&r);
-    random_value_map(&r, hd, 1, M, Mi);
-    int perm[3] = {1, 2, 0};
-    UnitTransform x = {perm, theta, M, Mi};
-    align_apply(&w, 2, 1, &x);
+    const int perm[3] = {1, 2, 0};
+    random_transform(&w, 2, 1, 9, 1, perm);
     float *before = logits_of(&w, 2, 7);
     ShareEntry e[2] = {{1, 0, 0, 1, 0}, {2, 1, 0, 0, 0}};
     SharePlan p = {.cfg = c, .match = MATCH_CIRCUIT, .n = 2, .e = e};

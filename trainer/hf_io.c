@@ -534,6 +534,50 @@ int hf_load(const char *dir, HostWeights *w) {
     return load_dir(dir, w, 0);
 }
 
+int hf_map(const char *dir, HfMapped *m) {
+    memset(m, 0, sizeof *m);
+    if (!is_dir(dir)) return ps_err_set("%s: not a directory (expected an HF model folder)", dir);
+    char *cfg_path = ps_path_join(dir, "config.json"),
+         *single = ps_path_join(dir, "model.safetensors");
+    int rc = -1;
+    char plan_name[256];
+    if (!is_file(cfg_path)) {
+        ps_err_set("%s: missing config.json in the model folder", cfg_path);
+        goto done;
+    }
+    if (read_config(cfg_path, &m->cfg, 0, plan_name) != 0) goto done;
+    if (!is_file(single)) {
+        ps_err_set("%s: no model.safetensors (a sharded folder is loaded, not mapped)", dir);
+        goto done;
+    }
+    m->f = xcalloc(1, sizeof(StFile));
+    if (st_open(single, &m->f[0]) != 0) goto done;
+    m->n = 1;
+    rc = 0;
+done:
+    if (rc) hf_unmap(m);
+    free(cfg_path);
+    free(single);
+    return rc;
+}
+
+const StTensor *hf_mapped_find(const HfMapped *m, const char *name, const StFile **file) {
+    for (int i = 0; i < m->n; i++) {
+        const StTensor *t = st_find(&m->f[i], name);
+        if (t) {
+            *file = &m->f[i];
+            return t;
+        }
+    }
+    return NULL;
+}
+
+void hf_unmap(HfMapped *m) {
+    for (int i = 0; i < m->n; i++) st_close(&m->f[i]);
+    free(m->f);
+    memset(m, 0, sizeof *m);
+}
+
 int hf_load_shared(const char *dir, HostWeights *w) {
     return load_dir(dir, w, 1);
 }

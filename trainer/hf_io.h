@@ -43,6 +43,20 @@ int hf_load(const char *dir, HostWeights *w);
 // 0, or -1 with ps_err set.
 int hf_load_shared(const char *dir, HostWeights *w);
 
+// An HF folder opened without loading it: its config and its model.safetensors
+// mapped read-only and validated (st_open), for reading single tensors in
+// place (postshare match). Sharded folders are not mapped (-1: load them).
+// 0, or -1 with ps_err set.
+typedef struct {
+    LlamaConfig cfg;
+    int n;      // files
+    StFile *f;  // [n]
+} HfMapped;
+int hf_map(const char *dir, HfMapped *m);
+// The tensor of that name and its file, or NULL.
+const StTensor *hf_mapped_find(const HfMapped *m, const char *name, const StFile **file);
+void hf_unmap(HfMapped *m);
+
 // Write DIR/config.json and DIR/model.safetensors; dtype is "float32" or
 // "bfloat16" ("f32"/"fp32"/"bf16" also accepted). DIR is created if needed.
 // Crash safety: an existing DIR/config.json is removed first, the weights are

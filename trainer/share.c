@@ -440,8 +440,9 @@ int share_plan_make_opts(const HostWeights *w, const ShareMakeOpts *o, SharePlan
     memset(plan, 0, sizeof *plan);
     if (!(o->ratio >= 0 && o->ratio < 1)) return ps_err_set("ratio %g is outside [0, 1)", o->ratio);
     if (o->select == SELECT_PRUNE && !o->grams)
-        return ps_err_set("selection 'prune' ranks units by their calibrated output energy: it "
-                          "needs calibration data (--calib FILE)");
+        return ps_err_set(
+            "selection 'prune' ranks units by their calibrated output energy: it "
+            "needs calibration data (--calib FILE)");
     const ParamTable *t = &w->t;
     ShareSim s;
     if (share_sim_compute(w, o->fn, o->grams, o->verbose, &s)) return -1;

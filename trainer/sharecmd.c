@@ -7,6 +7,7 @@
 //     to the model's weights and write the compact shared model (or, with
 //     --materialize, an ordinary HF folder), reporting parameters and bytes.
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE  // madvise
 #include "sharecmd.h"
 
 #include <dirent.h>
@@ -15,6 +16,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -277,6 +279,55 @@ static void write_heatmap(const char *plan_path, const LlamaConfig *c, const Sha
 // ---------------------------------------------------------------------------
 // match
 
+// Drop the pages of [p, p + bytes) from this process (file-backed: read again
+// if touched), so hashing every attention tensor does not keep them resident.
+static void release_pages(const void *p, size_t bytes) {
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + pg - 1) / pg * pg,
+              b = ((uintptr_t)p + bytes) / pg * pg;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+// For the cosine match of an HF folder: its attention tensors mapped in place
+// (F32 used as they are, BF16/F16 converted chunk by chunk), never the whole
+// model in fp32. 0, or -1 when MODEL is not such a folder (then it is loaded).
+static int map_views(const char *spec, HfMapped *m, ShareLayerView **out, StDtype *dtype) {
+    const char *dir = !strncmp(spec, "hf:", 3) ? spec + 3 : spec;
+    struct stat st;
+    if ((strncmp(spec, "hf:", 3) && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))) ||
+        hf_map(dir, m) != 0)
+        return -1;
+    const LlamaConfig *c = &m->cfg;
+    int hd = cfg_head_dim(c), L = c->n_layers;
+    int64_t rows[4] = {(int64_t)c->n_heads * hd, (int64_t)c->n_kv_heads * hd,
+                       (int64_t)c->n_kv_heads * hd, c->dim};
+    int64_t cols[4] = {c->dim, c->dim, c->dim, (int64_t)c->n_heads * hd};
+    ShareLayerView *v = xcalloc((size_t)L, sizeof *v);
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < 4; k++) {
+            char name[96];
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.%c_proj.weight", l, "qkvo"[k]);
+            const StFile *f;
+            const StTensor *t = hf_mapped_find(m, name, &f);
+            const void *p = t ? f->data + t->begin : NULL;
+            if (!t || t->ndim != 2 || t->shape[0] != rows[k] || t->shape[1] != cols[k] ||
+                !(t->dtype == ST_BF16 || t->dtype == ST_F16 ||
+                  (t->dtype == ST_F32 && (uintptr_t)p % 4 == 0))) {
+                free(v);
+                hf_unmap(m);
+                return -1;  // the full loader gives the precise message
+            }
+            *dtype = t->dtype;
+            const float *fp = t->dtype == ST_F32 ? p : NULL;
+            if (k == 0) v[l].wq = fp;
+            if (k == 1) v[l].wk = fp;
+            if (k == 2) v[l].wv = fp;
+            if (k == 3) v[l].wo = fp;
+            if (!fp) v[l].raw[k] = p, v[l].raw_dtype[k] = t->dtype;
+        }
+    *out = v;
+    return 0;
+}
+
 static void match_usage(FILE *f) {
     fprintf(f,
             "usage: postshare match MODEL -o PLAN.json [options]\n"
@@ -295,13 +346,15 @@ static void match_usage(FILE *f) {
             "  --ratio R          fraction of all heads (KV groups under GQA) to replace,\n"
             "                     in [0, 1) (default 0.3)\n"
             "  --no-plot          skip the heat map\n"
+            "  --no-map           load the whole model even where the cosine match of an HF\n"
+            "                     folder would read its attention tensors in place\n"
             "  --threads N        CPU threads (default: all)\n");
 }
 
 int matchcmd_main(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *match = "qk", *calib = NULL, *select = "greedy";
     double ratio = 0.3;
-    int threads = 0, plot = 1;
+    int threads = 0, plot = 1, nomap = 0;
     uint64_t seed = 1;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -325,6 +378,8 @@ int matchcmd_main(int argc, char **argv) {
             threads = (int)cli_int("match", a, argv[++i], 0, 4096);
         } else if (!strcmp(a, "--no-plot")) {
             plot = 0;
+        } else if (!strcmp(a, "--no-map")) {
+            nomap = 1;
         } else {
             cli_positional("match", a, &model, "MODEL");
         }
@@ -337,19 +392,35 @@ int matchcmd_main(int argc, char **argv) {
     if (share_match_parse(match, &o.fn) != 0) ps_die("match: --match: %s", ps_err_msg());
     if (share_select_parse(select, &o.select) != 0) ps_die("match: --select: %s", ps_err_msg());
     train_set_threads(threads);
-    HostWeights w;
-    if (model_load_any(model, &w) != 0) ps_die("%s", ps_err_msg());
+    HostWeights w = {0};
+    HfMapped hm;
+    ShareLayerView *mv = NULL;
+    StDtype mdt = ST_F32;
+    int mapped = !nomap && o.fn <= MATCH_QKV && o.select != SELECT_PRUNE && !calib &&
+                 map_views(model, &hm, &mv, &mdt) == 0;
+    if (!mapped && model_load_any(model, &w) != 0) ps_die("%s", ps_err_msg());
+    const LlamaConfig *cfg = mapped ? &hm.cfg : &w.t.cfg;
     CalibGrams g;
     if (calib) {
-        if (calib_read(calib, &w.t.cfg, &g) != 0) ps_die("match: --calib: %s", ps_err_msg());
+        if (calib_read(calib, cfg, &g) != 0) ps_die("match: --calib: %s", ps_err_msg());
         o.grams = &g;
     }
     double t0 = ps_now();
     SharePlan plan;
     ShareSim sim;
-    int N = w.t.cfg.n_layers * w.t.cfg.n_kv_heads;
+    int N = cfg->n_layers * cfg->n_kv_heads;
     char *fallback = xcalloc((size_t)N, 1);
-    if (share_plan_make_opts(&w, &o, &plan, &sim, fallback) != 0) ps_die("match: %s", ps_err_msg());
+    if (mapped) {
+        printf("match: reading the attention tensors of %s in place (%s, mapped; no full load)\n",
+               model, st_dtype_name(mdt));
+        char fp[40];
+        share_fingerprint_views(cfg, mv, fp, release_pages);
+        share_match(cfg, mv, o.fn, 1, &sim);
+        if (share_plan_select(&sim, cfg, fp, &o, NULL, &plan, fallback) != 0)
+            ps_die("match: %s", ps_err_msg());
+    } else if (share_plan_make_opts(&w, &o, &plan, &sim, fallback) != 0) {
+        ps_die("match: %s", ps_err_msg());
+    }
     double secs = ps_now() - t0;
     char *dir = xstrdup(out), *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
@@ -358,18 +429,22 @@ int matchcmd_main(int argc, char **argv) {
     }
     free(dir);
     if (share_plan_write(out, &plan) != 0) ps_die("match: %s", ps_err_msg());
-    write_summary(stdout, model, &w.t.cfg, &plan, &sim, secs, o.select, fallback);
+    write_summary(stdout, model, cfg, &plan, &sim, secs, o.select, fallback);
     char *sum_path = beside(out, ".summary.txt");
     FILE *f = xfopen(sum_path, "w");
-    write_summary(f, model, &w.t.cfg, &plan, &sim, secs, o.select, fallback);
+    write_summary(f, model, cfg, &plan, &sim, secs, o.select, fallback);
     CHECK(fclose(f) == 0, "writing %s failed", sum_path);
     printf("match: wrote %s and %s\n", out, sum_path);
     free(sum_path);
-    if (plot) write_heatmap(out, &w.t.cfg, &plan, &sim, fallback);
+    if (plot) write_heatmap(out, cfg, &plan, &sim, fallback);
     free(fallback);
     if (calib) calib_free(&g);
     share_sim_free(&sim);
     share_plan_free(&plan);
+    if (mapped) {
+        free(mv);
+        hf_unmap(&hm);
+    }
     host_weights_free(&w);
     return 0;
 }
