@@ -6,6 +6,11 @@
 // in memory). Run by experiments/bench_match.sh, which records peak memory.
 //   bench_match [--layers L] [--heads H] [--kv-heads K] [--dim C] [--match F]
 //               [--ratio R] [--seed S]
+//   bench_match --write-hf DIR [shape options]: instead, write an HF folder of
+//     that shape holding only the attention tensors, random, in bf16 (config.json
+//     + model.safetensors), for timing `postshare match hf:DIR`, which reads
+//     them in place (Wv and Wo, read only for the fingerprint, repeat one random
+//     tensor in every layer to keep this writer's memory down).
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -14,6 +19,8 @@
 
 #include "cliargs.h"
 #include "common.h"
+#include "hf_io.h"
+#include "safetensors.h"
 #include "share.h"
 
 // Fill x[n] with uniform values in [-1, 1): independent streams per block, so
@@ -30,10 +37,68 @@ static void fill_random(float *x, size_t n, uint64_t seed) {
     }
 }
 
+// bf16 copy of n random values.
+static uint16_t *random_bf16(size_t n, uint64_t seed) {
+    float *f = xmalloc(4 * n);
+    fill_random(f, n, seed);
+    uint16_t *h = xmalloc(2 * n);
+    for (size_t i = 0; i < n; i++) h[i] = f32_to_bf16(f[i] * 0.02f);
+    free(f);
+    return h;
+}
+
+static int write_folder(const char *dir, const LlamaConfig *c, uint64_t seed) {
+    int L = c->n_layers, hd = cfg_head_dim(c), C = c->dim;
+    int64_t q = (int64_t)c->n_heads * hd, kv = (int64_t)c->n_kv_heads * hd;
+    if (ps_mkdirs(dir) != 0) ps_die("bench_match: %s", ps_err_msg());
+    StWriteTensor *t = xcalloc((size_t)4 * L, sizeof *t);
+    uint16_t *v = random_bf16((size_t)kv * C, seed + 999),
+             *o = random_bf16((size_t)q * C, seed + 998);
+    char **names = xcalloc((size_t)4 * L, sizeof(char *));
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < 4; k++) {
+            int i = 4 * l + k;
+            names[i] = xmalloc(96);
+            snprintf(names[i], 96, "model.layers.%d.self_attn.%c_proj.weight", l, "qkvo"[k]);
+            int64_t r = k == 0 ? q : k == 3 ? C : kv, cols = k == 3 ? q : C;
+            const void *d = k == 0   ? random_bf16((size_t)r * cols, seed + 3 * l)
+                            : k == 1 ? random_bf16((size_t)r * cols, seed + 3 * l + 1)
+                            : k == 2 ? (const void *)v
+                                     : (const void *)o;
+            t[i] = (StWriteTensor){
+                .name = names[i], .dtype = ST_BF16, .ndim = 2, .shape = {r, cols}, .data = d};
+        }
+    char *path = ps_path_join(dir, "model.safetensors");
+    if (st_write(path, 4 * L, t) != 0) ps_die("bench_match: %s", ps_err_msg());
+    char cfg[1024];
+    snprintf(cfg, sizeof cfg,
+             "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", "
+             "\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, "
+             "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"vocab_size\": %d, "
+             "\"max_position_embeddings\": %d, \"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0, "
+             "\"tie_word_embeddings\": false, \"hidden_act\": \"silu\"}\n",
+             C, c->ffn_dim, L, c->n_heads, c->n_kv_heads, c->vocab_size, c->max_seq_len);
+    char *cp = ps_path_join(dir, "config.json");
+    if (ps_write_file_atomic(cp, cfg, strlen(cfg)) != 0) ps_die("bench_match: %s", ps_err_msg());
+    printf("wrote %s: %d layers of bf16 Wq, Wk (random), Wv, Wo (one random tensor each)\n", dir,
+           L);
+    for (int i = 0; i < 4 * L; i++) {
+        if (i % 4 < 2) free((void *)t[i].data);
+        free(names[i]);
+    }
+    free(names);
+    free(t);
+    free(v);
+    free(o);
+    free(path);
+    free(cp);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     // Llama-2-7B: dim, layers, heads, kv heads, ffn, vocab, max_seq_len, rope_theta, eps, tied
     LlamaConfig c = {4096, 32, 32, 32, 11008, 32000, 4096, 10000.0f, 1e-5f, 0};
-    const char *match = "qk";
+    const char *match = "qk", *write_hf = NULL;
     double ratio = 0.3;
     long seed = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -50,6 +115,8 @@ int main(int argc, char **argv) {
             match = v;
         else if (!strcmp(a, "--ratio"))
             ratio = cli_float("bench_match", a, v, 0, 0.999);
+        else if (!strcmp(a, "--write-hf"))
+            write_hf = v;
         else if (!strcmp(a, "--seed"))
             seed = cli_int("bench_match", a, v, 0, 1L << 30);
         else
@@ -59,6 +126,7 @@ int main(int argc, char **argv) {
     ShareMatchFn fn;
     if (share_match_parse(match, &fn) != 0) ps_die("bench_match: %s", ps_err_msg());
     int L = c.n_layers, U = c.n_kv_heads, hd = cfg_head_dim(&c);
+    if (write_hf) return write_folder(write_hf, &c, (uint64_t)seed);
     size_t nq = (size_t)c.n_heads * hd * c.dim, nkv = (size_t)U * hd * c.dim;
     int need_q = fn == MATCH_QK || fn == MATCH_Q || fn == MATCH_QKV;
     int need_k = fn == MATCH_QK || fn == MATCH_K || fn == MATCH_QKV;
@@ -72,7 +140,8 @@ int main(int argc, char **argv) {
         if (need_q) fill_random(bufs[3 * l] = xmalloc(4 * nq), nq, seed + 3 * l);
         if (need_k) fill_random(bufs[3 * l + 1] = xmalloc(4 * nkv), nkv, seed + 3 * l + 1);
         if (need_v) fill_random(bufs[3 * l + 2] = xmalloc(4 * nkv), nkv, seed + 3 * l + 2);
-        views[l] = (ShareLayerView){.wq = bufs[3 * l], .wk = bufs[3 * l + 1], .wv = bufs[3 * l + 2]};
+        views[l] =
+            (ShareLayerView){.wq = bufs[3 * l], .wk = bufs[3 * l + 1], .wv = bufs[3 * l + 2]};
     }
     double t_fill = ps_now() - t0;
 
