@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# DirectShare on SmolLM2-135M-Instruct: WikiText-2 validation perplexity at 5,
+# 10, 20 and 30% of the KV groups replaced, for random plans (3 seeds), head
+# pruning, and pairs chosen by cosine (qk), by circuit and by the calibration
+# score, each applied by copy, align + copy and merge (and align + merge).
+#
+# usage: experiments/smollm2/run.sh          (from the repository root, after a build)
+# env:   WORK (default experiments/smollm2/work), EVAL_TOKENS (default 20480: the
+#        first tokens of valid.txt), CALIB_TOKENS (default 4096: the first of the
+#        last 8192 tokens of valid.txt, disjoint from the evaluated ones), SEQ (512),
+#        THREADS (2),
+#        RATIOS ("0.05 0.1 0.2 0.3"), VARIANTS (default: all, in the order below),
+#        SKIP_BASE (set: no unshared evaluation), NO_TABLE (set: no table at the end),
+#        PY (a Python with torch, transformers, gguf, accelerate, tokenizers: only
+#        for the GGUF -> HF conversion and the tokenization).
+# Results: WORK/results.csv (one line per evaluated variant; a variant already
+# there is skipped, so an interrupted run resumes), then results.md and
+# ppl.png beside this script (make_table.sh).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+P=${P:-build/postshare}
+WORK=${WORK:-experiments/smollm2/work}
+EVAL_TOKENS=${EVAL_TOKENS:-20480}  # at most 20480 (the eval shard)
+CALIB_TOKENS=${CALIB_TOKENS:-4096}
+SEQ=${SEQ:-512}
+THREADS=${THREADS:-2}
+RATIOS=${RATIOS:-0.05 0.1 0.2 0.3}
+PY=${PY:-python3}
+GGUF_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/postshare/smollm2
+GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
+VALID=../shared/data/text/wikitext-2-raw/valid.txt
+mkdir -p "$WORK"
+
+# 1. The model as an fp32 HF folder and the token shards.
+if [ ! -f "$WORK/hf/config.json" ]; then
+    mkdir -p "$WORK/hf"
+    "$PY" experiments/smollm2/convert_gguf.py "$GGUF_DIR" "$GGUF" "$WORK/hf"
+fi
+if [ ! -f "$WORK/data/wt2_eval_000.bin" ]; then
+    mkdir -p "$WORK/data"
+    "$PY" experiments/smollm2/tokenize_wikitext.py "$WORK/hf" "$VALID" "$WORK/data" \
+        20480 8192
+fi
+M=hf:$WORK/hf
+EVAL=(--data "$WORK/data/wt2_eval_*.bin" --seq-len "$SEQ" --batch-size 1
+      --batches $((EVAL_TOKENS / SEQ)) --threads "$THREADS" --backend cpu)
+
+# 2. Calibration Grams (one forward pass over CALIB_TOKENS tokens).
+[ -f "$WORK/calib.bin" ] || $P calibrate "$M" --data "$WORK/data/wt2_calib_*.bin" \
+    --tokens "$CALIB_TOKENS" --seq-len "$SEQ" --threads "$THREADS" -o "$WORK/calib.bin"
+
+CSV=$WORK/results.csv
+[ -f "$CSV" ] || echo "ratio,selection,combine,replaced,ppl,loss,tokens" > "$CSV"
+done_already() { grep -q "^$1,$2,$3," "$CSV"; }
+evaluate() {  # ratio selection combine model-spec replaced
+    local out
+    out=$($P eval "$4" "${EVAL[@]}" | grep '^val loss')
+    local loss ppl tok
+    loss=$(echo "$out" | awk '{print $3}')
+    ppl=$(echo "$out" | awk '{print $6}')
+    tok=$(echo "$out" | awk '{print $8}')
+    echo "$1,$2,$3,$5,$ppl,$loss,$tok" >> "$CSV"
+    echo "$(date +%T) ratio $1 $2 $3: replaced $5, ppl $ppl"
+}
+
+[ -n "${SKIP_BASE:-}" ] || done_already 0 none none || evaluate 0 none none "$M" 0
+
+# One variant: SELECTION is random1..3, prune, qk, circuit or calib; COMBINE is
+# copy, align-copy, merge, align-merge or prune.
+variant() {  # ratio selection combine
+    local r=$1 sel=$2 comb=$3
+    done_already "$r" "$sel" "$comb" && return 0
+    local d=$WORK/r$r/$sel
+    mkdir -p "$d"
+    if [ ! -f "$d/plan.json" ]; then
+        case $sel in
+        random*) $P match "$M" --ratio "$r" --select random --seed "${sel#random}" \
+                     --no-plot -o "$d/plan.json" > "$d/match.log" ;;
+        prune) $P match "$M" --ratio "$r" --select prune --calib "$WORK/calib.bin" \
+                   --no-plot -o "$d/plan.json" > "$d/match.log" ;;
+        calib) $P match "$M" --ratio "$r" --match calib --calib "$WORK/calib.bin" \
+                   -o "$d/plan.json" > "$d/match.log" ;;
+        *) $P match "$M" --ratio "$r" --match "$sel" -o "$d/plan.json" > "$d/match.log" ;;
+        esac
+    fi
+    local out=$d/model-$comb  # its own folder: runs for other RATIOS or VARIANTS can go in parallel
+    local args=(--plan "$d/plan.json" -o "$out")
+    case $comb in
+    align-copy) args+=(--align) ;;
+    merge) args+=(--combine merge --calib "$WORK/calib.bin") ;;
+    align-merge) args+=(--align --combine merge --calib "$WORK/calib.bin") ;;
+    prune) args+=(--combine prune) ;;
+    esac
+    rm -rf "$out"
+    $P share "$M" "${args[@]}" > "$d/share-$comb.log"
+    local n
+    n=$(grep -o '"replaced":[[:space:]]*[0-9]*' "$d/plan.json" | grep -o '[0-9]*$')
+    evaluate "$r" "$sel" "$comb" "$out" "$n"
+    rm -rf "$out"
+}
+
+DEFAULT_VARIANTS="random1:copy calib:copy prune:prune calib:merge qk:copy circuit:copy
+calib:align-merge random2:copy random3:copy qk:merge circuit:merge circuit:align-merge
+qk:align-merge calib:align-copy"
+for v in ${VARIANTS:-$DEFAULT_VARIANTS}; do
+    for r in $RATIOS; do variant "$r" "${v%%:*}" "${v##*:}"; done
+done
+[ -n "${NO_TABLE:-}" ] || experiments/smollm2/make_table.sh "$CSV"
