@@ -43,7 +43,7 @@ $PY experiments/task-eval/compare_lm_eval.py --model "$M" --ours "$W/ours_mmlu5.
   --limit "$MLIM" --num-fewshot 5 --work "$W/lm_mmlu5" --tag mmlu5 --threads "$TH" 2>"$W/lm_mmlu5.err" || rc=1
 # float64 reference: lm-eval with a float64 model against our fp32 log-likelihoods, on the
 # tasks with the longest continuations (to tell fp32 rounding from a scoring difference)
-T64="${TASKS64:-piqa,hellaswag}"
+T64="${TASKS64-piqa,hellaswag}"  # TASKS64="" skips it
 if [ -n "$T64" ]; then
   $PY experiments/task-eval/compare_lm_eval.py --model "$M" --ours "$W/ours_main.jsonl" --tasks "$T64" \
     --limit "$LIMIT" --work "$W/lm_f64" --tag f64 --threads "$TH" --dtype float64 2>"$W/lm_f64.err" || true
