@@ -237,7 +237,6 @@ static void fill_table(Backend *b) {
     b->adamw = cuda_adamw;
     b->share_reg = cuda_share_reg;
     b->classifier_fwd = cuda_classifier_fwd;
-    b->classifier_bwd = cuda_classifier_bwd;
 }
 
 // ---------------------------------------------------------------- probe and handles

@@ -159,10 +159,8 @@ void cuda_swiglu_bwd(void *dgate, void *dup, const void *dout, const void *gate,
 void cuda_add_inplace(void *a, const void *b, size_t n);
 void cuda_crossentropy_fwd(float *losses, const void *logits, const int *targets, int BT, int V);
 void cuda_crossentropy_bwd(void *logits, const int *targets, int BT, int V, float scale);
-void cuda_classifier_fwd(float *losses, const void *lnf, const void *Wh, const int *targets, int BT,
-                         int C, int V);
-void cuda_classifier_bwd(void *dlnf, void *dWh, const void *lnf, const void *Wh, const int *targets,
-                         int BT, int C, int V, float scale);
+void cuda_classifier_fwd(float *losses, void *dlnf, void *dWh, const void *lnf, const void *Wh,
+                         const int *targets, int BT, int C, int V, float scale);
 double cuda_sumsq(const void *x, size_t n);
 void cuda_adamw(float *master, void *params, const void *grad, float *m, float *v, size_t n,
                 float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,

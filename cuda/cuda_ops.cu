@@ -343,8 +343,9 @@ void cuda_crossentropy_bwd(void *logits, const int *targets, int BT, int V, floa
 // The fused classifier works on chunks of rows: the logits of one chunk
 // (rows x V, at most CLASSIFIER_CHUNK elements, 128 MiB of bf16) live in a
 // scratch buffer, so neither the [BT,V] logits nor the probabilities are
-// ever stored. The backward recomputes each chunk's logits (one extra
-// matmul) because the loss scale is only known then.
+// ever stored. Each chunk's logits are computed once: the losses, and in
+// training (dlnf != NULL) the dlogits in place, that chunk's rows of dlnf and
+// its share of the head gradient, added (fp32, beta 1) into dWh.
 #define CLASSIFIER_CHUNK ((size_t)64 << 20)
 
 static int classifier_rows(int BT, int V) {
@@ -353,29 +354,19 @@ static int classifier_rows(int BT, int V) {
     return r < (size_t)BT ? (int)r : BT;
 }
 
-void cuda_classifier_fwd(float *losses, const void *lnf, const void *Wh, const int *targets, int BT,
-                         int C, int V) {
-    int R = classifier_rows(BT, V);
-    bf16 *lg = (bf16 *)cuda_scratch(SCRATCH_LOGITS, sizeof(bf16) * (size_t)R * V);
-    for (int r0 = 0; r0 < BT; r0 += R) {
-        int rows = BT - r0 < R ? BT - r0 : R;
-        cuda_matmul_fwd(lg, (const bf16 *)lnf + (size_t)r0 * C, Wh, rows, C, V);
-        cuda_crossentropy_fwd(losses + r0, lg, targets + r0, rows, V);
-    }
-}
-
-// Per chunk: logits -> dlogits in place -> dlnf rows (=) and the head gradient,
-// added (fp32, beta 1) into dWh by every chunk in turn.
-void cuda_classifier_bwd(void *dlnf, void *dWh, const void *lnf, const void *Wh, const int *targets,
-                         int BT, int C, int V, float scale) {
+void cuda_classifier_fwd(float *losses, void *dlnf, void *dWh, const void *lnf, const void *Wh,
+                         const int *targets, int BT, int C, int V, float scale) {
     int R = classifier_rows(BT, V);
     bf16 *lg = (bf16 *)cuda_scratch(SCRATCH_LOGITS, sizeof(bf16) * (size_t)R * V);
     for (int r0 = 0; r0 < BT; r0 += R) {
         int rows = BT - r0 < R ? BT - r0 : R;
         const bf16 *x = (const bf16 *)lnf + (size_t)r0 * C;
         cuda_matmul_fwd(lg, x, Wh, rows, C, V);
-        cuda_crossentropy_bwd(lg, targets + r0, rows, V, scale);
-        cuda_matmul_bwd((bf16 *)dlnf + (size_t)r0 * C, dWh, lg, x, Wh, rows, C, V, 0);
+        cuda_crossentropy_fwd(losses + r0, lg, targets + r0, rows, V);
+        if (dlnf) {
+            cuda_crossentropy_bwd(lg, targets + r0, rows, V, scale);
+            cuda_matmul_bwd((bf16 *)dlnf + (size_t)r0 * C, dWh, lg, x, Wh, rows, C, V, 0);
+        }
     }
 }
 

@@ -62,20 +62,24 @@ static void test_classifier(int BT, int C, int V) {
     for (int i = 0; i < BT; i++) tg[i] = i % 7 == 3 ? -1 : (int)(rng_u64(&rng) % (uint64_t)V);
     float *loss = xmalloc(sizeof(float) * BT), *loss_r = xmalloc(sizeof(float) * BT);
     float *lg = xmalloc(sizeof(float) * (size_t)BT * V);
-    be->classifier_fwd(loss, x, W, tg, BT, C, V);
+    be->classifier_fwd(loss, NULL, NULL, x, W, tg, BT, C, V, 0.0f);  // losses only
     be->matmul_fwd(lg, x, W, BT, C, V);
     be->crossentropy_fwd(loss_r, lg, tg, BT, V);
     float scale = 1.0f / BT;
     float *dx = randn((size_t)BT * C, 1.0f), *dx_r = xcalloc((size_t)BT * C, 4);  // dx: =
     float *dW = randn((size_t)V * C, 1.0f), *dW_r = xmalloc(sizeof(float) * (size_t)V * C);
     memcpy(dW_r, dW, sizeof(float) * (size_t)V * C);  // dW: +=
-    be->classifier_bwd(dx, dW, x, W, tg, BT, C, V, scale);
+    float *loss2 = xmalloc(sizeof(float) * BT);       // training: losses and gradients in one call
+    be->classifier_fwd(loss2, dx, dW, x, W, tg, BT, C, V, scale);
     be->crossentropy_bwd(lg, tg, BT, V, scale);
     be->matmul_bwd(dx_r, dW_r, lg, x, W, BT, C, V, 0);
     double el = t_rel_err(loss, loss_r, BT), ex = t_rel_err(dx, dx_r, (size_t)BT * C),
            ew = t_rel_err(dW, dW_r, (size_t)V * C);
     T_CHECK(el <= 1e-5 && ex <= 1e-5 && ew <= 1e-5,
             "classifier BT %d C %d V %d: loss %.2e dlnf %.2e dW %.2e", BT, C, V, el, ex, ew);
+    T_CHECK(!memcmp(loss, loss2, sizeof(float) * BT),
+            "classifier BT %d C %d V %d: the losses differ with and without gradients", BT, C, V);
+    free(loss2);
     printf("classifier BT %4d C %3d V %6d: rel err loss %.1e dlnf %.1e dWhead %.1e\n", BT, C, V, el,
            ex, ew);
     float *bufs[] = {x, W, loss, loss_r, lg, dx, dx_r, dW, dW_r};

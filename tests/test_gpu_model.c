@@ -13,9 +13,10 @@
 //     accumulates two micro-batches) from the same state give bitwise identical
 //     params, gradients, masters and losses, also at one layer of the 1b preset
 //     at T 1024;
-//   - activation recomputation (model_set_recompute) gives bitwise the same
-//     loss and gradients, on the GPU and (the one check that needs no GPU, so
-//     it runs everywhere) on the CPU.
+//   - activation recomputation (model_set_recompute), and model_forward_grad
+//     (the classifier's gradients written by the forward), give bitwise the
+//     same loss and gradients, and model_pad keeps the parameters, on the GPU
+//     and (these checks need no GPU, so they run everywhere) on the CPU.
 // Skips the GPU checks (exit 0) without a GPU.
 #include <math.h>
 #include <string.h>
@@ -215,6 +216,39 @@ static void check_recompute(const Backend *be, const Case *c, uint64_t seed) {
     free(p), free(tok), free(tgt), free(g0), free(g1);
 }
 
+// model_forward_grad (the classifier's gradients written by the forward, as
+// training runs) gives bitwise the same loss and gradients as model_forward +
+// model_backward (which computes them in the backward: again from the logits on
+// a backend with a fused classifier), over two accumulated micro-batches.
+static void check_forward_grad(const Backend *be, const Case *c, uint64_t seed) {
+    Model M;
+    model_init(&M, be, &c->cfg);
+    size_t n = M.t.total;
+    int BT = c->B * c->T;
+    float *p = case_params(&M.t, seed);
+    model_set_params(&M, p);
+    int *tok = xmalloc(sizeof(int) * BT), *tgt = xmalloc(sizeof(int) * BT);
+    float *g[2] = {xmalloc(sizeof(float) * n), xmalloc(sizeof(float) * n)}, l[2][2];
+    for (int way = 0; way < 2; way++) {
+        model_zero_grads(&M);
+        for (int m = 0; m < 2; m++) {
+            case_batch(seed + 30 + m, BT, c->cfg.vocab_size, tok, tgt);
+            float scale = 1.0f / ((float)model_count_targets(tgt, BT) * 2);
+            l[way][m] = way ? model_forward_grad(&M, tok, tgt, c->B, c->T, scale)
+                            : model_forward(&M, tok, tgt, c->B, c->T);
+            model_backward(&M, scale);
+        }
+        model_get_grads(&M, g[way]);
+    }
+    int same = !memcmp(l[0], l[1], sizeof l[0]) && !memcmp(g[0], g[1], sizeof(float) * n);
+    T_CHECK(same, "%s on %s: model_forward_grad changed the losses or the gradients", c->name,
+            be->name);
+    printf("%s on %s: model_forward_grad vs model_forward + model_backward: %s\n", c->name,
+           be->name, same ? "bitwise the same" : "DIFFERENT");
+    model_free(&M);
+    free(p), free(tok), free(tgt), free(g[0]), free(g[1]);
+}
+
 // model_pad (ZeRO-1's equal shards) keeps every parameter, zeroes the padding
 // and the gradients. It copies the whole buffer as one row of copy2d (whose
 // pitch is the buffer: the case CUDA's cudaMemcpy2D rejects above 2^31 bytes).
@@ -350,9 +384,11 @@ int main(void) {
     Cb = backend_cpu();
     check_recompute(Cb, &cases[0], 5);  // needs no GPU: runs everywhere
     check_pad(Cb, &cases[0], 6);
+    check_forward_grad(Cb, &cases[1], 8);
     G = gpu_or_skip();
     if (!G) return t_summary();
     check_pad(G, &cases[0], 6);
+    check_forward_grad(G, &cases[1], 8);
     uint64_t seed = gpu_test_seed();
     int ncases = gpu_test_quick() ? 1 : (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < ncases; i++) check_step(&cases[i], seed + 100 * i);

@@ -391,29 +391,37 @@ static void test_crossentropy(int BT, int V) {
     free(tgt);
 }
 
-// The fused classifier against the CPU's unfused ops (matmul + cross-entropy).
+// The fused classifier against the CPU's unfused ops (matmul + cross-entropy):
+// the losses alone, then the losses and the gradients of one call (training).
 static void test_classifier(int BT, int C, int V) {
     if (!G->classifier_fwd) return;
     int *tgt = random_targets(BT, V);
     void *tc, *tg;
     ints(tgt, BT, &tc, &tg);
     Pair x = input((size_t)BT * C, 1.0f), W = input((size_t)V * C, 0.3f);
-    Pair loss = pair(BT, 1, 0.0f, 1), dx = output((size_t)BT * C);
+    Pair loss = pair(BT, 1, 0.0f, 1), loss2 = pair(BT, 1, 0.0f, 1), dx = output((size_t)BT * C);
     Pair dW = pair((size_t)V * C, 1, 0.01f, 0);
     float *logits = Cb->alloc(4 * (size_t)BT * V);
     Cb->matmul_fwd(logits, x.c, W.c, BT, C, V);
     Cb->crossentropy_fwd(loss.c, logits, tc, BT, V);
-    G->classifier_fwd(loss.g, x.g, W.g, tg, BT, C, V);
+    G->classifier_fwd(loss.g, NULL, NULL, x.g, W.g, tg, BT, C, V, 0.0f);
     // fp32 losses, but from bf16-rounded GPU logits (the CPU's are fp32): bf16 tolerance
     check(&loss, 1e-2, "classifier_fwd losses BT %d C %d V %d", BT, C, V);
     float scale = 1.0f / BT;
     Cb->crossentropy_bwd(logits, tc, BT, V, scale);
     Cb->matmul_bwd(dx.c, dW.c, logits, x.c, W.c, BT, C, V, 0);
-    G->classifier_bwd(dx.g, dW.g, x.g, W.g, tg, BT, C, V, scale);
-    check(&dx, 1e-2, "classifier_bwd dlnf (=) BT %d C %d V %d", BT, C, V);
-    check(&dW, 1e-2, "classifier_bwd dWhead (fp32 +=) BT %d C %d V %d", BT, C, V);
+    G->classifier_fwd(loss2.g, dx.g, dW.g, x.g, W.g, tg, BT, C, V, scale);
+    check(&dx, 1e-2, "classifier_fwd with gradients: dlnf (=) BT %d C %d V %d", BT, C, V);
+    check(&dW, 1e-2, "classifier_fwd with gradients: dWhead (fp32 +=) BT %d C %d V %d", BT, C, V);
+    float *l1 = xmalloc(4 * (size_t)BT), *l2 = xmalloc(4 * (size_t)BT);
+    G->download(l1, loss.g, 4 * (size_t)BT);
+    G->download(l2, loss2.g, 4 * (size_t)BT);
+    T_CHECK(!memcmp(l1, l2, 4 * (size_t)BT),
+            "classifier_fwd: the losses differ with and without gradients (BT %d V %d)", BT, V);
+    free(l1), free(l2);
     Cb->free(logits);
-    pair_free(&x), pair_free(&W), pair_free(&loss), pair_free(&dx), pair_free(&dW);
+    pair_free(&x), pair_free(&W), pair_free(&loss), pair_free(&loss2), pair_free(&dx),
+        pair_free(&dW);
     Cb->free(tc), G->free(tg);
     free(tgt);
 }
@@ -572,7 +580,7 @@ int main(int argc, char **argv) {
         printf("fused classifier\n");
         test_classifier(37, 48, 97);
         if (!quick) test_classifier(300, 64, 1000);
-        // more than one chunk of logits (64M per chunk): exercises the fp32 head-gradient sum
+        // more than one chunk of logits (64M per chunk): each adds into the fp32 head gradient
         if (!quick) test_classifier(2100, 64, 32000);
     }
     if (want("share_reg")) {

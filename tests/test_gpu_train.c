@@ -70,8 +70,10 @@ static void train(const Backend *be, const JobConfig *job, const LlamaConfig *cf
                     inp[b * T + t] = text[window * (T + 1) + t];
                     tgt[b * T + t] = text[window * (T + 1) + t + 1];
                 }
-            sum += model_forward(&M, inp, tgt, B, T);
-            model_backward(&M, 1.0f / ((float)M.n_valid * tr->grad_accum));
+            // as train.c: the classifier's gradients are written by the forward
+            float scale = 1.0f / ((float)model_count_targets(tgt, B * T) * tr->grad_accum);
+            sum += model_forward_grad(&M, inp, tgt, B, T, scale);
+            model_backward(&M, scale);
         }
         losses[s] = (float)(sum / tr->grad_accum);
         optim_step(&o, &M, s, optim_grad_norm(&M));

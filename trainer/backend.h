@@ -113,14 +113,14 @@ typedef struct Backend {
 
     // ---- optional ops (NULL where a backend lacks them; model.c then uses the ops above) ----
     // Fused LM head + cross-entropy, so that the [BT,V] logits and probabilities are
-    // never stored (the CUDA backend computes them a chunk of rows at a time).
-    // classifier_fwd: losses[BT] (fp32) of logits = lnf[BT,C] @ Wh[V,C]^T against
-    // targets[BT] (int32; target < 0: loss 0), like matmul_fwd + crossentropy_fwd.
-    void (*classifier_fwd)(float *losses, const void *lnf, const void *Wh, const int *targets,
-                           int BT, int C, int V);
-    // classifier_bwd: recomputes the logits; dlnf[BT,C] (=) and dWh[V,C] (fp32, +=) of
-    // scale * sum(losses), like crossentropy_bwd + matmul_bwd (accumulate 0).
-    void (*classifier_bwd)(void *dlnf, void *dWh, const void *lnf, const void *Wh,
+    // never stored (both backends compute them a chunk of rows at a time):
+    // losses[BT] (fp32) of logits = lnf[BT,C] @ Wh[V,C]^T against targets[BT]
+    // (int32; target < 0: loss 0), like matmul_fwd + crossentropy_fwd. With dlnf
+    // != NULL, also the gradients of scale * sum(losses) while the logits are at
+    // hand, like crossentropy_bwd + matmul_bwd (accumulate 0): dlnf[BT,C] (=) and
+    // dWh[V,C] (fp32, +=). Training knows the loss scale before the forward
+    // (model_forward_grad), so the logits are computed once per step (as llm.c does).
+    void (*classifier_fwd)(float *losses, void *dlnf, void *dWh, const void *lnf, const void *Wh,
                            const int *targets, int BT, int C, int V, float scale);
     // Generation with a KV cache (model_forward_next): RoPE at positions
     // pos0..pos0+T-1 (rope_fwd is pos0 = 0), and causal attention of Tq new

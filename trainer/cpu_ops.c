@@ -280,9 +280,9 @@ static void cpu_embedding_bwd(void *dwte_, const void *dout_, const int *tokens,
 
 // The classifier (LM head + cross-entropy) a chunk of rows at a time, like the
 // CUDA backend's: the logits of at most CLASSIFIER_CHUNK elements live in one
-// scratch buffer, never the whole [BT,V]. The backward recomputes each chunk's
-// logits (one more matmul), turns them into dlogits in place and multiplies
-// them into dlnf's rows (=) and the head gradient (+=).
+// scratch buffer, never the whole [BT,V]. In training the same call turns them
+// into dlogits in place and multiplies them into dlnf's rows (=) and the head
+// gradient (+=), so each chunk's logits are computed once per step.
 #define CLASSIFIER_CHUNK ((size_t)4 << 20)  // floats: 16 MiB
 
 static int classifier_rows(int BT, int V) {
@@ -314,25 +314,12 @@ PS_CLONES static void row_dlogits(float *l, int V, int target, float lse, float 
     l[target] -= scale;
 }
 
-static void cpu_classifier_fwd(float *losses, const void *lnf, const void *Wh, const int *targets,
-                               int BT, int C, int V) {
-    int R = classifier_rows(BT, V);
-    float *lg = xmalloc(sizeof(float) * (size_t)R * V);
-    for (int r0 = 0; r0 < BT; r0 += R) {
-        int rows = BT - r0 < R ? BT - r0 : R;
-        cpu_matmul_fwd(lg, (const float *)lnf + (size_t)r0 * C, Wh, rows, C, V);
-#pragma omp parallel for
-        for (int i = 0; i < rows; i++) {
-            int t = targets[r0 + i];
-            const float *l = lg + (size_t)i * V;
-            losses[r0 + i] = t < 0 ? 0.0f : row_lse(l, V) - l[t];
-        }
-    }
-    free(lg);
-}
-
-static void cpu_classifier_bwd(void *dlnf, void *dWh, const void *lnf, const void *Wh,
-                               const int *targets, int BT, int C, int V, float scale) {
+// Per chunk: the logits, each counted row's loss and, in training (dlnf !=
+// NULL), the dlogits in place from the same log-sum-exp, then dlnf's rows (=)
+// and the head gradient (+=).
+static void cpu_classifier_fwd(float *losses, void *dlnf, void *dWh, const void *lnf,
+                               const void *Wh, const int *targets, int BT, int C, int V,
+                               float scale) {
     int R = classifier_rows(BT, V);
     float *lg = xmalloc(sizeof(float) * (size_t)R * V);
     for (int r0 = 0; r0 < BT; r0 += R) {
@@ -343,12 +330,15 @@ static void cpu_classifier_bwd(void *dlnf, void *dWh, const void *lnf, const voi
         for (int i = 0; i < rows; i++) {
             int t = targets[r0 + i];
             float *l = lg + (size_t)i * V;
+            float lse = t < 0 ? 0.0f : row_lse(l, V);
+            losses[r0 + i] = t < 0 ? 0.0f : lse - l[t];
+            if (!dlnf) continue;
             if (t < 0)
                 memset(l, 0, sizeof(float) * (size_t)V);
             else
-                row_dlogits(l, V, t, row_lse(l, V), scale);
+                row_dlogits(l, V, t, lse, scale);
         }
-        cpu_matmul_bwd((float *)dlnf + (size_t)r0 * C, dWh, lg, x, Wh, rows, C, V, 0);
+        if (dlnf) cpu_matmul_bwd((float *)dlnf + (size_t)r0 * C, dWh, lg, x, Wh, rows, C, V, 0);
     }
     free(lg);
 }
@@ -434,7 +424,6 @@ static const Backend CPU = {
     .adamw = cpu_adamw,
     .share_reg = cpu_share_reg,
     .classifier_fwd = cpu_classifier_fwd,
-    .classifier_bwd = cpu_classifier_bwd,
     .rope_fwd_at = cpu_rope_fwd_at,
     .attention_cached = cpu_attention_cached,
 };

@@ -297,7 +297,28 @@ static void layer_forward(Model *M, int l, int saved_only) {
 }
 
 // The forward; with targets, the per-row losses stay in a->losses (backend memory).
-static void forward(Model *M, const int *tokens, const int *targets, int B, int T) {
+int model_count_targets(const int *targets, int n) {
+    int c = 0;
+    for (int i = 0; i < n; i++) c += targets[i] >= 0;
+    return c;
+}
+
+// The classifier's gradients without a fused classifier: the stored logits
+// become dlogits in place, then the LM head's gradient (+=) and dln (=).
+static void head_grad_unfused(Model *M, float loss_scale) {
+    const Backend *be = M->be;
+    Activations *a = &M->a;
+    int BT = M->B * M->T, C = M->cfg.dim, V = M->cfg.vocab_size;
+    const ParamEntry *head = param_lm_head(&M->t);
+    be->crossentropy_bwd(a->logits, a->targets, BT, V, loss_scale);
+    be->matmul_bwd(a->dln, gview(M, head), a->logits, a->lnf, pview(M, M->params, head), BT, C, V,
+                   0);
+}
+
+// The forward; with grad (and a counted target) also the classifier's gradients
+// of loss_scale * sum of the per-row losses (model_forward_grad).
+static void forward(Model *M, const int *tokens, const int *targets, int B, int T, int grad,
+                    float loss_scale) {
     const Backend *be = M->be;
     const LlamaConfig *c = &M->cfg;
     model_reserve(M, B, T);
@@ -325,24 +346,28 @@ static void forward(Model *M, const int *tokens, const int *targets, int B, int 
     }
 
     M->n_valid = 0;
+    M->head_done = 0;
     if (!targets) return;
     memcpy(M->host_targets, targets, (size_t)BT * sizeof(int));
-    for (int i = 0; i < BT; i++) {
+    for (int i = 0; i < BT; i++)
         CHECK(targets[i] < V, "target %d at position %d is outside the vocab (%d)", targets[i], i,
               V);
-        if (targets[i] >= 0) M->n_valid++;
-    }
+    M->n_valid = model_count_targets(targets, BT);
     be->upload(a->targets, targets, (size_t)BT * sizeof(int));
+    M->head_done = grad && M->n_valid > 0;
+    M->head_scale = loss_scale;
     if (M->fused_loss)
-        be->classifier_fwd(a->losses, a->lnf, head, a->targets, BT, C, V);
+        be->classifier_fwd(a->losses, M->head_done ? a->dln : NULL,
+                           M->head_done ? gview(M, param_lm_head(&M->t)) : NULL, a->lnf, head,
+                           a->targets, BT, C, V, loss_scale);
     else
         be->crossentropy_fwd(a->losses, a->logits, a->targets, BT, V);
+    if (M->head_done && !M->fused_loss) head_grad_unfused(M, loss_scale);
 }
 
-float model_forward(Model *M, const int *tokens, const int *targets, int B, int T) {
-    forward(M, tokens, targets, B, T);
-    if (!targets) return 0.0f;
-    int BT = B * T;
+// The mean loss of the last forward over its counted targets (0 when none count).
+static float mean_loss(const Model *M) {
+    int BT = M->B * M->T;
     float *losses = xmalloc(sizeof(float) * (size_t)BT);
     M->be->download(losses, M->a.losses, sizeof(float) * (size_t)BT);
     double sum = 0.0;
@@ -351,9 +376,22 @@ float model_forward(Model *M, const int *tokens, const int *targets, int B, int 
     return M->n_valid ? (float)(sum / M->n_valid) : 0.0f;
 }
 
+float model_forward(Model *M, const int *tokens, const int *targets, int B, int T) {
+    forward(M, tokens, targets, B, T, 0, 0.0f);
+    return targets ? mean_loss(M) : 0.0f;
+}
+
+float model_forward_grad(Model *M, const int *tokens, const int *targets, int B, int T,
+                         float loss_scale) {
+    CHECK(targets && M->grads && !M->forward_only,
+          "model_forward_grad needs targets and a trainable model (not forward-only)");
+    forward(M, tokens, targets, B, T, 1, loss_scale);
+    return mean_loss(M);
+}
+
 int model_forward_logprobs(Model *M, const int *tokens, const int *targets, int B, int T,
                            float *logprobs) {
-    forward(M, tokens, targets, B, T);
+    forward(M, tokens, targets, B, T, 0, 0.0f);
     size_t BT = (size_t)B * T;
     M->be->download(logprobs, M->a.losses, sizeof(float) * BT);
     for (size_t i = 0; i < BT; i++) logprobs[i] = targets[i] < 0 ? 0.0f : -logprobs[i];
@@ -388,7 +426,7 @@ void model_forward_next(Model *M, const int *tokens, int B, int T) {
           "model_forward_next: %d tokens after %d do not fit the KV cache (%d rows of %d)", T,
           M->kv_len, M->kv_B, M->kv_cap);
     M->kv_active = 1;
-    forward(M, tokens, NULL, B, T);
+    forward(M, tokens, NULL, B, T, 0, 0.0f);
     M->kv_active = 0;
     M->kv_len += T;
 }
@@ -398,6 +436,9 @@ void model_get_logits(const Model *M, float *host) {
           "backend %s fuses the classifier of forwards with targets: run the "
           "forward without targets to get logits",
           M->be->name);
+    CHECK(!M->head_done,
+          "model_forward_grad turned the logits into their gradients: run the "
+          "forward without targets to get logits");
     M->be->download_f32(host, M->a.logits, (size_t)M->B * M->T * M->cfg.vocab_size);
 }
 
@@ -435,16 +476,20 @@ void model_backward(Model *M, float loss_scale) {
     int qd = nh * hd, kvd = nkv * hd;
     size_t e = be->act_bytes, capBT = (size_t)a->B * a->T;
 
-    // classifier: dlogits in place, then into the LM head and the final norm
+    // classifier: dlogits, then into the LM head's gradient and dln (the gradient
+    // entering the final norm); model_forward_grad did this already
     const ParamEntry *head = param_lm_head(&M->t);
-    if (M->fused_loss) {  // the same, fused: the backend recomputes the logits in chunks
-        be->classifier_bwd(a->dln, gview(M, head), a->lnf, pview(M, M->params, head), a->targets,
-                           BT, C, V, loss_scale);
+    if (M->head_done) {
+        CHECK(loss_scale == M->head_scale,
+              "model_backward: loss scale %.9g, but model_forward_grad used %.9g", loss_scale,
+              M->head_scale);
+    } else if (M->fused_loss) {  // the backend computes the logits again, in chunks
+        be->classifier_fwd(a->losses, a->dln, gview(M, head), a->lnf, pview(M, M->params, head),
+                           a->targets, BT, C, V, loss_scale);
     } else {
-        be->crossentropy_bwd(a->logits, a->targets, BT, V, loss_scale);
-        be->matmul_bwd(a->dln, gview(M, head), a->logits, a->lnf, pview(M, M->params, head), BT, C,
-                       V, 0);
+        head_grad_unfused(M, loss_scale);
     }
+    M->head_done = 0;  // the head's gradient went in once
     const ParamEntry *fn = &M->t.e[M->t.final_norm];
     be->zero(a->dres, (size_t)BT * C * e);
     be->rmsnorm_bwd(a->dres, gview(M, fn), a->dln, slab(a->x, L, capBT * C, e),

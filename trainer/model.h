@@ -50,6 +50,8 @@ typedef struct {
     void *kv_k, *kv_v;
     int kv_B, kv_cap, kv_len, kv_active;
     int fused_loss;     // 1: it ran be->classifier_fwd (targets given), so no logits are stored
+    int head_done;      // 1: it was model_forward_grad: the classifier's gradients are written
+    float head_scale;   // ... with this loss scale
     int n_valid;        // number of targets that count toward the loss
     int *host_targets;  // [B*T] copy of the last targets
     // Data parallelism: model_backward calls grad_ready(ctx, lo, hi) as soon as
@@ -107,9 +109,20 @@ float model_forward(Model *M, const int *tokens, const int *targets, int B, int 
 // (negated); with a fused classifier the [BT,V] logits are never stored.
 int model_forward_logprobs(Model *M, const int *tokens, const int *targets, int B, int T,
                            float *logprobs);
+// The number of targets that count (>= 0) among n: the forward's M->n_valid.
+int model_count_targets(const int *targets, int n);
+// Training forward: model_forward with targets, plus the classifier's part of
+// model_backward(M, loss_scale) (the LM head's gradient and the gradient that
+// enters the final norm) while the logits are at hand, so that a training step
+// computes them once. The next model_backward must get the same loss_scale.
+// With no counted target it writes no gradient (like model_forward).
+float model_forward_grad(Model *M, const int *tokens, const int *targets, int B, int T,
+                         float loss_scale);
 // Backward of the last forward (which must have had targets): grads +=
 // d(loss_scale * sum of per-token losses)/dparams. For a mean over one
 // micro-batch, loss_scale = 1 / n_valid; with accumulation divide by the steps too.
+// After model_forward (not _grad) it computes the classifier's gradients first
+// (the logits again, on a backend with a fused classifier).
 void model_backward(Model *M, float loss_scale);
 // Make the grad_ready calls of a backward, in its order, without one (a rank
 // whose micro-batch had no target to learn from still takes part in the

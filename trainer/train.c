@@ -256,9 +256,13 @@ static int run_steps(const JobConfig *job, const char *run_dir, const PostShare 
             loader_read_batch(train, base + j * B, B, inp, tgt);
             // the last backward hands each finished layer to the reduction
             if (micro == accum - 1 && job->comm_overlap) zero1_overlap_next(z, M);
-            float loss = model_forward(M, inp, tgt, B, T);
-            if (M->n_valid > 0)
-                model_backward(M, ps->lm_weight / ((float)M->n_valid * accum * world));
+            // the loss scale is known before the forward, which then writes the
+            // classifier's gradients while it has the logits (computed once)
+            int nv = model_count_targets(tgt, B * T);
+            float scale = nv > 0 ? ps->lm_weight / ((float)nv * accum * world) : 0.0f;
+            float loss = model_forward_grad(M, inp, tgt, B, T, scale);
+            if (nv > 0)
+                model_backward(M, scale);
             else
                 model_grads_ready_all(M);  // no targets here, but the others reduce
             loss_sum += loss;

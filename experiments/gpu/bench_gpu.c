@@ -159,8 +159,9 @@ int main(int argc, char **argv) {
         for (int i = 0; i < BT; i++) tok[i] = (int)(rng_u64(&r) % cfg.vocab_size);
         for (int i = 0; i < BT; i++) tgt[i] = i % T == T - 1 ? -1 : tok[i + 1];
         model_zero_grads(&M);
-        loss = model_forward(&M, tok, tgt, B, T);
-        model_backward(&M, 1.0f / M.n_valid);
+        float scale = 1.0f / (float)model_count_targets(tgt, B * T);
+        loss = model_forward_grad(&M, tok, tgt, B, T, scale);
+        model_backward(&M, scale);
         optim_step(&o, &M, s, optim_grad_norm(&M));
         if (s == 0) loss0 = loss;
     }
