@@ -192,15 +192,21 @@ static void check_step(const Case *c, uint64_t seed) {
     free(p), free(tok), free(tgt), free(gc), free(gg), free(Lc), free(Lg), free(mg), free(mr);
 }
 
+// A model of case c on backend be with case_params(seed).
+static void case_model(Model *M, const Backend *be, const Case *c, uint64_t seed) {
+    model_init(M, be, &c->cfg);
+    float *p = case_params(&M->t, seed);
+    model_set_params(M, p);
+    free(p);
+}
+
 // Activation recomputation gives bitwise the same loss and gradients on
 // backend be (it recomputes each layer with the same ops on the same inputs).
 static void check_recompute(const Backend *be, const Case *c, uint64_t seed) {
     Model M;
-    model_init(&M, be, &c->cfg);
+    case_model(&M, be, c, seed);
     size_t n = M.t.total;
     int BT = c->B * c->T;
-    float *p = case_params(&M.t, seed);
-    model_set_params(&M, p);
     int *tok = xmalloc(sizeof(int) * BT), *tgt = xmalloc(sizeof(int) * BT);
     case_batch(seed + 3, BT, c->cfg.vocab_size, tok, tgt);
     float *g0 = xmalloc(sizeof(float) * n), *g1 = xmalloc(sizeof(float) * n);
@@ -213,7 +219,7 @@ static void check_recompute(const Backend *be, const Case *c, uint64_t seed) {
     printf("%s on %s: activation recomputation gives %s loss and gradients\n", c->name, be->name,
            same ? "bitwise the same" : "DIFFERENT");
     model_free(&M);
-    free(p), free(tok), free(tgt), free(g0), free(g1);
+    free(tok), free(tgt), free(g0), free(g1);
 }
 
 // model_forward_grad (the classifier's gradients written by the forward, as
@@ -222,11 +228,9 @@ static void check_recompute(const Backend *be, const Case *c, uint64_t seed) {
 // a backend with a fused classifier), over two accumulated micro-batches.
 static void check_forward_grad(const Backend *be, const Case *c, uint64_t seed) {
     Model M;
-    model_init(&M, be, &c->cfg);
+    case_model(&M, be, c, seed);
     size_t n = M.t.total;
     int BT = c->B * c->T;
-    float *p = case_params(&M.t, seed);
-    model_set_params(&M, p);
     int *tok = xmalloc(sizeof(int) * BT), *tgt = xmalloc(sizeof(int) * BT);
     float *g[2] = {xmalloc(sizeof(float) * n), xmalloc(sizeof(float) * n)}, l[2][2];
     for (int way = 0; way < 2; way++) {
@@ -246,7 +250,7 @@ static void check_forward_grad(const Backend *be, const Case *c, uint64_t seed) 
     printf("%s on %s: model_forward_grad vs model_forward + model_backward: %s\n", c->name,
            be->name, same ? "bitwise the same" : "DIFFERENT");
     model_free(&M);
-    free(p), free(tok), free(tgt), free(g[0]), free(g[1]);
+    free(tok), free(tgt), free(g[0]), free(g[1]);
 }
 
 // model_pad (ZeRO-1's equal shards) keeps every parameter, zeroes the padding
@@ -325,61 +329,14 @@ static void check_determinism(const Case *c, uint64_t seed) {
 }
 
 int main(void) {
+    // dim, layers, heads, kv heads, ffn, vocab, max_seq_len, theta, eps, tied; B, T
     Case cases[] = {
-        {"gqa_untied",
-         {.dim = 48,
-          .n_layers = 2,
-          .n_heads = 6,
-          .n_kv_heads = 2,
-          .ffn_dim = 80,
-          .vocab_size = 97,
-          .max_seq_len = 64,
-          .rope_theta = 10000.0f,
-          .norm_eps = 1e-5f,
-          .tie_embeddings = 0},
-         3,
-         37},
-        {"mha_tied",
-         {.dim = 64,
-          .n_layers = 2,
-          .n_heads = 4,
-          .n_kv_heads = 4,
-          .ffn_dim = 128,
-          .vocab_size = 300,
-          .max_seq_len = 64,
-          .rope_theta = 10000.0f,
-          .norm_eps = 1e-6f,
-          .tie_embeddings = 1},
-         2,
-         29},
-        {"hd64_tiles",
-         {.dim = 256,
-          .n_layers = 2,
-          .n_heads = 4,
-          .n_kv_heads = 2,
-          .ffn_dim = 512,
-          .vocab_size = 512,
-          .max_seq_len = 256,
-          .rope_theta = 500000.0f,
-          .norm_eps = 1e-5f,
-          .tie_embeddings = 0},
-         2,
-         130},
+        {"gqa_untied", {48, 2, 6, 2, 80, 97, 64, 10000.0f, 1e-5f, 0}, 3, 37},
+        {"mha_tied", {64, 2, 4, 4, 128, 300, 64, 10000.0f, 1e-6f, 1}, 2, 29},
+        {"hd64_tiles", {256, 2, 4, 2, 512, 512, 256, 500000.0f, 1e-5f, 0}, 2, 130},
         // One layer of the 1b preset (bench_gpu.c) at T 1024, for determinism at a real
         // shape (cuBLASLt picks its algorithms for these sizes; many attention tiles).
-        {"1b_layer",
-         {.dim = 2048,
-          .n_layers = 1,
-          .n_heads = 32,
-          .n_kv_heads = 4,
-          .ffn_dim = 5632,
-          .vocab_size = 32000,
-          .max_seq_len = 1024,
-          .rope_theta = 10000.0f,
-          .norm_eps = 1e-5f,
-          .tie_embeddings = 0},
-         1,
-         1024},
+        {"1b_layer", {2048, 1, 32, 4, 5632, 32000, 1024, 10000.0f, 1e-5f, 0}, 1, 1024},
     };
     Cb = backend_cpu();
     check_recompute(Cb, &cases[0], 5);  // needs no GPU: runs everywhere
