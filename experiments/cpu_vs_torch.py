@@ -147,15 +147,19 @@ def read_shard(path):
 
 
 def run_timed(cmd, env):
-    """Run cmd under /usr/bin/time; returns (stdout, peak RSS MiB, wall s)."""
+    """Run cmd under /usr/bin/time; returns (stdout, peak RSS MiB, wall s); the
+    process's CPU time (user + sys, s) goes to run_timed.cpu_s."""
     with tempfile.NamedTemporaryFile(mode="r", suffix=".time") as tf:
         t0 = time.time()
-        p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", tf.name] + cmd, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        p = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", tf.name] + cmd, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           errors="replace")
         wall = time.time() - t0
         if p.returncode != 0:
             sys.exit("failed (%d): %s\n%s" % (p.returncode, " ".join(cmd), p.stdout[-3000:]))
-        rss = int(tf.read().strip().splitlines()[-1]) / 1024.0
+        u, s, m = tf.read().strip().splitlines()[-1].split()
+        rss = int(m) / 1024.0
+        run_timed.cpu_s = float(u) + float(s)
     return p.stdout, rss, wall
 
 
@@ -224,8 +228,24 @@ def record(res, outf, **kw):
     outf.flush()
 
 
+def table(path):
+    """A markdown table of results.jsonl."""
+    print("| what | model | threads | impl | tok/s (wall) | tok per CPU-s | peak RSS MiB | "
+          "load1 | other |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for line in open(path):
+        r = json.loads(line)
+        other = ", ".join(f"{k} {r[k]:.4g}" if isinstance(r[k], float) else f"{k} {r[k]}"
+                          for k in ("params", "loss", "weights_mb", "wall_s", "cpu_s",
+                                    "cpu_s_total", "new_tokens") if k in r)
+        f = lambda k: f"{r[k]:.0f}" if k in r else "-"
+        print(f"| {r['what']} | {r['model']} | {r['threads']} | {r['impl']} | {f('tok_s')} | "
+              f"{f('tok_cpu_s')} | {f('rss_mb')} | {r['load1']} | {other} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--table", help="print results.jsonl (this path) as a markdown table")
     ap.add_argument("--worker")
     ap.add_argument("--postshare", default="build/postshare")
     ap.add_argument("--out", default="experiments/cpu-vs-torch")
@@ -244,6 +264,8 @@ def main():
     ap.add_argument("--gen-steps", type=int, default=256)
     ap.add_argument("--gen-modes", default="cache,nocache")
     args = ap.parse_args()
+    if args.table:
+        return table(args.table)
     if args.worker:
         spec = json.loads(args.worker)
         kind = spec.pop("kind")
@@ -301,6 +323,7 @@ def main():
                                             str(threads)], thread_env(threads))
                 m = re.search(r"val loss ([0-9.]+) .* ([0-9]+) tok/s", out)
                 record({"tok_s": float(m.group(2)), "loss": float(m.group(1)), "rss_mb": rss,
+                        "cpu_s_total": run_timed.cpu_s,
                         "weights_mb": wbytes / 2**20}, outf, what="eval", model="smollm2",
                        impl="postshare", threads=threads, round=rnd)
                 res = torch_worker(args, {"kind": "eval", "model_dir": mdir, "threads": threads,
@@ -329,7 +352,8 @@ def main():
                 cmd = [args.postshare, "generate", gdir, "--tokenizer", "byte", "--prompt",
                        "In the beginning", "--steps", str(args.gen_steps)] + ([] if cache else ["--no-cache"])
                 out, rss, wall = run_timed(cmd, thread_env(threads))
-                record({"wall_s": wall, "rss_mb": rss, "new_tokens": args.gen_steps}, outf,
+                record({"wall_s": wall, "cpu_s": run_timed.cpu_s, "rss_mb": rss,
+                        "new_tokens": args.gen_steps}, outf,
                        what="gen", model=args.gen_model + "-v256",
                        impl="postshare-cache" if cache else "postshare-nocache",
                        threads=threads, round=rnd)

@@ -10,7 +10,8 @@
 # TORCH_PYTHON: a Python with torch (CPU build is enough), transformers,
 # safetensors and numpy; default /work/xvenv/bin/python, else python3.
 # ARGS go to cpu_vs_torch.py, e.g. --what train --models 25m --threads 2
-# --rounds 2 (--help lists them). The whole default set takes about 30 minutes
+# --rounds 2 (--help lists them); --table experiments/cpu-vs-torch/results.jsonl prints
+# the results as a markdown table.
 # on 2 cores.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
