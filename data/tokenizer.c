@@ -7,7 +7,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bpe.h"
 #include "common.h"
+#include "tok_internal.h"
 
 // ---------------------------------------------------------------------------
 // piece hash: string -> id, for the pieces that may be produced by a merge
@@ -21,7 +23,7 @@ static uint64_t hash_bytes(const char *s, size_t n) {
     return h ^ (h >> 29);
 }
 
-static int piece_lookup(const Tokenizer *t, const char *s, size_t n) {
+int piece_lookup(const Tokenizer *t, const char *s, size_t n) {
     size_t mask = t->hcap - 1;
     for (size_t i = hash_bytes(s, n) & mask;; i = (i + 1) & mask) {
         int id = t->hslot[i];
@@ -34,7 +36,7 @@ static int mergeable(int type) { return type == TOK_PIECE_NORMAL || type == TOK_
 
 // Build the hash over mergeable pieces (first id wins on duplicates) and derive
 // the newline barrier property.
-static void build_index(Tokenizer *t) {
+void build_index(Tokenizer *t) {
     size_t cap = 16;
     while (cap < 2 * (size_t)t->vocab_size) cap *= 2;
     t->hcap = cap;
@@ -70,7 +72,7 @@ static int parse_byte_piece(const char *s, int n) {
     return v;
 }
 
-static Tokenizer *tok_alloc(int n) {
+Tokenizer *tok_alloc(int n) {
     Tokenizer *t = xcalloc(1, sizeof(Tokenizer));
     t->kind = TOK_SPM;
     t->vocab_size = n;
@@ -93,6 +95,7 @@ void tok_free(Tokenizer *t) {
     free(t->score);
     free(t->type);
     free(t->hslot);
+    bpe_free(t->bpe);
     free(t);
 }
 
@@ -267,7 +270,7 @@ bad:
 
 // Byte pieces, scores, and the fallback for text no piece covers; 0, or -1 with
 // ps_err set (a file the encoder or decoder could not use safely).
-static int finish_spm(Tokenizer *t, const char *path) {
+int finish_spm(Tokenizer *t, const char *path) {
     for (int id = 0; id < t->vocab_size; id++) {
         if (isnan(t->score[id])) return ps_err_set("%s: piece %d has a NaN score", path, id);
         int bv = parse_byte_piece(t->piece[id], t->piece_len[id]);
@@ -447,12 +450,14 @@ Tokenizer *tok_open(const char *spec) {
         return NULL;
     }
     if (strcmp(spec, "byte") == 0) return open_byte();
+    Tokenizer *ext;
+    if (tok_open_ext(spec, &ext)) return ext;  // byte-level BPE, tiktoken, GGUF, directories (tokopen.c)
     if (strncmp(spec, "llama2c:", 8) == 0) return open_llama2c(spec + 8);
     if (strncmp(spec, "sp:", 3) == 0) return open_spm_model(spec + 3);
     if (ends_with(spec, ".bin")) return open_llama2c(spec);
     if (ends_with(spec, ".model")) return open_spm_model(spec);
-    ps_err_set("unknown tokenizer spec '%s' (expected 'byte', 'llama2c:PATH', 'sp:PATH', or a path ending in .bin "
-               "or .model)",
+    ps_err_set("unknown tokenizer spec '%s' (expected 'byte', 'llama2c:PATH', 'sp:PATH', 'tiktoken:PATH', "
+               "'gguf:PATH', a tokenizer.json, a model directory, or a path ending in .bin, .model or .gguf)",
                spec);
     return NULL;
 }
@@ -626,6 +631,7 @@ static void bpe_segment(const Tokenizer *t, Work *w, const char *s, size_t n, In
 }
 
 int *tok_encode(const Tokenizer *t, const char *text, size_t len, int add_bos, size_t *n) {
+    if (t->kind == TOK_BPE) return bpe_encode(t, text, len, add_bos, n);
     IntVec out = {0};
     if (add_bos && t->bos_id >= 0) iv_push(&out, t->bos_id);
     if (t->kind == TOK_BYTE) {
@@ -677,7 +683,7 @@ const char *tok_decode(const Tokenizer *t, int prev_token, int token, size_t *le
     }
     const char *p = t->piece[token];
     size_t n = (size_t)t->piece_len[token];
-    if (prev_token >= 0 && prev_token == t->bos_id && n > 0 && p[0] == ' ') p++, n--;
+    if (t->kind == TOK_SPM && prev_token >= 0 && prev_token == t->bos_id && n > 0 && p[0] == ' ') p++, n--;
     *len = n;
     return p;
 }

@@ -37,13 +37,22 @@
 // Decoding one token follows llama2.c: after BOS a piece's leading space is
 // dropped (the dummy prefix), and "<0xHH>" byte pieces decode to that byte.
 //
+// bpe: byte-level BPE (GPT-2 style: Llama 3, SmolLM2), from an HF
+//   tokenizer.json, a tiktoken file (Llama 3's tokenizer.model) or a GGUF
+//   file's tokenizer.ggml.* metadata; ids equal HF tokenizers' (see bpe.h).
+//   pieces hold each token's raw bytes; special added tokens are
+//   TOK_PIECE_CONTROL, other added tokens TOK_PIECE_USER. bos_id/eos_id are the
+//   tokenizer's declared tokens (-1: none); tok_encode(add_bos=1) prepends BOS
+//   only when the tokenizer's own convention does (its post-processor,
+//   add_bos_token, or Llama 3's tiktoken usage). newline_id is -1.
+//
 // All functions are read-only on the Tokenizer, so encode/decode can run from
 // several threads at once.
 #pragma once
 
 #include <stddef.h>
 
-typedef enum { TOK_BYTE = 0, TOK_SPM = 1 } TokKind;
+typedef enum { TOK_BYTE = 0, TOK_SPM = 1, TOK_BPE = 2 } TokKind;
 
 typedef struct Tokenizer {
     TokKind kind;
@@ -54,23 +63,34 @@ typedef struct Tokenizer {
     int newline_id;        // id that a lone '\n' always encodes to, or -1 when '\n' can merge
     int add_dummy_prefix;  // spm normalizer flags (see above); 0 for byte
     int remove_extra_ws;
-    char desc[512];        // one line for logs: kind, file, sizes, flags
+    char desc[512];  // one line for logs: kind, file, sizes, flags
     // private (spm)
-    char **piece;          // [vocab_size] NUL-terminated piece bytes ('▁' as ' ')
+    char **piece;  // [vocab_size] NUL-terminated piece bytes ('▁' as ' ')
     int *piece_len;
     float *score;
-    unsigned char *type;   // TOK_PIECE_* below
-    int byte_id[256];      // id of "<0xHH>", or -1
-    char bytes[256];       // bytes[b] == b: what byte tokens decode to
-    int *hslot;            // open-addressing hash: mergeable piece string -> id (-1 empty)
+    unsigned char *type;  // TOK_PIECE_* below
+    int byte_id[256];     // id of "<0xHH>", or -1
+    char bytes[256];      // bytes[b] == b: what byte tokens decode to
+    int *hslot;           // open-addressing hash: mergeable piece string -> id (-1 empty)
     size_t hcap;
+    struct BpeModel *bpe;  // private (bpe): merges, pre-tokenizer, added tokens (bpe.c)
 } Tokenizer;
 
-enum { TOK_PIECE_NORMAL = 1, TOK_PIECE_UNKNOWN = 2, TOK_PIECE_CONTROL = 3, TOK_PIECE_USER = 4,
-       TOK_PIECE_UNUSED = 5, TOK_PIECE_BYTE = 6 };
+enum {
+    TOK_PIECE_NORMAL = 1,
+    TOK_PIECE_UNKNOWN = 2,
+    TOK_PIECE_CONTROL = 3,
+    TOK_PIECE_USER = 4,
+    TOK_PIECE_UNUSED = 5,
+    TOK_PIECE_BYTE = 6
+};
 
 // Open by spec: "byte"; "llama2c:PATH" or a PATH ending in .bin (tokenizer.bin);
-// "sp:PATH" or a PATH ending in .model (sentencepiece BPE model).
+// "sp:PATH" or a PATH ending in .model (sentencepiece BPE model; a tiktoken
+// file there is opened as tiktoken, and refused after "sp:" with a hint);
+// "tiktoken:PATH"; "hf:PATH" or a PATH ending in .json (HF tokenizer.json);
+// "gguf:PATH" or a PATH ending in .gguf (the tokenizer.ggml.* metadata); a
+// directory (its tokenizer.json, else its tokenizer.model).
 // Returns NULL with ps_err set on any error (missing, truncated or corrupt file).
 Tokenizer *tok_open(const char *spec);
 void tok_free(Tokenizer *t);

@@ -297,6 +297,26 @@ char *ps_path_join(const char *dir, const char *name) {
     return p;
 }
 
+int ps_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int ps_is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+char *ps_read_file_max(const char *path, size_t max, const char *what, size_t *len) {
+    struct stat st;
+    if (stat(path, &st) == 0 && (uint64_t)st.st_size > (uint64_t)max) {
+        ps_err_set("%s: %lld bytes is too large for %s (limit %zu)", path, (long long)st.st_size,
+                   what, max);
+        return NULL;
+    }
+    return ps_read_file(path, len);
+}
+
 void rng_seed(Rng *r, uint64_t seed) {
     // splitmix64 scramble so that nearby seeds give unrelated streams
     uint64_t z = seed + 0x9E3779B97F4A7C15ull;

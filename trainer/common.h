@@ -115,6 +115,12 @@ double ps_cpu_seconds(void);
 
 // Join dir and name into a freshly allocated path.
 char *ps_path_join(const char *dir, const char *name);
+// 1 when path exists and is a directory / a regular file.
+int ps_is_dir(const char *path);
+int ps_is_file(const char *path);
+// ps_read_file of a file of at most max bytes (what: "a tiktoken file", for the
+// message); NULL with ps_err_set naming the file otherwise.
+char *ps_read_file_max(const char *path, size_t max, const char *what, size_t *len);
 
 // FNV-1a 64 over the bit patterns of n floats, one 32-bit word at a time,
 // continuing from h (start with PS_FNV1A64_BASIS): a checksum of weights.

@@ -259,15 +259,6 @@ void host_weights_free(HostWeights *w) {
     memset(w, 0, sizeof *w);
 }
 
-static int is_dir(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-static int is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
 
 // "model.layers.<N>.self_attn.rotary_emb.inv_freq" (old transformers saved the
 // RoPE frequencies as a buffer) or "model.rotary_emb.inv_freq": derived from the
@@ -390,7 +381,7 @@ static int alloc_params(HostWeights *w, double have, const char *files) {
 // the full table or of the compact one the folder's plan implies.
 static int load_dir(const char *dir, HostWeights *w, int want_shared) {
     memset(w, 0, sizeof *w);
-    if (!is_dir(dir)) return ps_err_set("%s: not a directory (expected an HF model folder)", dir);
+    if (!ps_is_dir(dir)) return ps_err_set("%s: not a directory (expected an HF model folder)", dir);
     char *cfg_path = ps_path_join(dir, "config.json");
     char *single = ps_path_join(dir, "model.safetensors");
     char *index = ps_path_join(dir, "model.safetensors.index.json");
@@ -400,7 +391,7 @@ static int load_dir(const char *dir, HostWeights *w, int want_shared) {
     IndexEntry *shards = NULL;
     int rc = -1;
     LlamaConfig cfg;
-    if (!is_file(cfg_path)) {
+    if (!ps_is_file(cfg_path)) {
         ps_err_set("%s: missing config.json in the model folder", cfg_path);
         goto done;
     }
@@ -422,12 +413,12 @@ static int load_dir(const char *dir, HostWeights *w, int want_shared) {
     }
     L.seen = xcalloc((size_t)w->t.n, 1);
     const char *where;  // for "missing" messages
-    if (is_file(single)) {
+    if (ps_is_file(single)) {
         where = single;
         if (alloc_params(w, file_size(single), single) != 0 ||
             load_file(&L, single, "model.safetensors") != 0)
             goto done;
-    } else if (is_file(index)) {
+    } else if (ps_is_file(index)) {
         where = index;
         size_t len;
         index_txt = ps_read_file(index, &len);
@@ -470,7 +461,7 @@ static int load_dir(const char *dir, HostWeights *w, int want_shared) {
         qsort(shards, (size_t)n_shards, sizeof *shards, cmp_index_pos);
         for (int i = 0; i < n_shards; i++) {
             char *shard = ps_path_join(dir, shards[i].file);
-            int ok = is_file(shard);
+            int ok = ps_is_file(shard);
             free(shard);
             if (!ok) {
                 ps_err_set("%s: weight_map puts '%s' in %s, which does not exist", index,
@@ -494,7 +485,7 @@ static int load_dir(const char *dir, HostWeights *w, int want_shared) {
         }
     } else {
         char *ptbin = ps_path_join(dir, "pytorch_model.bin");
-        int has_pt = is_file(ptbin);
+        int has_pt = ps_is_file(ptbin);
         free(ptbin);
         ps_err_set("%s: no model.safetensors or model.safetensors.index.json in the folder%s", dir,
                    has_pt ? " (only pytorch_model.bin, which is not supported: convert "
@@ -536,17 +527,17 @@ int hf_load(const char *dir, HostWeights *w) {
 
 int hf_map(const char *dir, HfMapped *m) {
     memset(m, 0, sizeof *m);
-    if (!is_dir(dir)) return ps_err_set("%s: not a directory (expected an HF model folder)", dir);
+    if (!ps_is_dir(dir)) return ps_err_set("%s: not a directory (expected an HF model folder)", dir);
     char *cfg_path = ps_path_join(dir, "config.json"),
          *single = ps_path_join(dir, "model.safetensors");
     int rc = -1;
     char plan_name[256];
-    if (!is_file(cfg_path)) {
+    if (!ps_is_file(cfg_path)) {
         ps_err_set("%s: missing config.json in the model folder", cfg_path);
         goto done;
     }
     if (read_config(cfg_path, &m->cfg, 0, plan_name) != 0) goto done;
-    if (!is_file(single)) {
+    if (!ps_is_file(single)) {
         ps_err_set("%s: no model.safetensors (a sharded folder is loaded, not mapped)", dir);
         goto done;
     }
@@ -717,7 +708,7 @@ static int ends_with(const char *s, const char *suf) {
 static int is_shared_dir(const char *dir) {
     char *cfg_path = ps_path_join(dir, "config.json");
     size_t len;
-    char *txt = is_file(cfg_path) ? ps_read_file(cfg_path, &len) : NULL;
+    char *txt = ps_is_file(cfg_path) ? ps_read_file(cfg_path, &len) : NULL;
     cJSON *root = txt ? cJSON_ParseWithLength(txt, len) : NULL;
     int yes = cJSON_IsObject(root) && cJSON_GetObjectItemCaseSensitive(root, SHARED_KEY) != NULL;
     cJSON_Delete(root);

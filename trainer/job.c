@@ -81,7 +81,7 @@ static const JobKey KEYS[] = {
     {"data.batch_size",      JT_INT,    FIELD(data.batch_size),  NULL,   JK_REQUIRED | JK_NOTE, "[1,inf)", "sequences per micro-batch B (per rank); the global batch ranks x B x grad_accum must stay the same to resume"},
     {"data.val_batches",     JT_INT,    FIELD(data.val_batches), "8",    0, "[1,inf)", "micro-batches per evaluation"},
     {"data.shuffle",         JT_BOOL,   FIELD(data.shuffle),     "true", JK_FIXED, NULL, "shuffle training sequences"},
-    {"data.tokenizer",       JT_STRING, FIELD(data.tokenizer),   "byte", JK_NONEMPTY, "byte|llama2c:*|sp:*|*.bin|*.model", "byte, llama2c:PATH, sp:PATH, *.bin or *.model (the tokenizer of the data; recorded with the run)"},
+    {"data.tokenizer",       JT_STRING, FIELD(data.tokenizer),   "byte", JK_NONEMPTY, "byte|llama2c:*|sp:*|tiktoken:*|hf:*|gguf:*|*.bin|*.model|*.json|*.gguf", "byte, llama2c:PATH, sp:PATH, tiktoken:PATH, hf:DIR|FILE.json, gguf:FILE, *.bin, *.model, *.json or *.gguf (the tokenizer of the data; recorded with the run)"},
 
     {"train.steps",          JT_INT,    FIELD(train.steps),        NULL,   JK_REQUIRED | JK_NOTE, "[1,inf)", "optimizer steps"},
     {"train.grad_accum",     JT_INT,    FIELD(train.grad_accum),   "1",    JK_NOTE, "[1,inf)", "micro-batches per optimizer step (per rank)"},

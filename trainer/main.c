@@ -12,6 +12,7 @@
 #include "prepare.h"
 #include "sharecmd.h"
 #include "sweep.h"
+#include "tokcmd.h"
 #include "train.h"
 
 static void usage(FILE *f) {
@@ -25,6 +26,7 @@ static void usage(FILE *f) {
             "  prepare --tokenizer SPEC --out DIR FILE...   tokenize text into token shards\n"
             "  eval MODEL --data GLOB          validation loss and perplexity of a model\n"
             "  generate MODEL --tokenizer SPEC  greedy (or sampled) text generation\n"
+            "  tokenize --tokenizer SPEC FILE...  print the token ids of text\n"
             "  match MODEL -o PLAN.json        match heads across layers, choose a sharing plan\n"
             "  share MODEL --plan PLAN.json -o OUT  apply a plan (DirectShare): compact model\n"
             "  calibrate MODEL --data GLOB -o FILE  activation Grams for match/share (calib)\n"
@@ -91,6 +93,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "prepare")) return prepare_main(argc - 1, argv + 1);  // argv[0] = "prepare"
     if (!strcmp(cmd, "eval")) return evalcmd_main(sub_argc, sub_argv);
     if (!strcmp(cmd, "generate")) return generate_main(sub_argc, sub_argv);
+    if (!strcmp(cmd, "tokenize")) return tokenize_main(sub_argc, sub_argv);
     if (!strcmp(cmd, "inspect")) return inspect_main(sub_argc, sub_argv);
     if (!strcmp(cmd, "match")) return matchcmd_main(sub_argc, sub_argv);
     if (!strcmp(cmd, "share")) return sharecmd_main(sub_argc, sub_argv);
