@@ -54,3 +54,8 @@ Tokenizer *tok_open_hf_json(const char *path);
 // tiktoken.c: a tiktoken BPE file (lines "base64token rank").
 int tiktoken_sniff(const char *path);  // 1: the file starts like a tiktoken file
 Tokenizer *tok_open_tiktoken(const char *path);
+
+// tokgguf.c: the tokenizer.ggml.* metadata of a GGUF file.
+#include "gguf.h"
+Tokenizer *tok_from_gguf(const GgufFile *g, const char *path);
+Tokenizer *tok_open_gguf(const char *path);

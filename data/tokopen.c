@@ -52,6 +52,10 @@ int tok_open_ext(const char *spec, Tokenizer **out) {
             "tokenizer.model), not a sentencepiece model: pass it as tiktoken:%s, or pass "
             "the model directory or its tokenizer.json",
             spec + 3, spec + 3);
+    } else if (!strncmp(spec, "gguf:", 5)) {
+        *out = tok_open_gguf(spec + 5);
+    } else if (has_suffix(spec, ".gguf")) {
+        *out = tok_open_gguf(spec);
     } else if (has_suffix(spec, ".json")) {
         *out = tok_open_hf_json(spec);
     } else if (has_suffix(spec, ".model") && tiktoken_sniff(spec)) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "gguf_build.h"
 #include "test.h"
 #include "tokenizer.h"
 
@@ -192,6 +193,89 @@ static void test_damaged(void) {
     expect_open_fails(spec, "without tokenizer.json or tokenizer.model", NULL);
 }
 
+// A GGUF file with a gpt2 tokenizer: tokens a b c ab Ġ <|x|> (control),
+// merges "a b", and the given pre-tokenizer name.
+static const char *tiny_gguf(const char *name, const char *pre, const char *merge) {
+    static const char *const toks[] = {"a", "b", "c", "ab", "\xc4\xa0", "<|x|>", "1", "2"};
+    int32_t tt[8] = {1, 1, 1, 1, 1, 3, 1, 1};
+    const char *merges[1] = {merge};
+    GB b;
+    memset(&b, 0, sizeof b);
+    gb_header(&b, 3, 0, 7);
+    gb_kv_str(&b, "tokenizer.ggml.model", "gpt2");
+    gb_kv_str(&b, "tokenizer.ggml.pre", pre);
+    gb_kv_arr_str(&b, "tokenizer.ggml.tokens", 8, toks);
+    gb_kv_arr_i32(&b, "tokenizer.ggml.token_type", 8, tt);
+    gb_kv_arr_str(&b, "tokenizer.ggml.merges", 1, merges);
+    gb_kv_u32(&b, "tokenizer.ggml.bos_token_id", 5);
+    gb_kv_bool(&b, "tokenizer.ggml.add_bos_token", 1);
+    gb_pad(&b, 32);
+    const char *p = write_file(name, "%s", "");
+    FILE *f = fopen(p, "wb");
+    fwrite(b.p, 1, b.n, f);
+    fclose(f);
+    free(b.p);
+    return p;
+}
+
+static void test_gguf(void) {
+    Tokenizer *t = tok_open(tiny_gguf("g1.gguf", "smollm", "a b"));
+    T_CHECK(t && t->kind == TOK_BPE && t->vocab_size == 8, "tiny GGUF: %s",
+            t ? t->desc : ps_err_msg());
+    if (t) {
+        size_t n;
+        int *ids = tok_encode(t, "ab<|x|>12c", 10, 1, &n);
+        int want[] = {5, 3, 5, 6, 7, 2};  // BOS, ab, <|x|>, 1, 2 (digits apart), c
+        T_CHECK(n == 6 && !memcmp(ids, want, sizeof want), "GGUF ids (n %zu)", n);
+        free(ids);
+    }
+    tok_free(t);
+    char spec[1100];
+    snprintf(spec, sizeof spec, "gguf:%s", tiny_gguf("g2.gguf", "qwen2", "a b"));
+    expect_open_fails(spec, "tokenizer.ggml.pre 'qwen2' is not supported", NULL);
+    expect_open_fails(tiny_gguf("g3.gguf", "gpt-2", "a q"), "tokenizer.ggml.merges[0]",
+                      "not a token");
+    expect_open_fails(tiny_gguf("g4.gguf", "gpt-2", "ab"), "tokenizer.ggml.merges[0]", "space");
+    const char *p = write_file("g5.gguf", "GGUF\x03");
+    expect_open_fails(p, p, NULL);
+
+    // Llama 2's vocabulary as a GGUF file (llama.cpp's, tokenizer.ggml.model
+    // "llama") gives the ids of Llama 2's sentencepiece tokenizer.model
+    const char *gg = PS_SOURCE_DIR "/../shared/data/tokenizers/llama2/ggml-vocab-llama-spm.gguf";
+    const char *sp = PS_SOURCE_DIR "/../shared/data/tokenizers/llama2/tokenizer.model";
+    const char *file = PS_SOURCE_DIR "/../shared/data/text/tinyshakespeare/input.txt";
+    if (access(gg, R_OK) != 0 || access(sp, R_OK) != 0 || access(file, R_OK) != 0) {
+        T_SKIP("no %s, %s or %s: the sentencepiece GGUF check is skipped", gg, sp, file);
+        return;
+    }
+    Tokenizer *a = tok_open(gg), *b = tok_open(sp);
+    T_CHECK(
+        a && b && a->kind == TOK_SPM && a->vocab_size == 32000 && a->bos_id == 1 && a->eos_id == 2,
+        "llama-spm GGUF: %s", a ? a->desc : ps_err_msg());
+    size_t len;
+    char *text = ps_read_file(file, &len);
+    if (a && b && text) {
+        int lines = 0, bad = 0;
+        for (size_t i = 0; i < len;) {
+            const char *nl = memchr(text + i, '\n', len - i);
+            size_t e = nl ? (size_t)(nl - text) : len, na, nb;
+            int *x = tok_encode(a, text + i, e - i, 1, &na),
+                *y = tok_encode(b, text + i, e - i, 1, &nb);
+            bad += na != nb || memcmp(x, y, na * sizeof(int)) != 0;
+            lines++;
+            free(x);
+            free(y);
+            i = e + 1;
+        }
+        T_CHECK(bad == 0, "llama-spm GGUF vs tokenizer.model: %d of %d lines differ", bad, lines);
+        printf("llama-spm GGUF: %d tinyshakespeare lines, %d differ from tokenizer.model\n", lines,
+               bad);
+    }
+    free(text);
+    tok_free(a);
+    tok_free(b);
+}
+
 static void test_llama3(void) {
     const char *dir = PS_SOURCE_DIR "/../shared/data/tokenizers/llama3";
     char json[1024], model[1024];
@@ -249,6 +333,7 @@ int main(void) {
     snprintf(g_dir, sizeof g_dir, "%s/test_bpe_tmp", PS_BINARY_DIR);
     test_merges();
     test_damaged();
+    test_gguf();
     test_llama3();
     return t_summary();
 }

@@ -66,10 +66,8 @@ else
 fi
 
 if [ -f "$GGUF" ]; then
-  SPEC=REF  # until the GGUF tokenizer reader is in: our reader of the built tokenizer.json
-  if "$PS" tokenize --tokenizer "gguf:$GGUF" --quiet /dev/null 2>/dev/null; then SPEC="gguf:$GGUF"; fi
-  "${CHECK[@]}" "${TEXTS[@]}" "smollm2=$SPEC=gguf:$GGUF"
-  check '[ $? -eq 0 ]' "SmolLM2's tokenizer ($SPEC) differs from HF tokenizers"
+  "${CHECK[@]}" "${TEXTS[@]}" "smollm2=gguf:$GGUF=gguf:$GGUF"
+  check '[ $? -eq 0 ]' "SmolLM2's tokenizer (from its GGUF file) differs from HF tokenizers"
 else
   echo "SKIP: no SmolLM2 GGUF file ($GGUF; scripts/fetch_smollm2.sh fetches it): SmolLM2 checks skipped"
 fi
