@@ -154,7 +154,10 @@ static Tokenizer *from_spm(const GgufFile *g, const char *path, const GgufStr *t
     t->unk_id = opt_id(g, "tokenizer.ggml.unknown_token_id", n);
     t->add_dummy_prefix = opt_bool(g, "tokenizer.ggml.add_space_prefix", 1);
     t->remove_extra_ws = 0;
-    finish_spm(t);
+    if (finish_spm(t, path) != 0) {
+        tok_free(t);
+        return NULL;
+    }
     snprintf(t->desc, sizeof t->desc,
              "sentencepiece BPE from GGUF %.200s: %d pieces, bos %d, eos %d, add_dummy_prefix %d",
              path, n, t->bos_id, t->eos_id, t->add_dummy_prefix);

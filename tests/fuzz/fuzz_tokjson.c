@@ -2,7 +2,8 @@
 // reader (data/tokjson.c) and encoder (data/bpe.c). The input is a
 // tokenizer.json, a NUL byte, then a text: the JSON is parsed; when it gives a
 // tokenizer, the text is encoded (ids must be in the vocabulary) and decoded.
-// Build and run: tests/fuzz/run_fuzz_tokjson.sh [seconds]
+// Built with -DPOSTSHARE_FUZZ=ON (README.md); seeds in corpus/tokjson, plus excerpts
+// of the real tokenizers from make_tokjson_seeds.py for long runs.
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

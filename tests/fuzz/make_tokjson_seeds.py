@@ -1,7 +1,7 @@
 """Small fuzz seeds (a few KiB each) cut from the real tokenizers in ../shared/data:
 the first tokens of a vocabulary, the merges among them, the added tokens and the
 real pre-tokenizer, then a NUL and a line of text. Written to the fuzz work
-directory only (never committed). usage: make_tokjson_seeds.py DATA_DIR OUT_DIR"""
+directory only (never committed). usage: make_tokjson_seeds.py DATA_DIR OUT_DIR (see README.md)"""
 import json
 import os
 import sys
