@@ -66,11 +66,9 @@ static int printable_byte(int b) {
 
 int bpe_unicode_byte(unsigned cp) {
     if (cp < 256) return printable_byte((int)cp) ? (int)cp : -1;
-    if (cp >= 256 + 68) return -1;
-    int k = (int)cp - 256;
-    for (int b = 0; b < 256; b++)
-        if (!printable_byte(b) && k-- == 0) return b;
-    return -1;
+    // the non-printable bytes in order: 0..32 (33), 127..160 (34), 173
+    unsigned k = cp - 256;
+    return k < 33 ? (int)k : k < 67 ? (int)(127 + k - 33) : k == 67 ? 173 : -1;
 }
 
 static unsigned utf8_decode(const unsigned char *s, int len) {
@@ -81,12 +79,6 @@ static unsigned utf8_decode(const unsigned char *s, int len) {
 }
 
 size_t bpe_unmap_bytes(const char *s, size_t n, char *out) {
-    static int table[256 + 68];
-    static int ready;
-    if (!ready) {  // idempotent; racing threads write the same values
-        for (unsigned cp = 0; cp < 256 + 68; cp++) table[cp] = bpe_unicode_byte(cp);
-        ready = 1;
-    }
     const unsigned char *u = (const unsigned char *)s;
     size_t o = 0;
     for (size_t i = 0; i < n;) {
@@ -95,9 +87,9 @@ size_t bpe_unmap_bytes(const char *s, size_t n, char *out) {
             out[o++] = s[i++];
             continue;
         }
-        unsigned cp = utf8_decode(u + i, l);
-        if (cp < 256 + 68 && table[cp] >= 0) {
-            out[o++] = (char)table[cp];
+        int byte = bpe_unicode_byte(utf8_decode(u + i, l));
+        if (byte >= 0) {
+            out[o++] = (char)byte;
         } else {
             memcpy(out + o, s + i, (size_t)l);
             o += (size_t)l;

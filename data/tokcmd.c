@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "common.h"
 #include "tokenizer.h"
@@ -65,7 +66,7 @@ int tokenize_main(int argc, char **argv) {
         free(files);
         return 1;
     }
-    double t_open = ps_now() - t0, t_enc = 0;
+    double t_open = ps_now() - t0, t_enc = 0, cpu = 0;
     size_t bytes = 0, tokens = 0;
     int status = 0;
     for (int f = 0; f < nfiles && !status; f++) {
@@ -91,7 +92,9 @@ int tokenize_main(int argc, char **argv) {
             if (lines && !nl && a == len && a > 0) break;  // no empty line after a final '\n'
             size_t n;
             double t1 = ps_now();
+            clock_t c1 = clock();
             int *ids = tok_encode(tok, text + a, e - a, bos, &n);
+            cpu += (double)(clock() - c1) / CLOCKS_PER_SEC;
             t_enc += ps_now() - t1;
             tokens += n;
             if (!quiet) print_ids(ids, n, stdout);
@@ -103,9 +106,10 @@ int tokenize_main(int argc, char **argv) {
     if (!status)
         fprintf(stderr,
                 "tokenize: %s\ntokenize: %zu bytes -> %zu tokens in %.3f s (%.0f tokens/s, %.1f "
-                "MB/s; opening took %.3f s)\n",
+                "MB/s; CPU %.3f s, %.0f tokens/CPU-s; opening took %.3f s)\n",
                 tok->desc, bytes, tokens, t_enc, (double)tokens / (t_enc > 0 ? t_enc : 1e-9),
-                (double)bytes / 1e6 / (t_enc > 0 ? t_enc : 1e-9), t_open);
+                (double)bytes / 1e6 / (t_enc > 0 ? t_enc : 1e-9), cpu,
+                (double)tokens / (cpu > 0 ? cpu : 1e-9), t_open);
     tok_free(tok);
     free(files);
     return status;

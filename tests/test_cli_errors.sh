@@ -56,7 +56,7 @@ expect_fail "bad magic" "magic.bin.*magic" \
   "$PS" train "$SRC/configs/tiny.yaml" "${SETS[@]}" --set data.train="$TMP/magic.bin"
 # (resume none: otherwise the good run's checkpoint is resumed, and the changed
 # vocab_size is reported as a change of model; test_resume_cli.sh covers that)
-expect_fail "token >= vocab" "t_train_000000.bin.*(vocab|token)" \
+expect_fail "token >= vocab" "t_train_000000.bin.*(vocab|token)|data.tokenizer .byte. has 256 ids but the model.s vocab_size is 64" \
   "$PS" train "$SRC/configs/tiny.yaml" "${SETS[@]}" --set model.vocab_size=64 --set checkpoint.resume=none
 expect_fail "no shards" "nothing_\\*.bin" \
   "$PS" train "$SRC/configs/tiny.yaml" "${SETS[@]}" --set data.train="$TMP/nothing_*.bin"
@@ -88,6 +88,10 @@ expect_fail "job eval.tasks" "eval.tasks: unknown task 'nope'" \
   "$PS" train "$SRC/configs/tiny.yaml" "${SETS[@]}" --set run.name=badtasks --set eval.tasks=piqa,nope --set eval.data_dir="$FX"
 if [ ! -e "$TMP/runs/badtasks/metrics.jsonl" ]; then pass=$((pass+1)); else
   fail=$((fail+1)); echo "FAIL: a job with a bad eval.tasks started training" >&2; fi
+# data.tokenizer must fit the model (256 ids): a tiktoken file of 300 ranks (+256 specials) does not
+"$PS_PYTHON" -c 'import base64,sys; sys.stdout.write("".join(base64.b64encode(bytes([i]) if i < 256 else b"ab%d" % i).decode() + " %d\n" % i for i in range(300)))' > "$TMP/big.tiktoken"
+expect_fail "tokenizer larger than the model" "data.tokenizer.*big.tiktoken.*556 ids.*vocab_size is 256" \
+  "$PS" train "$SRC/configs/tiny.yaml" "${SETS[@]}" --set data.tokenizer="tiktoken:$TMP/big.tiktoken" --set checkpoint.resume=none
 expect_fail "unknown command" "unknown command" "$PS" frobnicate
 
 sum_after=$(cat "$RUN/config.yaml" "$RUN/model/model.safetensors" "$RUN/model/config.json" | md5sum)

@@ -28,6 +28,7 @@
 #include "optim.h"
 #include "postshare.h"
 #include "resume.h"
+#include "tokenizer.h"
 #include "zero.h"
 
 static void usage(FILE *f) {
@@ -85,6 +86,25 @@ static void initial_weights(const JobConfig *job, HostWeights *w) {
     } else if (model_load_any(job->model.init, w) != 0) {
         ps_die("model.init: %s", ps_err_msg());
     }
+}
+
+// data.tokenizer must fit the model: every id it can produce below vocab_size.
+// The default (byte, 256 ids) for a pretrained model of another vocabulary is
+// refused too: the run would record the wrong tokenizer.
+static void check_tokenizer(const JobConfig *job, int vocab) {
+    Tokenizer *tok = tok_open(job->data.tokenizer);
+    if (!tok) ps_die("data.tokenizer: %s", ps_err_msg());
+    int tv = tok->vocab_size, byte = tok->kind == TOK_BYTE;
+    tok_free(tok);
+    if (tv > vocab)
+        ps_die("data.tokenizer '%s' has %d ids but the model's vocab_size is %d: ids %d.. do not "
+               "fit the model; set data.tokenizer to the model's own tokenizer",
+               job->data.tokenizer, tv, vocab, vocab);
+    if (byte && vocab != 256 && strcmp(job->model.init, "scratch") != 0)
+        ps_die("data.tokenizer is 'byte' (256 ids; also the default when unset) but model.init '%s' has vocab_size "
+               "%d: set data.tokenizer to the model's tokenizer (its directory, tokenizer.json, "
+               "tokenizer.model or gguf:FILE)",
+               job->model.init, vocab);
 }
 
 // The fp32 weights of the run into w->params (on rank 0; collective): the
@@ -429,6 +449,7 @@ int train_run(const JobConfig *job) {
     } else {
         initial_weights(job, &w);
     }
+    check_tokenizer(job, w.t.cfg.vocab_size);
     check_replicated(comm, &w);
     if (job_share_active(job)) {
         if (rp.resumed) {
