@@ -48,7 +48,7 @@ typedef struct {
     const char *def;  // default as YAML text; NULL: none (required, or zero)
     int flags;
     // numbers: allowed interval, e.g. "[1,inf)" or "[0,1)" (each element of a list);
-    // strings: allowed values "a|b|pre:*" ('*' = any non-empty rest). NULL: anything.
+    // strings: allowed values "a|b|pre:*|*.ext" ('*' = any non-empty rest or start). NULL: anything.
     const char *check;
     const char *doc;
 } JobKey;
@@ -478,8 +478,11 @@ static int matches_choice(const char *choices, const char *s) {
     while (*p) {
         const char *bar = strchr(p, '|');
         size_t n = bar ? (size_t)(bar - p) : strlen(p);
-        if (n && p[n - 1] == '*') {
-            if (strncmp(s, p, n - 1) == 0 && strlen(s) > n - 1) return 1;
+        size_t ls = strlen(s);
+        if (n > 1 && p[0] == '*') {  // "*.ext": any non-empty name ending in .ext
+            if (ls > n - 1 && strncmp(s + ls - (n - 1), p + 1, n - 1) == 0) return 1;
+        } else if (n && p[n - 1] == '*') {
+            if (strncmp(s, p, n - 1) == 0 && ls > n - 1) return 1;
         } else if (strlen(s) == n && strncmp(s, p, n) == 0) {
             return 1;
         }
