@@ -151,8 +151,8 @@ void cuda_rmsnorm_fwd(void *out, float *rstd, const void *inp, const void *w, in
                       float eps);
 void cuda_rmsnorm_bwd(void *dinp, void *dw, const void *dout, const void *inp, const void *w,
                       const float *rstd, int BT, int C);
-void cuda_rope_fwd(void *x, int B, int T, int nheads, int hd, float theta);
-void cuda_rope_bwd(void *dx, int B, int T, int nheads, int hd, float theta);
+void cuda_rope_fwd(void *x, const float *inv_freq, int B, int T, int nheads, int hd);
+void cuda_rope_bwd(void *dx, const float *inv_freq, int B, int T, int nheads, int hd);
 void cuda_swiglu_fwd(void *out, const void *gate, const void *up, size_t n);
 void cuda_swiglu_bwd(void *dgate, void *dup, const void *dout, const void *gate, const void *up,
                      size_t n);

@@ -184,13 +184,13 @@ void cuda_rmsnorm_bwd(void *dinp, void *dw, const void *dout, const void *inp, c
 // ---------------------------------------------------------------- RoPE
 
 // cos/sin tables [T, hd/2] in double precision, as in cpu_ops.c's rope_tables
-// (inv_freq[i] = theta^(-2i/hd)), rounded to fp32.
-__global__ void rope_table_kernel(float *cosv, float *sinv, int T, int hd, double theta) {
+// (the fp32 inv_freq[hd/2] of rope_inv_freq, params.h), rounded to fp32.
+__global__ void rope_table_kernel(float *cosv, float *sinv, int T, int hd, const float *inv_freq) {
     int half = hd / 2;
     int idx = blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= T * half) return;
     int t = idx / half, i = idx % half;
-    double inv = pow(theta, -2.0 * i / hd);
+    double inv = (double)inv_freq[i];
     double a = t * inv;
     cosv[idx] = (float)cos(a);
     sinv[idx] = (float)sin(a);
@@ -213,32 +213,26 @@ __global__ void rope_kernel(bf16 *x, const float *cosv, const float *sinv, int T
     v[i + half] = f2b(x2 * c + x1 * s);
 }
 
-// The table for the last (T, hd, theta) stays in its scratch slot: q and k, and
-// every layer, reuse it.
-static void rope_apply(void *x, int B, int T, int nheads, int hd, float theta, float dir) {
-    static int tT = -1, thd = -1;
-    static float ttheta = 0.0f;
+// The table is rebuilt on every call (T * hd/2 values: one small kernel), so it
+// never goes stale when another model's frequencies come in.
+static void rope_apply(void *x, const float *inv_freq, int B, int T, int nheads, int hd,
+                       float dir) {
     int half = hd / 2;
     if (half == 0) return;
     size_t tab = (size_t)T * half;
     float *cosv = (float *)cuda_scratch(SCRATCH_ROPE, 2 * sizeof(float) * tab), *sinv = cosv + tab;
-    if (T != tT || hd != thd || theta != ttheta) {
-        rope_table_kernel<<<blocks_for(tab), NT>>>(cosv, sinv, T, hd, (double)theta);
-        KERNEL_CHECK("rope_table");
-        tT = T;
-        thd = hd;
-        ttheta = theta;
-    }
+    rope_table_kernel<<<blocks_for(tab), NT>>>(cosv, sinv, T, hd, inv_freq);
+    KERNEL_CHECK("rope_table");
     size_t pairs = (size_t)B * T * nheads * half;
     rope_kernel<<<blocks_for(pairs), NT>>>((bf16 *)x, cosv, sinv, T, nheads, hd, dir, pairs);
     KERNEL_CHECK("rope");
 }
 
-void cuda_rope_fwd(void *x, int B, int T, int nheads, int hd, float theta) {
-    rope_apply(x, B, T, nheads, hd, theta, 1.0f);
+void cuda_rope_fwd(void *x, const float *inv_freq, int B, int T, int nheads, int hd) {
+    rope_apply(x, inv_freq, B, T, nheads, hd, 1.0f);
 }
-void cuda_rope_bwd(void *dx, int B, int T, int nheads, int hd, float theta) {
-    rope_apply(dx, B, T, nheads, hd, theta, -1.0f);
+void cuda_rope_bwd(void *dx, const float *inv_freq, int B, int T, int nheads, int hd) {
+    rope_apply(dx, inv_freq, B, T, nheads, hd, -1.0f);
 }
 
 // ---------------------------------------------------------------- SwiGLU, residual

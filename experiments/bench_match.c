@@ -97,7 +97,15 @@ static int write_folder(const char *dir, const LlamaConfig *c, uint64_t seed) {
 
 int main(int argc, char **argv) {
     // Llama-2-7B: dim, layers, heads, kv heads, ffn, vocab, max_seq_len, rope_theta, eps, tied
-    LlamaConfig c = {4096, 32, 32, 32, 11008, 32000, 4096, 10000.0f, 1e-5f, 0};
+    LlamaConfig c = {.dim = 4096,
+                     .n_layers = 32,
+                     .n_heads = 32,
+                     .n_kv_heads = 32,
+                     .ffn_dim = 11008,
+                     .vocab_size = 32000,
+                     .max_seq_len = 4096,
+                     .rope_theta = 10000.0f,
+                     .norm_eps = 1e-5f};
     const char *match = "qk", *write_hf = NULL;
     double ratio = 0.3;
     long seed = 1;

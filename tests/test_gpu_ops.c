@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "params.h"
 #include "test_gpu.h"
 
 static const Backend *G, *Cb;  // the GPU backend and the CPU reference
@@ -274,15 +275,30 @@ static void test_matmul(int N, int IC, int OC) {
         pair_free(&dW);
 }
 
-static void test_rope(int B, int T, int nh, int hd, float theta) {
+// rope_type: ROPE_DEFAULT, or ROPE_LLAMA3 with original_max_position_embeddings 32
+// (so the three frequency bands all occur at hd >= 16).
+static void test_rope(int B, int T, int nh, int hd, float theta, int rope_type) {
     size_t n = (size_t)B * T * nh * hd;
     Pair x = input(n, 1.0f);
-    Cb->rope_fwd(x.c, B, T, nh, hd, theta);
-    G->rope_fwd(x.g, B, T, nh, hd, theta);
-    check(&x, 1e-2, "rope_fwd B %d T %d heads %d hd %d theta %g", B, T, nh, hd, theta);
-    Cb->rope_bwd(x.c, B, T, nh, hd, theta);
-    G->rope_bwd(x.g, B, T, nh, hd, theta);
+    LlamaConfig rc = {.dim = nh * hd, .n_heads = nh, .head_dim = hd, .rope_theta = theta};
+    if (rope_type == ROPE_LLAMA3)
+        rc.rope_type = ROPE_LLAMA3, rc.rope_factor = 8.0f, rc.rope_low_freq_factor = 1.0f,
+        rc.rope_high_freq_factor = 4.0f, rc.rope_orig_max_pos = 32;
+    float inv[256];
+    rope_inv_freq(&rc, inv);
+    size_t ib = sizeof(float) * (size_t)(hd / 2);
+    float *ic = Cb->alloc(ib), *ig = G->alloc(ib);
+    Cb->upload(ic, inv, ib);
+    G->upload(ig, inv, ib);
+    Cb->rope_fwd(x.c, ic, B, T, nh, hd);
+    G->rope_fwd(x.g, ig, B, T, nh, hd);
+    check(&x, 1e-2, "rope_fwd B %d T %d heads %d hd %d theta %g %s", B, T, nh, hd, theta,
+          rope_type_name(rope_type));
+    Cb->rope_bwd(x.c, ic, B, T, nh, hd);
+    G->rope_bwd(x.g, ig, B, T, nh, hd);
     check(&x, 1e-2, "rope_bwd B %d T %d heads %d hd %d", B, T, nh, hd);
+    Cb->free(ic);
+    G->free(ig);
     float *back = xmalloc(4 * n);  // the backward undoes the forward (rotation transpose)
     G->download_f32(back, x.g, n);
     double e = t_rel_l2(back, x.host, n);
@@ -532,9 +548,10 @@ int main(int argc, char **argv) {
     }
     if (want("rope")) {
         printf("rope\n");
-        test_rope(2, 5, 3, 8, 10000.0f);
-        test_rope(1, 67, 4, 64, 10000.0f);
-        if (!quick) test_rope(2, 130, 2, 128, 500000.0f);
+        test_rope(2, 5, 3, 8, 10000.0f, ROPE_DEFAULT);
+        test_rope(1, 67, 4, 64, 10000.0f, ROPE_DEFAULT);
+        test_rope(1, 67, 4, 64, 500000.0f, ROPE_LLAMA3);
+        if (!quick) test_rope(2, 130, 2, 128, 500000.0f, ROPE_DEFAULT);
     }
     if (want("attention")) {
         printf("attention\n");

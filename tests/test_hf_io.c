@@ -86,7 +86,11 @@ static int cfg_equal(const LlamaConfig *a, const LlamaConfig *b) {
            a->n_kv_heads == b->n_kv_heads && a->ffn_dim == b->ffn_dim &&
            a->vocab_size == b->vocab_size && a->max_seq_len == b->max_seq_len &&
            a->rope_theta == b->rope_theta && a->norm_eps == b->norm_eps &&
-           a->tie_embeddings == b->tie_embeddings;
+           a->tie_embeddings == b->tie_embeddings && cfg_head_dim(a) == cfg_head_dim(b) &&
+           a->rope_type == b->rope_type && a->rope_factor == b->rope_factor &&
+           a->rope_low_freq_factor == b->rope_low_freq_factor &&
+           a->rope_high_freq_factor == b->rope_high_freq_factor &&
+           a->rope_orig_max_pos == b->rope_orig_max_pos;
 }
 
 typedef float (*RoundFn)(float);
@@ -362,6 +366,38 @@ static void test_st_bad_headers(void) {
 
 // ---------------------------------------------------------------------------
 // HF directories
+
+// An explicit head_dim (16, not dim / n_heads = 8) with llama3 RoPE: saved, read back
+// the same, and config.json says head_dim 16.
+static void test_head_dim_roundtrip(void) {
+    LlamaConfig c = small_cfg(0);
+    c.head_dim = 16;
+    c.rope_type = ROPE_LLAMA3, c.rope_factor = 8.0f, c.rope_low_freq_factor = 1.0f;
+    c.rope_high_freq_factor = 4.0f, c.rope_orig_max_pos = 32;
+    HostWeights w, r;
+    make_model(&w, &c, 11);
+    T_CHECK(param_layer(&w.t, 0, P_WQ)->shape[0] == 64 &&
+                param_layer(&w.t, 0, P_WO)->shape[1] == 64 &&
+                param_layer(&w.t, 0, P_WK)->shape[0] == 32,
+            "head_dim 16 shapes");
+    const char *d = tpath("rt_head_dim");
+    T_CHECK(hf_save(d, &w, "float32") == 0 && hf_load(d, &r) == 0, "head_dim save/load: %s",
+            ps_err_msg());
+    T_CHECK(r.t.e && cfg_equal(&c, &r.t.cfg) && count_diff(&w, &r, round_none) == 0,
+            "head_dim round trip");
+    size_t len;
+    char *txt = ps_read_file(tpath("rt_head_dim/config.json"), &len);
+    cJSON *root = cJSON_Parse(txt);
+    const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
+    T_CHECK(cJSON_IsNumber(hd) && hd->valueint == 16, "config.json head_dim");
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    T_CHECK(cJSON_IsString(ty) && !strcmp(ty->valuestring, "llama3"), "config.json rope_scaling");
+    cJSON_Delete(root);
+    free(txt);
+    host_weights_free(&r);
+    host_weights_free(&w);
+}
 
 static void test_roundtrip(int tied) {
     LlamaConfig c = small_cfg(tied);
@@ -747,18 +783,75 @@ static void test_bad_config(void) {
     edit_config(d, "num_attention_heads", cJSON_CreateNumber(5));
     EXPECT_FAIL(hf_load(d, &r), cp, "n_heads");
 
-    FRESH("cfg_rope_scaling");
+    FRESH("cfg_rope_linear");  // transformers 4 style, old "type" key
     cJSON *rs = cJSON_CreateObject();
     cJSON_AddStringToObject(rs, "type", "linear");
     cJSON_AddNumberToObject(rs, "factor", 2.0);
     edit_config(d, "rope_scaling", rs);
-    EXPECT_FAIL(hf_load(d, &r), cp, "rope_scaling", "linear");
+    T_CHECK(hf_load(d, &r) == 0 && r.t.cfg.rope_type == ROPE_LINEAR && r.t.cfg.rope_factor == 2.0f,
+            "rope_scaling linear: %s", ps_err_msg());
+    host_weights_free(&r);
 
+    const char *refused[] = {"dynamic", "yarn", "longrope", "su"};
+    for (int i = 0; i < 4; i++) {
+        FRESH("cfg_rope_refused");
+        rs = cJSON_CreateObject();
+        cJSON_AddStringToObject(rs, "rope_type", refused[i]);
+        cJSON_AddNumberToObject(rs, "factor", 2.0);
+        edit_config(d, i % 2 ? "rope_parameters" : "rope_scaling", rs);
+        EXPECT_FAIL(hf_load(d, &r), cp, i % 2 ? "rope_parameters" : "rope_scaling", refused[i],
+                    "not supported");
+    }
+
+    FRESH("cfg_rope_llama3_incomplete");
+    rs = cJSON_CreateObject();
+    cJSON_AddStringToObject(rs, "rope_type", "llama3");
+    cJSON_AddNumberToObject(rs, "factor", 8.0);
+    edit_config(d, "rope_parameters", rs);
+    EXPECT_FAIL(hf_load(d, &r), cp, "rope_parameters.low_freq_factor", "missing");
+
+    FRESH("cfg_rope_llama3_extra");
+    rs = cJSON_CreateObject();
+    cJSON_AddStringToObject(rs, "rope_type", "linear");
+    cJSON_AddNumberToObject(rs, "factor", 8.0);
+    cJSON_AddNumberToObject(rs, "low_freq_factor", 1.0);
+    edit_config(d, "rope_scaling", rs);
+    EXPECT_FAIL(hf_load(d, &r), cp, "\"low_freq_factor\"", "not supported");
+
+    // transformers 5 style llama3 with rope_theta inside, and the same in rope_scaling
     FRESH("cfg_rope_llama3");
     rs = cJSON_CreateObject();
     cJSON_AddStringToObject(rs, "rope_type", "llama3");
+    cJSON_AddNumberToObject(rs, "rope_theta", 500000.0);
+    cJSON_AddNumberToObject(rs, "factor", 32.0);
+    cJSON_AddNumberToObject(rs, "low_freq_factor", 1.0);
+    cJSON_AddNumberToObject(rs, "high_freq_factor", 4.0);
+    cJSON_AddNumberToObject(rs, "original_max_position_embeddings", 8192);
+    edit_config(d, "rope_scaling", cJSON_Duplicate(rs, 1));
     edit_config(d, "rope_parameters", rs);
-    EXPECT_FAIL(hf_load(d, &r), cp, "rope_parameters", "llama3");
+    T_CHECK(hf_load(d, &r) == 0 && r.t.cfg.rope_type == ROPE_LLAMA3 &&
+                r.t.cfg.rope_theta == 500000.0f && r.t.cfg.rope_factor == 32.0f &&
+                r.t.cfg.rope_low_freq_factor == 1.0f && r.t.cfg.rope_high_freq_factor == 4.0f &&
+                r.t.cfg.rope_orig_max_pos == 8192,
+            "rope llama3: %s", ps_err_msg());
+    // written back on export and read again the same
+    if (r.t.e) {
+        HostWeights r2;
+        const char *d2 = tpath("cfg_rope_llama3_out");
+        T_CHECK(hf_save(d2, &r, "float32") == 0 && hf_load(d2, &r2) == 0 &&
+                    cfg_equal(&r.t.cfg, &r2.t.cfg),
+                "llama3 export round trip: %s", ps_err_msg());
+        host_weights_free(&r2);
+    }
+    host_weights_free(&r);
+    FRESH("cfg_rope_conflict");
+    rs = cJSON_CreateObject();
+    cJSON_AddStringToObject(rs, "rope_type", "linear");
+    cJSON_AddNumberToObject(rs, "factor", 2.0);
+    edit_config(d, "rope_scaling", cJSON_Duplicate(rs, 1));
+    cJSON_ReplaceItemInObject(rs, "factor", cJSON_CreateNumber(4.0));
+    edit_config(d, "rope_parameters", rs);
+    EXPECT_FAIL(hf_load(d, &r), cp, "different scalings");
 
     // transformers 5 style: rope_parameters {"rope_type": "default", "rope_theta": x}
     FRESH("cfg_rope_params_default");
@@ -780,9 +873,13 @@ static void test_bad_config(void) {
     FRESH("cfg_act");
     edit_config(d, "hidden_act", cJSON_CreateString("gelu"));
     EXPECT_FAIL(hf_load(d, &r), cp, "hidden_act", "gelu");
+    // an explicit head_dim changes the q/k/v/o shapes: these weights do not fit it
     FRESH("cfg_head_dim");
     edit_config(d, "head_dim", cJSON_CreateNumber(16));
-    EXPECT_FAIL(hf_load(d, &r), cp, "head_dim");
+    EXPECT_FAIL(hf_load(d, &r), "model.safetensors", "q_proj", "expected [64, 32]");
+    FRESH("cfg_head_dim_odd");
+    edit_config(d, "head_dim", cJSON_CreateNumber(7));
+    EXPECT_FAIL(hf_load(d, &r), cp, "head dim 7", "even");
     FRESH("cfg_tie_str");
     edit_config(d, "tie_word_embeddings", cJSON_CreateString("yes"));
     EXPECT_FAIL(hf_load(d, &r), cp, "tie_word_embeddings");
@@ -1094,6 +1191,7 @@ int main(void) {
     test_st_bad_headers();
     test_roundtrip(0);
     test_roundtrip(1);
+    test_head_dim_roundtrip();
     test_f16_weights();
     test_sharded();
     test_bad_weights();

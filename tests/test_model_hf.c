@@ -4,7 +4,8 @@
 // tests/make_hf_fixtures.py) and reference.safetensors with a batch and the
 // float64 reference logits, loss and every parameter gradient. The model is
 // loaded through the HF importer; each tensor must satisfy
-// max|ours - ref| / max|ref| <= 1e-4.
+// max|ours - ref| / max|ref| <= 1e-4. The cases cover MHA/GQA, tied/untied,
+// an explicit head_dim, and RoPE scaling llama3 and linear.
 #include <math.h>
 
 #include "backend.h"
@@ -82,5 +83,10 @@ static void check_case(const char *name) {
 int main(void) {
     check_case("mha_untied");
     check_case("gqa_tied");
+    // Llama 3.2-shaped: explicit head_dim, rope llama3, below and above
+    // original_max_position_embeddings; and rope linear (transformers 4 config form)
+    check_case("llama3_short");
+    check_case("llama3_long");
+    check_case("linear_hd");
     return t_summary();
 }

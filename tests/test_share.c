@@ -30,7 +30,16 @@ static char g_tmp[4096];
 
 // dim 32, ffn 40, vocab 48, max_seq_len 32, rope_theta 1e4, eps 1e-5; L layers, nh/nkv heads.
 static LlamaConfig cfg_of(int L, int nh, int nkv, int tied) {
-    return (LlamaConfig){32, L, nh, nkv, 40, 48, 32, 10000.0f, 1e-5f, tied};
+    return (LlamaConfig){.dim = 32,
+                         .n_layers = L,
+                         .n_heads = nh,
+                         .n_kv_heads = nkv,
+                         .ffn_dim = 40,
+                         .vocab_size = 48,
+                         .max_seq_len = 32,
+                         .rope_theta = 10000.0f,
+                         .norm_eps = 1e-5f,
+                         .tie_embeddings = tied};
 }
 
 // A random model of shape c and its plan (match qk) at ratio.

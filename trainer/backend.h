@@ -53,8 +53,10 @@ typedef struct Backend {
                         float eps);
     // out[N,OC] = inp[N,IC] @ W[OC,IC]^T
     void (*matmul_fwd)(void *out, const void *inp, const void *W, int N, int IC, int OC);
-    // RoPE (HF rotate_half convention) in place on x[B,T,nheads,hd], positions 0..T-1.
-    void (*rope_fwd)(void *x, int B, int T, int nheads, int hd, float theta);
+    // RoPE (HF rotate_half convention) in place on x[B,T,nheads,hd], positions 0..T-1:
+    // pair (i, i + hd/2) at position t turns by t * inv_freq[i]. inv_freq: backend
+    // memory, fp32 [hd/2] (rope_inv_freq, params.h: the config's scaling is in it).
+    void (*rope_fwd)(void *x, const float *inv_freq, int B, int T, int nheads, int hd);
     // Causal GQA attention. q[B,T,nh,hd], k,v[B,T,nkv,hd] -> out[B,T,nh,hd].
     // state: backend-defined saved data (attn_state_bytes) for the backward.
     void (*attention_fwd)(void *out, void *state, const void *q, const void *k, const void *v,
@@ -81,7 +83,7 @@ typedef struct Backend {
     void (*rmsnorm_bwd)(void *dinp, void *dw, const void *dout, const void *inp, const void *w,
                         const float *rstd, int BT, int C);
     // Inverse rotation in place on dx[B,T,nheads,hd].
-    void (*rope_bwd)(void *dx, int B, int T, int nheads, int hd, float theta);
+    void (*rope_bwd)(void *dx, const float *inv_freq, int B, int T, int nheads, int hd);
     // dq[B,T,nh,hd] (=), dk, dv[B,T,nkv,hd] (=) from dout and the saved state.
     void (*attention_bwd)(void *dq, void *dk, void *dv, const void *dout, const void *state,
                           const void *q, const void *k, const void *v, int B, int T, int nh,
@@ -127,7 +129,8 @@ typedef struct Backend {
     // queries q[B,Tq,nh,hd] at positions pos0..pos0+Tq-1 against the cache
     // kc, vc [B,cap,nkv,hd], whose rows 0..pos0+Tq-1 already hold their keys
     // and values, into out[B,Tq,nh,hd]. Without them generation recomputes the prefix.
-    void (*rope_fwd_at)(void *x, int B, int T, int nheads, int hd, float theta, int pos0);
+    void (*rope_fwd_at)(void *x, const float *inv_freq, int B, int T, int nheads, int hd,
+                        int pos0);
     void (*attention_cached)(void *out, const void *q, const void *kc, const void *vc, int B,
                              int Tq, int pos0, int cap, int nh, int nkv, int hd);
 } Backend;

@@ -181,6 +181,7 @@ typedef struct {
 #define META(f) offsetof(CkptMeta, f), sizeof(((CkptMeta *)0)->f), 0
 #define META_OPTIONAL(f) offsetof(CkptMeta, f), sizeof(((CkptMeta *)0)->f), 1
 #define MCFG(f) offsetof(LlamaConfig, f), sizeof(((LlamaConfig *)0)->f), 0
+#define MCFG_OPTIONAL(f) offsetof(LlamaConfig, f), sizeof(((LlamaConfig *)0)->f), 1
 
 // clang-format off
 static const AttrSpec META_ATTRS[] = {
@@ -214,6 +215,12 @@ static const AttrSpec MODEL_ATTRS[] = {
     {"/model", "rope_theta",     A_F32, MCFG(rope_theta)},
     {"/model", "norm_eps",       A_F32, MCFG(norm_eps)},
     {"/model", "tie_embeddings", A_I32, MCFG(tie_embeddings)},
+    {"/model", "head_dim",       A_I32, MCFG_OPTIONAL(head_dim)},
+    {"/model", "rope_type",      A_I32, MCFG_OPTIONAL(rope_type)},
+    {"/model", "rope_factor",    A_F32, MCFG_OPTIONAL(rope_factor)},
+    {"/model", "rope_low_freq_factor",  A_F32, MCFG_OPTIONAL(rope_low_freq_factor)},
+    {"/model", "rope_high_freq_factor", A_F32, MCFG_OPTIONAL(rope_high_freq_factor)},
+    {"/model", "rope_orig_max_pos",     A_I32, MCFG_OPTIONAL(rope_orig_max_pos)},
 };
 // clang-format on
 #define N_META_ATTRS ((int)(sizeof META_ATTRS / sizeof META_ATTRS[0]))

@@ -80,12 +80,12 @@ static void cpu_matmul_fwd(void *out, const void *inp, const void *W, int N, int
                 OC);
 }
 
-// cos/sin of position pos0 + t and frequency i (HF: inv_freq[i] = theta^(-2i/hd)),
-// in double for accuracy; tables are [T, hd/2].
-static void rope_tables(float *cosv, float *sinv, int T, int hd, float theta, int pos0) {
+// cos/sin of position pos0 + t and frequency i (inv_freq from rope_inv_freq), in
+// double for accuracy; tables are [T, hd/2].
+static void rope_tables(float *cosv, float *sinv, int T, int hd, const float *inv_freq, int pos0) {
     int half = hd / 2;
     for (int i = 0; i < half; i++) {
-        double inv = pow((double)theta, -2.0 * i / hd);
+        double inv = inv_freq[i];
         for (int t = 0; t < T; t++) {
             double a = (double)(pos0 + t) * inv;
             cosv[t * half + i] = (float)cos(a);
@@ -95,12 +95,12 @@ static void rope_tables(float *cosv, float *sinv, int T, int hd, float theta, in
 }
 
 // dir = +1: forward rotation; dir = -1: its transpose (the backward).
-static void rope_apply(float *x, int B, int T, int nheads, int hd, float theta, float dir,
-                       int pos0) {
+static void rope_apply(float *x, const float *inv_freq, int B, int T, int nheads, int hd,
+                       float dir, int pos0) {
     int half = hd / 2;
     float *cosv = xmalloc(sizeof(float) * (size_t)T * half);
     float *sinv = xmalloc(sizeof(float) * (size_t)T * half);
-    rope_tables(cosv, sinv, T, hd, theta, pos0);
+    rope_tables(cosv, sinv, T, hd, inv_freq, pos0);
 #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
@@ -119,12 +119,13 @@ static void rope_apply(float *x, int B, int T, int nheads, int hd, float theta, 
     free(sinv);
 }
 
-static void cpu_rope_fwd(void *x, int B, int T, int nheads, int hd, float theta) {
-    rope_apply(x, B, T, nheads, hd, theta, 1.0f, 0);
+static void cpu_rope_fwd(void *x, const float *inv_freq, int B, int T, int nheads, int hd) {
+    rope_apply(x, inv_freq, B, T, nheads, hd, 1.0f, 0);
 }
 
-static void cpu_rope_fwd_at(void *x, int B, int T, int nheads, int hd, float theta, int pos0) {
-    rope_apply(x, B, T, nheads, hd, theta, 1.0f, pos0);
+static void cpu_rope_fwd_at(void *x, const float *inv_freq, int B, int T, int nheads, int hd,
+                            int pos0) {
+    rope_apply(x, inv_freq, B, T, nheads, hd, 1.0f, pos0);
 }
 
 // Element-wise ops run a PS_CLONES kernel over [lo, hi) chunks of EW_CHUNK
@@ -240,8 +241,8 @@ static void cpu_rmsnorm_bwd(void *dinp_, void *dw_, const void *dout_, const voi
     }
 }
 
-static void cpu_rope_bwd(void *dx, int B, int T, int nheads, int hd, float theta) {
-    rope_apply(dx, B, T, nheads, hd, theta, -1.0f, 0);
+static void cpu_rope_bwd(void *dx, const float *inv_freq, int B, int T, int nheads, int hd) {
+    rope_apply(dx, inv_freq, B, T, nheads, hd, -1.0f, 0);
 }
 
 PS_CLONES static void swiglu_bwd_k(float *dg, float *du, const float *dout, const float *g,

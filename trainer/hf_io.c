@@ -118,27 +118,83 @@ static int check_arch(const cJSON *root, const char *path) {
     return 0;
 }
 
-// rope_scaling (transformers 4) / rope_parameters (transformers 5): only plain
-// RoPE is supported, i.e. null or {"rope_type": "default", "rope_theta": x}.
-// A rope_theta given there overrides *theta.
-static int check_rope(const cJSON *root, const char *path, const char *key, float *theta) {
+// A positive number from a rope_scaling object; key is "rope_scaling" or "rope_parameters".
+static int rope_num(const cJSON *rs, const char *path, const char *key, const char *field,
+                    double *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(rs, field);
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0))
+        return ps_err_set("%s: %s.%s must be a positive number%s", path, key, field,
+                          v ? "" : " (missing)");
+    *out = v->valuedouble;
+    return 0;
+}
+
+// rope_scaling (transformers 4) / rope_parameters (transformers 5): null, plain
+// RoPE ({"rope_type": "default"}), "linear" (factor) or "llama3" (factor,
+// low_freq_factor, high_freq_factor, original_max_position_embeddings). A
+// rope_theta given inside (transformers 5) overrides c->rope_theta. Other types
+// (dynamic, yarn, longrope, ...) and unknown fields are refused by name.
+static int read_rope(const cJSON *root, const char *path, const char *key, LlamaConfig *c) {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!rs || cJSON_IsNull(rs)) return 0;
     if (!cJSON_IsObject(rs)) return ps_err_set("%s: \"%s\" must be an object or null", path, key);
     const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
     if (!ty) ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
-    if (ty && !(cJSON_IsString(ty) && strcmp(ty->valuestring, "default") == 0))
-        return ps_err_set("%s: %s of type \"%s\" is not supported; only plain RoPE", path, key,
-                          cJSON_IsString(ty) ? ty->valuestring : "?");
+    const char *tn = ty ? (cJSON_IsString(ty) ? ty->valuestring : "?") : "default";
+    int type;
+    if (!strcmp(tn, "default"))
+        type = ROPE_DEFAULT;
+    else if (!strcmp(tn, "linear"))
+        type = ROPE_LINEAR;
+    else if (!strcmp(tn, "llama3"))
+        type = ROPE_LLAMA3;
+    else
+        return ps_err_set(
+            "%s: %s of type \"%s\" is not supported (supported: default, linear, llama3; "
+            "dynamic, yarn, longrope and others change RoPE with the sequence length or "
+            "need attention scaling this model does not implement)",
+            path, key, tn);
+    double v = 0;
     for (const cJSON *e = rs->child; e; e = e->next) {
-        if (!strcmp(e->string, "rope_type") || !strcmp(e->string, "type")) continue;
-        if (!strcmp(e->string, "rope_theta") && cJSON_IsNumber(e) && e->valuedouble > 0) {
-            *theta = (float)e->valuedouble;
+        const char *f = e->string;
+        if (!strcmp(f, "rope_type") || !strcmp(f, "type")) continue;
+        if (!strcmp(f, "rope_theta")) {
+            if (rope_num(rs, path, key, f, &v)) return -1;
+            c->rope_theta = (float)v;
             continue;
         }
-        return ps_err_set("%s: %s with \"%s\" is not supported; only plain RoPE", path, key,
-                          e->string);
+        int ok = (type != ROPE_DEFAULT && !strcmp(f, "factor")) ||
+                 (type == ROPE_LLAMA3 &&
+                  (!strcmp(f, "low_freq_factor") || !strcmp(f, "high_freq_factor") ||
+                   !strcmp(f, "original_max_position_embeddings")));
+        if (!ok)
+            return ps_err_set("%s: %s of type \"%s\" with \"%s\" is not supported", path, key, tn,
+                              f);
     }
+    if (type == ROPE_DEFAULT) return 0;
+    LlamaConfig prev = *c;  // rope_scaling's, when rope_parameters repeats it
+    c->rope_type = type;
+    if (rope_num(rs, path, key, "factor", &v)) return -1;
+    c->rope_factor = (float)v;
+    if (type == ROPE_LLAMA3) {
+        if (rope_num(rs, path, key, "low_freq_factor", &v)) return -1;
+        c->rope_low_freq_factor = (float)v;
+        if (rope_num(rs, path, key, "high_freq_factor", &v)) return -1;
+        c->rope_high_freq_factor = (float)v;
+        if (rope_num(rs, path, key, "original_max_position_embeddings", &v)) return -1;
+        if (v != (int)v)
+            return ps_err_set(
+                "%s: %s.original_max_position_embeddings must be an "
+                "integer",
+                path, key);
+        c->rope_orig_max_pos = (int)v;
+    }
+    if (prev.rope_type != ROPE_DEFAULT &&
+        (prev.rope_type != c->rope_type || prev.rope_factor != c->rope_factor ||
+         prev.rope_low_freq_factor != c->rope_low_freq_factor ||
+         prev.rope_high_freq_factor != c->rope_high_freq_factor ||
+         prev.rope_orig_max_pos != c->rope_orig_max_pos))
+        return ps_err_set("%s: rope_scaling and rope_parameters give different scalings", path);
     return 0;
 }
 
@@ -206,19 +262,12 @@ static int read_config(const char *path, LlamaConfig *cfg, int want_shared, char
     if (cfg_pos_float(root, path, "rope_theta", 10000.0f, &c.rope_theta) ||
         cfg_pos_float(root, path, "rms_norm_eps", 1e-6f, &c.norm_eps) ||
         cfg_bool(root, path, "tie_word_embeddings", &c.tie_embeddings) ||
-        check_rope(root, path, "rope_scaling", &c.rope_theta) ||
-        check_rope(root, path, "rope_parameters", &c.rope_theta))
+        read_rope(root, path, "rope_scaling", &c) || read_rope(root, path, "rope_parameters", &c))
         goto done;
-    const cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
-    if (hd && !cJSON_IsNull(hd) && c.n_heads > 0 &&
-        !(cJSON_IsNumber(hd) && hd->valuedouble == (double)(c.dim / c.n_heads) &&
-          c.dim % c.n_heads == 0)) {
-        ps_err_set(
-            "%s: head_dim %g differs from hidden_size / num_attention_heads = %d / %d; "
-            "not supported",
-            path, cJSON_IsNumber(hd) ? hd->valuedouble : -1.0, c.dim, c.n_heads);
-        goto done;
-    }
+    // head_dim: absent means hidden_size / num_attention_heads (stored as 0)
+    int hd = 0;
+    if (cfg_int(root, path, "head_dim", 0, &hd)) goto done;
+    if (hd && !(c.dim % c.n_heads == 0 && hd == c.dim / c.n_heads)) c.head_dim = hd;
     if (llama_config_validate(&c) != 0) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", ps_err_msg());
@@ -642,7 +691,18 @@ static int write_export(const char *dir, const HostWeights *w, const char *dtype
     hf_json_add_shape(root, c);
     cJSON_AddNumberToObject(root, "max_position_embeddings", c->max_seq_len);
     cJSON_AddItemToObject(root, "rope_theta", hf_json_float(c->rope_theta));
-    cJSON_AddNullToObject(root, "rope_scaling");
+    if (c->rope_type == ROPE_DEFAULT) {
+        cJSON_AddNullToObject(root, "rope_scaling");
+    } else {  // transformers 4's key; transformers 5 reads it too
+        cJSON *rs = cJSON_AddObjectToObject(root, "rope_scaling");
+        cJSON_AddStringToObject(rs, "rope_type", rope_type_name(c->rope_type));
+        cJSON_AddItemToObject(rs, "factor", hf_json_float(c->rope_factor));
+        if (c->rope_type == ROPE_LLAMA3) {
+            cJSON_AddItemToObject(rs, "low_freq_factor", hf_json_float(c->rope_low_freq_factor));
+            cJSON_AddItemToObject(rs, "high_freq_factor", hf_json_float(c->rope_high_freq_factor));
+            cJSON_AddNumberToObject(rs, "original_max_position_embeddings", c->rope_orig_max_pos);
+        }
+    }
     cJSON_AddItemToObject(root, "rms_norm_eps", hf_json_float(c->norm_eps));
     cJSON_AddBoolToObject(root, "tie_word_embeddings", c->tie_embeddings);
     cJSON_AddStringToObject(root, "hidden_act", "silu");

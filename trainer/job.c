@@ -62,11 +62,12 @@ static const JobKey KEYS[] = {
     {"run.out_dir",          JT_STRING, FIELD(run.out_dir),    "checkpoints", JK_NONEMPTY, NULL, "parent of the run directories"},
     {"run.seed",             JT_INT,    FIELD(run.seed),       "1337",        JK_FIXED, "[0,inf)", "seed of the scratch init and the data order"},
 
-    {"model.init",           JT_STRING, FIELD(model.init),     "scratch",     JK_NONEMPTY | JK_FIXED, "scratch|hf:*|llama2c:*|ckpt:*", "scratch, hf:DIR (HF safetensors), llama2c:FILE or ckpt:FILE.h5 (a checkpoint's weights)"},
+    {"model.init",           JT_STRING, FIELD(model.init),     "scratch",     JK_NONEMPTY | JK_FIXED, "scratch|hf:*|llama2c:*|ckpt:*|gguf:*", "scratch, hf:DIR (HF safetensors), llama2c:FILE, gguf:FILE (llama.cpp) or ckpt:FILE.h5 (a checkpoint's weights)"},
     {"model.dim",            JT_INT,    FIELD(model.dim),         NULL, JK_SCRATCH | JK_REQUIRED | JK_FIXED, "[1,inf)", "model width C"},
     {"model.n_layers",       JT_INT,    FIELD(model.n_layers),    NULL, JK_SCRATCH | JK_REQUIRED | JK_FIXED, "[1,inf)", "transformer blocks"},
     {"model.n_heads",        JT_INT,    FIELD(model.n_heads),     NULL, JK_SCRATCH | JK_REQUIRED | JK_FIXED, "[1,inf)", "query heads"},
     {"model.n_kv_heads",     JT_INT,    FIELD(model.n_kv_heads),  "0",  JK_SCRATCH | JK_FIXED, "[0,inf)", "key/value heads (GQA); 0: same as n_heads"},
+    {"model.head_dim",       JT_INT,    FIELD(model.head_dim),    "0",  JK_SCRATCH | JK_FIXED, "[0,inf)", "head size; 0: dim / n_heads"},
     {"model.ffn_dim",        JT_INT,    FIELD(model.ffn_dim),     NULL, JK_SCRATCH | JK_REQUIRED | JK_FIXED, "[1,inf)", "SwiGLU hidden width F"},
     {"model.vocab_size",     JT_INT,    FIELD(model.vocab_size),  NULL, JK_SCRATCH | JK_REQUIRED | JK_FIXED, "[1,inf)", "vocabulary size V (256 for bytes)"},
     {"model.max_seq_len",    JT_INT,    FIELD(model.max_seq_len), NULL, JK_SCRATCH | JK_REQUIRED | JK_FIXED, "[1,inf)", "longest sequence the model is meant for"},
@@ -596,6 +597,8 @@ int job_llama_config(const JobConfig *cfg, LlamaConfig *out) {
     out->n_layers = m->n_layers;
     out->n_heads = m->n_heads;
     out->n_kv_heads = m->n_kv_heads ? m->n_kv_heads : m->n_heads;
+    // a head_dim equal to dim / n_heads is the default (0)
+    out->head_dim = m->dim % m->n_heads == 0 && m->head_dim == m->dim / m->n_heads ? 0 : m->head_dim;
     out->ffn_dim = m->ffn_dim;
     out->vocab_size = m->vocab_size;
     out->max_seq_len = m->max_seq_len;

@@ -29,7 +29,7 @@ typedef struct {
     char init[JOB_PATH_MAX];  // "scratch" | "hf:DIR" | "llama2c:FILE"
     // The scratch shape: only with init == scratch (error otherwise, the shape
     // then comes from the checkpoint). After job_load n_kv_heads is resolved.
-    int dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size, max_seq_len;
+    int dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, vocab_size, max_seq_len;
     float rope_theta, norm_eps;
     int tie_embeddings;  // bool
     float init_std;      // N(0, init_std) for matrices at scratch init

@@ -81,6 +81,12 @@ void model_init_table(Model *M, const Backend *be, const ParamTable *t) {
     param_table_copy(&M->t, t);
     M->n_alloc = M->t.total;
     M->params = be->alloc(M->t.total * be->act_bytes);
+    int half = cfg_head_dim(&M->cfg) / 2;
+    float *inv = xmalloc(sizeof(float) * (size_t)half);
+    rope_inv_freq(&M->cfg, inv);
+    M->inv_freq = be->alloc(sizeof(float) * (size_t)half);
+    be->upload(M->inv_freq, inv, sizeof(float) * (size_t)half);
+    free(inv);
     if (M->t.shared) {  // inference only: no gradients; one layer's assembled attention weights
         M->forward_only = 1;
         CHECK(be->copy2d, "backend %s cannot run a compact shared model (no copy2d op)", be->name);
@@ -130,6 +136,7 @@ void model_free(Model *M) {
     M->be->free(M->params);
     if (M->grads) M->be->free(M->grads);
     if (M->wscratch) M->be->free(M->wscratch);
+    M->be->free(M->inv_freq);
     free(M->host_targets);
     param_table_free(&M->t);
     memset(M, 0, sizeof *M);
@@ -267,8 +274,8 @@ static void layer_forward(Model *M, int l, int saved_only) {
     be->matmul_fwd(v, ln1, wv, BT, C, kvd);
     if (M->kv_active) {  // generation: new positions kv_len.., keys and values into the cache
         int p0 = M->kv_len, cap = M->kv_cap;
-        be->rope_fwd_at(q, B, T, nh, hd, c->rope_theta, p0);
-        be->rope_fwd_at(k, B, T, nkv, hd, c->rope_theta, p0);
+        be->rope_fwd_at(q, M->inv_freq, B, T, nh, hd, p0);
+        be->rope_fwd_at(k, M->inv_freq, B, T, nkv, hd, p0);
         void *kc = slab(M->kv_k, l, (size_t)B * cap * kvd, e);
         void *vc = slab(M->kv_v, l, (size_t)B * cap * kvd, e);
         for (int b = 0; b < B; b++) {
@@ -278,8 +285,8 @@ static void layer_forward(Model *M, int l, int saved_only) {
         }
         be->attention_cached(ao, q, kc, vc, B, T, p0, cap, nh, nkv, hd);
     } else {
-        be->rope_fwd(q, B, T, nh, hd, c->rope_theta);
-        be->rope_fwd(k, B, T, nkv, hd, c->rope_theta);
+        be->rope_fwd(q, M->inv_freq, B, T, nh, hd);
+        be->rope_fwd(k, M->inv_freq, B, T, nkv, hd);
         be->attention_fwd(ao, att, q, k, v, B, T, nh, nkv, hd);
     }
     be->matmul_fwd(xmid, ao, wo, BT, qd, C);
@@ -516,8 +523,8 @@ void model_backward(Model *M, float loss_scale) {
         // attention block: dres now holds d(x_mid)
         be->matmul_bwd(a->dao, G(P_WO), a->dres, ao, W(P_WO), BT, qd, C, 0);
         be->attention_bwd(a->dq, a->dk, a->dv, a->dao, att, q, k, v, B, T, nh, nkv, hd);
-        be->rope_bwd(a->dq, B, T, nh, hd, c->rope_theta);
-        be->rope_bwd(a->dk, B, T, nkv, hd, c->rope_theta);
+        be->rope_bwd(a->dq, M->inv_freq, B, T, nh, hd);
+        be->rope_bwd(a->dk, M->inv_freq, B, T, nkv, hd);
         be->matmul_bwd(a->dln, G(P_WQ), a->dq, ln1, W(P_WQ), BT, C, qd, 0);
         be->matmul_bwd(a->dln, G(P_WK), a->dk, ln1, W(P_WK), BT, C, kvd, 1);
         be->matmul_bwd(a->dln, G(P_WV), a->dv, ln1, W(P_WV), BT, C, kvd, 1);

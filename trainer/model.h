@@ -39,6 +39,7 @@ typedef struct {
     float *grads;    // [t.total] fp32, accumulated by backward (NULL when t.shared)
     size_t n_alloc;  // elements params and grads hold: t.total, or more after model_pad
     void *wscratch;  // compact shared models: one layer's full Wq|Wk|Wv|Wo, assembled per layer
+    float *inv_freq;  // backend memory, fp32 [hd/2]: RoPE frequencies (rope_inv_freq)
     Activations a;
     size_t attn_state_per_layer;  // bytes
     // last forward

@@ -11,10 +11,11 @@ int llama_config_validate(const LlamaConfig *c) {
     if (c->dim <= 0) return ps_err_set("model.dim must be > 0 (got %d)", c->dim);
     if (c->n_layers <= 0) return ps_err_set("model.n_layers must be > 0 (got %d)", c->n_layers);
     if (c->n_heads <= 0) return ps_err_set("model.n_heads must be > 0 (got %d)", c->n_heads);
-    if (c->dim % c->n_heads)
+    if (c->head_dim < 0) return ps_err_set("model.head_dim must be >= 0 (got %d)", c->head_dim);
+    if (c->head_dim == 0 && c->dim % c->n_heads)
         return ps_err_set("model.dim (%d) must be divisible by n_heads (%d)", c->dim, c->n_heads);
-    if (cfg_head_dim(c) % 2)
-        return ps_err_set("head dim dim/n_heads = %d must be even for RoPE", cfg_head_dim(c));
+    if (cfg_head_dim(c) % 2 || cfg_head_dim(c) <= 0)
+        return ps_err_set("head dim %d must be even and > 0 for RoPE", cfg_head_dim(c));
     if (c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads)
         return ps_err_set("model.n_kv_heads (%d) must divide n_heads (%d)", c->n_kv_heads,
                           c->n_heads);
@@ -33,6 +34,7 @@ int llama_config_validate(const LlamaConfig *c) {
     } b[] = {{"model.dim", c->dim, PS_MAX_DIM},
              {"model.n_layers", c->n_layers, PS_MAX_LAYERS},
              {"model.n_heads", c->n_heads, PS_MAX_HEADS},
+             {"model.head_dim", c->head_dim, PS_MAX_DIM},
              {"model.ffn_dim", c->ffn_dim, PS_MAX_FFN},
              {"model.vocab_size", c->vocab_size, PS_MAX_VOCAB}};
     for (size_t i = 0; i < sizeof b / sizeof b[0]; i++)
@@ -42,12 +44,60 @@ int llama_config_validate(const LlamaConfig *c) {
     // every factor is bounded above, so these fit in uint64
     uint64_t C = (uint64_t)c->dim, F = (uint64_t)c->ffn_dim, V = (uint64_t)c->vocab_size;
     uint64_t kvd = (uint64_t)c->n_kv_heads * (uint64_t)cfg_head_dim(c);
-    uint64_t layer = C * (2 * C + 2 * kvd + 3 * F + 2);
+    uint64_t qd = (uint64_t)c->n_heads * (uint64_t)cfg_head_dim(c);
+    uint64_t layer = C * (2 * qd + 2 * kvd + 3 * F + 2);
     uint64_t total = (uint64_t)c->n_layers * layer + V * C * (c->tie_embeddings ? 1 : 2) + C;
     if (total > PS_MAX_PARAMS)
         return ps_err_set("the model would have %llu parameters, above the supported maximum %llu",
                           (unsigned long long)total, (unsigned long long)PS_MAX_PARAMS);
+    switch (c->rope_type) {
+        case ROPE_DEFAULT:
+            break;
+        case ROPE_LINEAR:
+            if (!(c->rope_factor > 0)) return ps_err_set("rope scaling linear: factor must be > 0");
+            break;
+        case ROPE_LLAMA3:
+            if (!(c->rope_factor > 0) || !(c->rope_low_freq_factor > 0) ||
+                !(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_orig_max_pos <= 0)
+                return ps_err_set(
+                    "rope scaling llama3: needs factor > 0, low_freq_factor > 0, "
+                    "high_freq_factor > low_freq_factor and original_max_position_embeddings > 0 "
+                    "(got %g, %g, %g, %d)",
+                    c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor,
+                    c->rope_orig_max_pos);
+            break;
+        default:
+            return ps_err_set("unknown rope scaling type %d", c->rope_type);
+    }
     return 0;
+}
+
+const char *rope_type_name(int rope_type) {
+    static const char *const names[] = {"default", "linear", "llama3"};
+    return rope_type >= 0 && rope_type <= ROPE_LLAMA3 ? names[rope_type] : "?";
+}
+
+// As transformers' _compute_default_rope_parameters, _compute_linear_scaling_rope_parameters
+// and _compute_llama3_parameters (modeling_rope_utils.py); all three have attention factor 1.
+void rope_inv_freq(const LlamaConfig *c, float *inv_freq) {
+    int hd = cfg_head_dim(c), half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        double f = pow((double)c->rope_theta, -2.0 * i / hd);
+        if (c->rope_type == ROPE_LINEAR) {
+            f /= c->rope_factor;
+        } else if (c->rope_type == ROPE_LLAMA3) {
+            double factor = c->rope_factor, lo = c->rope_low_freq_factor,
+                   hi = c->rope_high_freq_factor, old = c->rope_orig_max_pos;
+            double wavelen = 2.0 * 3.14159265358979323846 / f;
+            if (wavelen > old / lo) {  // low frequencies: interpolated
+                f /= factor;
+            } else if (!(wavelen < old / hi)) {  // medium: a smooth blend of the two
+                double smooth = (old / wavelen - lo) / (hi - lo);
+                f = (1.0 - smooth) * f / factor + smooth * f;
+            }  // high frequencies: unchanged
+        }
+        inv_freq[i] = (float)f;
+    }
 }
 
 static void add(ParamTable *t, ParamKind kind, int layer, const char *name, int64_t rows,

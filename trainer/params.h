@@ -35,10 +35,22 @@ typedef struct {
     float rope_theta;    // RoPE base, 10000 for LLaMA 1/2
     float norm_eps;      // RMSNorm epsilon
     int tie_embeddings;  // 1: lm_head shares model.embed_tokens.weight
+    int head_dim;        // hd; 0: dim / n_heads (HF's default when config.json has no head_dim)
+    // RoPE scaling (HF rope_scaling / rope_parameters); ROPE_DEFAULT: plain RoPE and
+    // the fields below are 0.
+    int rope_type;                // RopeType
+    float rope_factor;            // linear, llama3: frequencies divided by this
+    float rope_low_freq_factor;   // llama3
+    float rope_high_freq_factor;  // llama3
+    int rope_orig_max_pos;        // llama3: original_max_position_embeddings
 } LlamaConfig;
 
+typedef enum { ROPE_DEFAULT = 0, ROPE_LINEAR = 1, ROPE_LLAMA3 = 2 } RopeType;
+// "default", "linear", "llama3" (HF's rope_type names)
+const char *rope_type_name(int rope_type);
+
 static inline int cfg_head_dim(const LlamaConfig *c) {
-    return c->dim / c->n_heads;
+    return c->head_dim > 0 ? c->head_dim : c->dim / c->n_heads;
 }
 
 // Upper bounds on a model's shape (every reader of a shape from a file applies
@@ -52,6 +64,12 @@ static inline int cfg_head_dim(const LlamaConfig *c) {
 #define PS_MAX_HEADS 1024
 #define PS_MAX_VOCAB (1 << 24)
 #define PS_MAX_PARAMS (1ULL << 40)  // 4 TiB of fp32
+
+// The RoPE inverse frequencies inv_freq[hd/2] that HF's LlamaRotaryEmbedding
+// uses for this config: theta^(-2i/hd), then the rope_type's scaling. Computed
+// once on the host (in double, rounded to fp32) and given to both backends'
+// rope ops, so the CPU and CUDA rotations use the same frequencies.
+void rope_inv_freq(const LlamaConfig *c, float *inv_freq);
 
 // Validate a config; returns 0 or -1 with ps_err set (names the bad field).
 // Also bounds the shape (PS_MAX_*) and the parameter count.

@@ -103,9 +103,13 @@ void resume_find(const JobConfig *job, const char *run_dir, ResumePoint *rp) {
 // Checking it fits
 
 static void describe_model(const LlamaConfig *c, char *buf, size_t n) {
-    snprintf(buf, n, "L%d C%d heads %d/%d F%d V%d max_seq_len %d rope_theta %g norm_eps %g%s",
-             c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->ffn_dim, c->vocab_size,
-             c->max_seq_len, c->rope_theta, c->norm_eps, c->tie_embeddings ? " tied" : "");
+    snprintf(buf, n,
+             "L%d C%d heads %d/%d hd %d F%d V%d max_seq_len %d rope_theta %g rope %s %g/%g/%g/%d "
+             "norm_eps %g%s",
+             c->n_layers, c->dim, c->n_heads, c->n_kv_heads, cfg_head_dim(c), c->ffn_dim,
+             c->vocab_size, c->max_seq_len, c->rope_theta, rope_type_name(c->rope_type),
+             c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor,
+             c->rope_orig_max_pos, c->norm_eps, c->tie_embeddings ? " tied" : "");
 }
 
 // The first line of s for a message: tabs as spaces, "(none)" past the end.

@@ -648,14 +648,13 @@ static int read_model(const cJSON *m, const char *path, LlamaConfig *c) {
                        .rope_theta = 10000.0f,
                        .norm_eps = 1e-5f,
                        .tie_embeddings = cJSON_IsTrue(tie)};
+    // an explicit head_dim (not hidden_size / num_attention_heads) is kept as such
+    if (!(c->dim % c->n_heads == 0 && v[4] == c->dim / c->n_heads)) c->head_dim = (int)v[4];
     if (llama_config_validate(c) != 0) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", ps_err_msg());
         return ps_err_set("%s: model: %s", path, msg);
     }
-    if (v[4] != cfg_head_dim(c))
-        return ps_err_set("%s: model: head_dim %ld is not hidden_size / num_attention_heads = %d",
-                          path, v[4], cfg_head_dim(c));
     return 0;
 }
 
@@ -852,6 +851,7 @@ int share_plan_check(const SharePlan *p, const LlamaConfig *cfg, const char *fin
              {"num_hidden_layers", a->n_layers, cfg->n_layers},
              {"num_attention_heads", a->n_heads, cfg->n_heads},
              {"num_key_value_heads", a->n_kv_heads, cfg->n_kv_heads},
+             {"head_dim", cfg_head_dim(a), cfg_head_dim(cfg)},
              {"intermediate_size", a->ffn_dim, cfg->ffn_dim},
              {"vocab_size", a->vocab_size, cfg->vocab_size},
              {"tie_word_embeddings", a->tie_embeddings, cfg->tie_embeddings}};
