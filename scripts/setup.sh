@@ -8,7 +8,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PKGS=(build-essential cmake pkg-config libopenblas-openmp-dev libyaml-dev libcjson-dev
       libhdf5-dev hdf5-tools zlib1g-dev libpcre2-dev libopenmpi-dev openmpi-bin
-      bible-kjv gnuplot-nox python3 python3-sentencepiece python3-h5py python3-numpy python3-venv time
+      bible-kjv gnuplot-nox python3 python3-sentencepiece python3-h5py python3-numpy python3-venv python3-pip time
       clang libclang-rt-14-dev libomp-14-dev)  # clang: the sanitizer + fuzzing build
 missing=()
 for p in "${PKGS[@]}"; do

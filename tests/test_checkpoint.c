@@ -26,6 +26,7 @@
 #include "checkpoint.h"
 #include "common.h"
 #include "hf_io.h"
+#include "modelsrc.h"
 #include "job.h"
 #include "loader.h"
 #include "model.h"

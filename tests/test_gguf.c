@@ -5,7 +5,7 @@
 // each refused with a message naming the file and the problem.
 //
 // With PS_GGUF_SEED_DIR set it also writes the valid image there (the fuzz seed,
-// tests/fuzz/gguf_seeds/).
+// tests/fuzz/corpus/gguf/).
 #define _XOPEN_SOURCE 700
 #include <math.h>
 #include <stdio.h>

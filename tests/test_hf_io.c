@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "hf_io.h"
+#include "modelsrc.h"
 #include "llama2c.h"
 #include "params.h"
 #include "safetensors.h"

@@ -20,6 +20,7 @@
 
 #include "common.h"
 #include "hf_io.h"
+#include "modelsrc.h"
 #include "model.h"
 #include "params.h"
 #include "share.h"

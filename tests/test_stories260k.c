@@ -8,6 +8,7 @@
 #include "common.h"
 #include "generate.h"
 #include "hf_io.h"
+#include "modelsrc.h"
 #include "model.h"
 #include "test.h"
 #include "tokenizer.h"

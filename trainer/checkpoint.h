@@ -21,7 +21,7 @@
 
 #include <stdint.h>
 
-#include "hf_io.h"
+#include "params.h"
 #include "loader.h"
 
 #define CKPT_FORMAT "postshare-checkpoint"

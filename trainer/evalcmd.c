@@ -16,6 +16,7 @@
 #include "common.h"
 #include "eval.h"
 #include "hf_io.h"
+#include "modelsrc.h"
 #include "taskeval.h"
 #include "train.h"
 
@@ -23,8 +24,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: postshare eval MODEL --data GLOB [options]\n"
             "       postshare eval MODEL --tasks LIST [task options]\n"
-            "  MODEL                hf:DIR, llama2c:FILE.bin, shared:DIR, or a path (a compact\n"
-            "                       shared model from postshare share runs compact)\n"
+            "  MODEL                hf:DIR, llama2c:FILE.bin, gguf:FILE, shared:DIR, or a path\n"
+            "                       (a compact shared model from postshare share runs compact)\n"
             "  --data GLOB          token shards to evaluate on (required)\n"
             "  --seq-len T          tokens per sequence (default: min(256, max_seq_len))\n"
             "  --batch-size B       sequences per batch (default 8)\n"

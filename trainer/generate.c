@@ -12,6 +12,7 @@
 #include "cliargs.h"
 #include "common.h"
 #include "hf_io.h"
+#include "modelsrc.h"
 #include "train.h"
 
 int *generate_tokens(Model *M, const int *prompt, int n_prompt, int n_new, float temperature,
@@ -70,7 +71,7 @@ int *generate_tokens(Model *M, const int *prompt, int n_prompt, int n_new, float
 static void usage(FILE *f) {
     fprintf(f,
             "usage: postshare generate MODEL --tokenizer SPEC [options]\n"
-            "  MODEL               hf:DIR, llama2c:FILE.bin, shared:DIR, or a path\n"
+            "  MODEL               hf:DIR, llama2c:FILE.bin, gguf:FILE, shared:DIR, or a path\n"
             "  --tokenizer SPEC    byte | llama2c:FILE.bin | FILE.model (required)\n"
             "  --prompt TEXT       text to continue (default: empty, i.e. start from BOS)\n"
             "  --steps N           tokens to generate (default 256, capped by max_seq_len)\n"

@@ -619,6 +619,20 @@ int gguf_tensor_f32(const GgufFile *g, const GgufTensor *t, float *dst) {
             }
             return 0;
         default:
+            return gguf_check_convertible(g, t);
+    }
+}
+
+int gguf_check_convertible(const GgufFile *g, const GgufTensor *t) {
+    switch (t->type) {
+        case GGML_F32:
+        case GGML_F16:
+        case GGML_BF16:
+        case GGML_Q8_0:
+        case GGML_Q4_0:
+        case GGML_Q4_1:
+            return 0;
+        default:
             return ps_err_set(
                 "%s: tensor '%s' has type %s, which is not supported (supported: F32, "
                 "F16, BF16, Q8_0, Q4_0, Q4_1); re-quantize or convert the model with "

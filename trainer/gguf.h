@@ -120,6 +120,8 @@ const GgufTensor *gguf_tensor(const GgufFile *g, const char *name);
 // Convert a tensor's nelem values to fp32 into dst: F32, F16, BF16, Q8_0, Q4_0,
 // Q4_1. Any other type: -1 with ps_err naming the tensor and the type.
 int gguf_tensor_f32(const GgufFile *g, const GgufTensor *t, float *dst);
+// 0 when gguf_tensor_f32 converts t's type, else -1 with that message.
+int gguf_check_convertible(const GgufFile *g, const GgufTensor *t);
 // "Q4_K", "F16", ...; "type N" (a static buffer) for numbers ggml does not define.
 const char *gguf_ggml_type_name(uint32_t type);
 const char *gguf_value_type_name(GgufType type);

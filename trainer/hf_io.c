@@ -1,5 +1,4 @@
-// hf_io.c: HF LLaMA directory import/export (config.json + safetensors) and
-// model_load_any (see hf_io.h).
+// hf_io.c: HF LLaMA directory import/export (config.json + safetensors); see hf_io.h.
 //
 // Loading is strict on purpose: a checkpoint is accepted only when it is
 // exactly the model the config describes (every table tensor present once with
@@ -18,10 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
 #include "common.h"
 #include "jsonio.h"
-#include "llama2c.h"
 #include "safetensors.h"
 #include "share.h"
 
@@ -300,12 +297,6 @@ int hf_tensor_list(const HostWeights *w, StDtype dt, StWriteTensor *out) {
         out[i].f32 = w->params + e->offset;
     }
     return w->t.n;
-}
-
-void host_weights_free(HostWeights *w) {
-    if (w->t.e) param_table_free(&w->t);
-    free(w->params);
-    memset(w, 0, sizeof *w);
 }
 
 
@@ -625,32 +616,6 @@ int hf_load_shared(const char *dir, HostWeights *w) {
 // ---------------------------------------------------------------------------
 // saving
 
-// A JSON number for a float, in its shortest decimal form that reads back as the
-// same float, with ".0" kept on whole numbers (1e-05 rather than
-// 9.99999974737875e-06, 10000.0 rather than 10000).
-cJSON *hf_json_float(float x) {
-    char buf[64];
-    if (x == floorf(x) && fabsf(x) < 1e15f) {
-        snprintf(buf, sizeof buf, "%.1f", (double)x);
-    } else {
-        for (int p = 1; p <= 9; p++) {
-            snprintf(buf, sizeof buf, "%.*g", p, (double)x);
-            if (strtof(buf, NULL) == x) break;
-        }
-    }
-    return cJSON_CreateRaw(buf);
-}
-
-void hf_json_add_shape(cJSON *o, const LlamaConfig *c) {
-    cJSON_AddNumberToObject(o, "hidden_size", c->dim);
-    cJSON_AddNumberToObject(o, "intermediate_size", c->ffn_dim);
-    cJSON_AddNumberToObject(o, "num_hidden_layers", c->n_layers);
-    cJSON_AddNumberToObject(o, "num_attention_heads", c->n_heads);
-    cJSON_AddNumberToObject(o, "num_key_value_heads", c->n_kv_heads);
-    cJSON_AddNumberToObject(o, "head_dim", cfg_head_dim(c));
-    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
-}
-
 // Write a complete export into the fresh directory dir (hf_save below).
 static int write_export(const char *dir, const HostWeights *w, const char *dtype) {
     StDtype dt;
@@ -757,15 +722,9 @@ int hf_save(const char *dir, const HostWeights *w, const char *dtype) {
 }
 
 // ---------------------------------------------------------------------------
-// spec dispatch
+// compact shared model folders
 
-static int ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && strcmp(s + a - b, suf) == 0;
-}
-
-// A folder whose config.json carries the compact shared model marker.
-static int is_shared_dir(const char *dir) {
+int hf_is_shared_dir(const char *dir) {
     char *cfg_path = ps_path_join(dir, "config.json");
     size_t len;
     char *txt = ps_is_file(cfg_path) ? ps_read_file(cfg_path, &len) : NULL;
@@ -775,55 +734,4 @@ static int is_shared_dir(const char *dir) {
     free(txt);
     free(cfg_path);
     return yes;
-}
-
-int model_load_any(const char *spec, HostWeights *w) {
-    if (model_load_any_shared(spec, w) != 0) return -1;
-    if (w->t.shared) {  // a compact shared model: callers of this function want a full one
-        HostWeights full;
-        share_materialize(w, &full);
-        host_weights_free(w);
-        *w = full;
-    }
-    return 0;
-}
-
-static int load_any(const char *spec, HostWeights *w) {
-    memset(w, 0, sizeof *w);
-    if (strncmp(spec, "hf:", 3) == 0) return hf_load(spec + 3, w);
-    if (strncmp(spec, "shared:", 7) == 0) return hf_load_shared(spec + 7, w);
-    if (strncmp(spec, "llama2c:", 8) == 0) return llama2c_load(spec + 8, w);
-    if (strncmp(spec, "ckpt:", 5) == 0) return ckpt_load_weights(spec + 5, w);
-    struct stat st;
-    if (stat(spec, &st) != 0)
-        return ps_err_set(
-            "%s: cannot load model: %s (give an HF folder, a llama2.c .bin "
-            "file, a checkpoint .h5, or hf:DIR / llama2c:FILE / ckpt:FILE)",
-            spec, strerror(errno));
-    if (S_ISDIR(st.st_mode))
-        return is_shared_dir(spec) ? hf_load_shared(spec, w) : hf_load(spec, w);
-    if (S_ISREG(st.st_mode) && ends_with(spec, ".bin")) return llama2c_load(spec, w);
-    if (S_ISREG(st.st_mode) && ends_with(spec, ".h5")) return ckpt_load_weights(spec, w);
-    return ps_err_set(
-        "%s: cannot tell the model format: expected an HF folder, a llama2.c "
-        ".bin file or a checkpoint .h5; prefix hf:, llama2c: or ckpt: to choose",
-        spec);
-}
-
-// Every format goes through here: weights that are NaN or Inf are refused where
-// they enter (eval printed "val loss nan", match picked the NaN head, share
-// dropped it without a word).
-int model_load_any_shared(const char *spec, HostWeights *w) {
-    if (load_any(spec, w) != 0) return -1;
-    for (int i = 0; i < w->t.n; i++) {
-        const ParamEntry *e = &w->t.e[i];
-        int64_t j = ps_first_nonfinite(w->params + e->offset, e->numel);
-        if (j >= 0) {
-            ps_err_set("%s: tensor %s holds a non-finite value (%g) at element %lld", spec, e->name,
-                       w->params[e->offset + (size_t)j], (long long)j);
-            host_weights_free(w);
-            return -1;
-        }
-    }
-    return 0;
 }

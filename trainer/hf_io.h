@@ -1,5 +1,5 @@
 // hf_io.h: import and export of HF LLaMA model directories (config.json +
-// safetensors weights), and model_load_any, which picks the loader from a spec.
+// safetensors weights). Loading by MODEL spec is modelsrc.h's.
 //
 // The weights live on the host as one flat fp32 buffer laid out by the
 // ParamTable (params.h); loading fills it tensor by tensor by HF name, saving
@@ -9,19 +9,11 @@
 #include "params.h"
 #include "safetensors.h"
 
-struct cJSON;
-
-// A compact shared model (postshare share) is a HostWeights whose table is
-// compact (t.shared set, with its plan: see params.h).
-typedef struct {
-    ParamTable t;
-    float *params;  // [t.total] fp32, layout from the table
-} HostWeights;
-
-// Parse a transformers config.json into cfg. Only plain LLaMA is accepted
-// (model_type "llama" / architectures containing "LlamaForCausalLM"); features
-// the model does not implement (rope_scaling, attention/mlp biases, a head_dim
-// other than hidden/heads, hidden_act other than silu) are rejected.
+// Parse a transformers config.json into cfg. Only LLaMA is accepted
+// (model_type "llama" / architectures containing "LlamaForCausalLM"), with an
+// optional explicit head_dim and RoPE scaling "linear" or "llama3" (rope_scaling
+// or rope_parameters); features the model does not implement (other RoPE
+// scalings, attention/mlp biases, hidden_act other than silu) are rejected.
 // 0, or -1 with ps_err naming the file and the problem.
 int hf_read_config(const char *config_json_path, LlamaConfig *cfg);
 
@@ -67,27 +59,9 @@ void hf_unmap(HfMapped *m);
 // 0, or -1 with ps_err set.
 int hf_save(const char *dir, const HostWeights *w, const char *dtype);
 
-// A JSON number for a float in its shortest form that reads back as the same float.
-struct cJSON *hf_json_float(float x);
-// Add c's shape to a JSON object under config.json's names: hidden_size,
-// intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
-// head_dim, vocab_size.
-void hf_json_add_shape(struct cJSON *o, const LlamaConfig *c);
-
 // Describe every tensor of w (table order, HF names and shapes, fp32 source) for
 // st_write in dtype dt; out has room for w->t.n entries. Returns w->t.n.
 int hf_tensor_list(const HostWeights *w, StDtype dt, StWriteTensor *out);
 
-void host_weights_free(HostWeights *w);
-
-// Load a model from a spec: "hf:DIR", "llama2c:FILE", "shared:DIR",
-// "ckpt:FILE" (a training checkpoint's fp32 master weights), or a bare path (a
-// directory loads as HF, or as a compact shared model when its config.json
-// says so; a file ending in .bin as llama2.c, one ending in .h5 as a
-// checkpoint). Always gives a full model: a compact shared model is
-// materialized (share_materialize).
-// 0, or -1 with ps_err set.
-int model_load_any(const char *spec, HostWeights *w);
-// The same, but a compact shared model stays compact (w->t.shared set);
-// for inference (eval), which runs it without materializing it.
-int model_load_any_shared(const char *spec, HostWeights *w);
+// 1 when DIR/config.json marks a compact shared model (postshare share).
+int hf_is_shared_dir(const char *dir);

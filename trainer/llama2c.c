@@ -20,22 +20,6 @@ static int read_f32(FILE *fp, const char *path, float *dst, size_t n) {
     return 0;
 }
 
-// Undo llama2.c's interleaved RoPE layout for one projection w[n_heads*hd, dim]:
-// within each head, old row 2j (first of pair j) becomes row j and old row 2j+1
-// becomes row hd/2 + j, i.e. torch's
-//   w.view(n_heads, hd/2, 2, dim).transpose(1, 2).reshape(n_heads*hd, dim)
-// from HF's convert_llama_weights_to_hf.py. src and dst must not overlap.
-static void permute_rope_rows(float *dst, const float *src, int n_heads, int hd, int dim) {
-    int half = hd / 2;
-    for (int h = 0; h < n_heads; h++)
-        for (int j = 0; j < half; j++)
-            for (int t = 0; t < 2; t++) {
-                const float *s = src + ((size_t)h * hd + 2 * j + t) * dim;
-                float *d = dst + ((size_t)h * hd + (size_t)t * half + j) * dim;
-                memcpy(d, s, sizeof(float) * (size_t)dim);
-            }
-}
-
 // a += b * c in uint64 with overflow detection; returns 0 on overflow.
 static int acc(uint64_t *a, uint64_t b, uint64_t c) {
     uint64_t p;
@@ -131,11 +115,11 @@ int llama2c_load(const char *path, HostWeights *w) {
     RD(P_ATTN_NORM, dim);
     for (int l = 0; l < L; l++) {
         if (read_f32(fp, path, scratch, (size_t)dim * dim)) goto done;
-        permute_rope_rows(P + param_layer(t, l, P_WQ)->offset, scratch, nh, hd, dim);
+        rope_rows_to_hf(P + param_layer(t, l, P_WQ)->offset, scratch, nh, hd, dim);
     }
     for (int l = 0; l < L; l++) {
         if (read_f32(fp, path, scratch, (size_t)kvd * dim)) goto done;
-        permute_rope_rows(P + param_layer(t, l, P_WK)->offset, scratch, nkv, hd, dim);
+        rope_rows_to_hf(P + param_layer(t, l, P_WK)->offset, scratch, nkv, hd, dim);
     }
     RD(P_WV, (size_t)kvd * dim);
     RD(P_WO, (size_t)dim * dim);

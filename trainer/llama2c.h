@@ -16,11 +16,11 @@
 //
 // llama2.c rotates interleaved pairs (2i, 2i+1) of each head; our model (like HF)
 // rotates pairs (i, i + head_dim/2). The q/k rows are permuted on load exactly as
-// HF's convert_llama_weights_to_hf.py does, so the loaded model computes the same
-// function.
+// HF's convert_llama_weights_to_hf.py does (rope_rows_to_hf, params.h), so the
+// loaded model computes the same function.
 #pragma once
 
-#include "hf_io.h"
+#include "params.h"
 
 // Load a llama2.c .bin into w (fresh table + fp32 buffer). The file size must
 // match the header exactly. 0, or -1 with ps_err naming the file and problem.

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "convertcmd.h"
 #include "evalcmd.h"
 #include "generate.h"
 #include "inspect.h"
@@ -30,11 +31,12 @@ static void usage(FILE *f) {
             "  match MODEL -o PLAN.json        match heads across layers, choose a sharing plan\n"
             "  share MODEL --plan PLAN.json -o OUT  apply a plan (DirectShare): compact model\n"
             "  calibrate MODEL --data GLOB -o FILE  activation Grams for match/share (calib)\n"
+            "  convert MODEL -o DIR            write any model as an HF directory\n"
             "  inspect CKPT.h5                 summarize a checkpoint and verify its checksums\n"
             "  version                         print the version\n\n"
-            "MODEL is hf:DIR, llama2c:FILE.bin, shared:DIR, or a path (directory = HF or a\n"
-            "compact shared model, *.bin = llama2.c), or ckpt:FILE / FILE.h5 (a checkpoint's\n"
-            "weights).\n"
+            "MODEL is hf:DIR, llama2c:FILE.bin, gguf:FILE.gguf, shared:DIR, or a path\n"
+            "(directory = HF or a compact shared model, *.bin = llama2.c, *.gguf = GGUF), or\n"
+            "ckpt:FILE / FILE.h5 (a checkpoint's weights).\n"
             "Run 'postshare COMMAND --help' for a command's options.\n",
             PS_VERSION);
 }
@@ -95,6 +97,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "generate")) return generate_main(sub_argc, sub_argv);
     if (!strcmp(cmd, "tokenize")) return tokenize_main(sub_argc, sub_argv);
     if (!strcmp(cmd, "inspect")) return inspect_main(sub_argc, sub_argv);
+    if (!strcmp(cmd, "convert")) return convertcmd_main(sub_argc, sub_argv);
     if (!strcmp(cmd, "match")) return matchcmd_main(sub_argc, sub_argv);
     if (!strcmp(cmd, "share")) return sharecmd_main(sub_argc, sub_argv);
     if (!strcmp(cmd, "calibrate")) return calibcmd_main(sub_argc, sub_argv);

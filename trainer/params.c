@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+
 #include "common.h"
 
 int llama_config_validate(const LlamaConfig *c) {
@@ -263,4 +266,47 @@ void param_init_random(const ParamTable *t, float *params, uint64_t seed, float 
             for (size_t j = 0; j < e->numel; j++) p[j] = init_std * rng_normal(&r);
         }
     }
+}
+
+void host_weights_free(HostWeights *w) {
+    if (w->t.e) param_table_free(&w->t);
+    free(w->params);
+    memset(w, 0, sizeof *w);
+}
+
+void rope_rows_to_hf(float *dst, const float *src, int n_heads, int hd, int cols) {
+    int half = hd / 2;
+    for (int h = 0; h < n_heads; h++)
+        for (int j = 0; j < half; j++)
+            for (int t = 0; t < 2; t++) {
+                const float *s = src + ((size_t)h * hd + 2 * j + t) * cols;
+                float *d = dst + ((size_t)h * hd + (size_t)t * half + j) * cols;
+                memcpy(d, s, sizeof(float) * (size_t)cols);
+            }
+}
+
+// A JSON number for a float, in its shortest decimal form that reads back as the
+// same float, with ".0" kept on whole numbers (1e-05 rather than
+// 9.99999974737875e-06, 10000.0 rather than 10000).
+cJSON *hf_json_float(float x) {
+    char buf[64];
+    if (x == floorf(x) && fabsf(x) < 1e15f) {
+        snprintf(buf, sizeof buf, "%.1f", (double)x);
+    } else {
+        for (int p = 1; p <= 9; p++) {
+            snprintf(buf, sizeof buf, "%.*g", p, (double)x);
+            if (strtof(buf, NULL) == x) break;
+        }
+    }
+    return cJSON_CreateRaw(buf);
+}
+
+void hf_json_add_shape(cJSON *o, const LlamaConfig *c) {
+    cJSON_AddNumberToObject(o, "hidden_size", c->dim);
+    cJSON_AddNumberToObject(o, "intermediate_size", c->ffn_dim);
+    cJSON_AddNumberToObject(o, "num_hidden_layers", c->n_layers);
+    cJSON_AddNumberToObject(o, "num_attention_heads", c->n_heads);
+    cJSON_AddNumberToObject(o, "num_key_value_heads", c->n_kv_heads);
+    cJSON_AddNumberToObject(o, "head_dim", cfg_head_dim(c));
+    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
 }

@@ -184,6 +184,33 @@ const ParamEntry *param_layer(const ParamTable *t, int layer, ParamKind kind);
 // The entry the LM head reads (the embedding when tied).
 const ParamEntry *param_lm_head(const ParamTable *t);
 
+// A model on the host: a table and its flat fp32 buffer. Every model format
+// reads into one (hf_io, llama2c, gguf_llama, checkpoint, share's compact models).
+// A compact shared model (postshare share) is one whose table is compact (t.shared set).
+typedef struct {
+    ParamTable t;
+    float *params;  // [t.total] fp32, layout from the table
+} HostWeights;
+
+void host_weights_free(HostWeights *w);
+
+// Interleaved RoPE rows (llama2.c, and llama.cpp's GGUF q/k, which its converter
+// permutes so) to HF's rotate_half order, for one projection src[n_heads*hd, cols]:
+// within each head, row 2j becomes row j and row 2j+1 becomes row hd/2 + j, i.e.
+// torch's w.view(n_heads, hd/2, 2, cols).transpose(1, 2).reshape(n_heads*hd, cols)
+// (HF's convert_llama_weights_to_hf.py; the inverse of convert_hf_to_gguf.py's
+// permute). src and dst must not overlap.
+void rope_rows_to_hf(float *dst, const float *src, int n_heads, int hd, int cols);
+
+// config.json pieces shared by hf_io.c and share.c (plans):
+struct cJSON;
+// A JSON number for a float in its shortest form that reads back as the same float.
+struct cJSON *hf_json_float(float x);
+// Add c's shape to a JSON object under config.json's names: hidden_size,
+// intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
+// head_dim, vocab_size.
+void hf_json_add_shape(struct cJSON *o, const LlamaConfig *c);
+
 // Scratch-initialize a flat buffer the way HF LlamaForCausalLM does:
 // matrices ~ N(0, init_std), norm weights = 1.
 void param_init_random(const ParamTable *t, float *params, uint64_t seed, float init_std);

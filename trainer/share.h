@@ -14,7 +14,7 @@
 #pragma once
 
 #include "backend.h"
-#include "hf_io.h"
+#include "params.h"
 #include "params.h"
 
 // Match functions (ShareMatchFn, params.h): which slices of a unit make its

@@ -28,6 +28,7 @@
 #include "eval.h"
 #include "hf_io.h"
 #include "loader.h"
+#include "modelsrc.h"
 #include "model.h"
 #include "plot.h"
 #include "share.h"
@@ -331,7 +332,7 @@ static int map_views(const char *spec, HfMapped *m, ShareLayerView **out, StDtyp
 static void match_usage(FILE *f) {
     fprintf(f,
             "usage: postshare match MODEL -o PLAN.json [options]\n"
-            "  MODEL              hf:DIR, llama2c:FILE.bin, or a path\n"
+            "  MODEL              hf:DIR, llama2c:FILE.bin, gguf:FILE, or a path\n"
             "  -o PLAN.json       the plan to write (required); beside it: PLAN.summary.txt,\n"
             "                     PLAN.png (heat map) and its data PLAN.heatmap.dat,\n"
             "                     PLAN.chosen.dat, PLAN.gp\n"

@@ -22,6 +22,7 @@
 #include "common.h"
 #include "eval.h"
 #include "hf_io.h"
+#include "modelsrc.h"
 #include "job.h"
 #include "loader.h"
 #include "model.h"

