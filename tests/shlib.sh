@@ -16,6 +16,18 @@ bad() {
 }
 # check 'CONDITION' 'message when it is false'
 check() { if eval "$1"; then ok; else bad "$2"; fi; }
+# expect_fail NAME PATTERN CMD...: CMD exits non-zero and its stderr matches PATTERN.
+expect_fail() {
+  local name="$1" pat="$2"
+  shift 2
+  "$@" > "$TMP/out" 2> "$TMP/err"
+  local rc=$?
+  if [ $rc -ne 0 ] && grep -Eq "$pat" "$TMP/err"; then
+    ok
+  else
+    bad "$name (exit $rc): $(cat "$TMP/err")"
+  fi
+}
 # The closing "N passed, N failed" line; returns the test's status.
 summary() {
   echo "$pass passed, $fail failed"

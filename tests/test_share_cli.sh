@@ -12,21 +12,7 @@
 # Usage: test_share_cli.sh POSTSHARE_BIN SOURCE_DIR
 set -uo pipefail
 PS="$1"; SRC="$2"
-TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
-# the Python with the modules setup.sh installs (CMake passes it as PS_PYTHON)
-PY="${PS_PYTHON:-/usr/bin/python3}"
-pass=0; fail=0
-ok()   { pass=$((pass+1)); }
-bad()  { fail=$((fail+1)); echo "FAIL: $*" >&2; }
-check() { if eval "$1"; then ok; else bad "$2"; fi; }
-# expect_fail NAME PATTERN CMD...: CMD exits non-zero and its stderr matches PATTERN.
-expect_fail() {
-  local name="$1" pat="$2"; shift 2
-  "$@" > "$TMP/out" 2> "$TMP/err"
-  local rc=$?
-  if [ $rc -ne 0 ] && grep -Eq "$pat" "$TMP/err"; then ok
-  else bad "$name (exit $rc): $(cat "$TMP/err")"; fi
-}
+. "$SRC/tests/shlib.sh"  # TMP, PY, ok/bad/check, expect_fail
 
 # data and three random models: MHA (two seeds) and GQA, 6 layers of 4 heads
 cat "$SRC"/trainer/*.c > "$TMP/text.txt"

@@ -14,17 +14,11 @@ if ! GGUF="$(bash "$SRC/scripts/fetch_smollm2.sh")"; then
   echo "SKIP: SmolLM2 GGUF not available (scripts/fetch_smollm2.sh failed)"
   exit 0
 fi
-TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
-pass=0; fail=0
-ok()   { pass=$((pass+1)); }
-bad()  { fail=$((fail+1)); echo "FAIL: $*" >&2; }
-run()  { local name="$1"; shift; if "$@" > "$TMP/out" 2> "$TMP/err"; then ok; else bad "$name: $(tail -3 "$TMP/err")"; fi; }
-expect_fail() {
-  local name="$1" pat="$2"; shift 2
-  "$@" > "$TMP/out" 2> "$TMP/err"
-  local rc=$?
-  if [ $rc -ne 0 ] && grep -Eq "$pat" "$TMP/err"; then ok
-  else bad "$name (exit $rc): $(cat "$TMP/err")"; fi
+. "$SRC/tests/shlib.sh"  # TMP, ok/bad/check, expect_fail, summary
+# run NAME CMD...: CMD succeeds (its stdout in $TMP/out)
+run() {
+  local name="$1"; shift
+  if "$@" > "$TMP/out" 2> "$TMP/err"; then ok; else bad "$name: $(tail -3 "$TMP/err")"; fi
 }
 loss_of() { sed -n 's/^val loss \([0-9.]*\) .*/\1/p' "$TMP/out"; }
 
@@ -61,5 +55,4 @@ head -c 5000000 "$GGUF" > "$TMP/cut.gguf"
 expect_fail "truncated gguf" "cut.gguf: .*(truncated|past the end)" "$PS" eval "$TMP/cut.gguf" "${EV[@]}"
 expect_fail "gguf of a non-gguf" "not a GGUF file" "$PS" eval "gguf:$TMP/text.txt" "${EV[@]}"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary
