@@ -274,8 +274,11 @@ static void test_select_rule(void) {
     share_plan_free(&p);
 }
 
-static void test_compact_vs_materialized(int nkv, int tied) {
+// head_dim: 0, or an explicit head size (not dim / n_heads): the units' slices
+// follow it, and a compact model with its plan saves and loads with it.
+static void test_compact_vs_materialized(int nkv, int tied, int head_dim) {
     LlamaConfig c = cfg_of(5, 4, nkv, tied);
+    c.head_dim = head_dim;
     HostWeights w, cw, mw;
     SharePlan p;
     model_and_plan(&w, &p, &c, 41 + nkv, 0.4);
@@ -290,6 +293,18 @@ static void test_compact_vs_materialized(int nkv, int tied) {
     T_CHECK(model_weight_bytes(&cw.t, 4) == 4 * (cw.t.total + share_scratch_elems(&c)) &&
                 cw.t.total < w.t.total,
             "compact weight bytes");
+    if (head_dim) {  // saved and read back: the plan keeps the head size, the weights fit it
+        char dir[4200];
+        snprintf(dir, sizeof dir, "%s/compact_hd%d", g_tmp, head_dim);
+        HostWeights r;
+        T_CHECK(hf_save(dir, &cw, "float32") == 0 && model_load_any_shared(dir, &r) == 0,
+                "head_dim %d compact save/load: %s", head_dim, ps_err_msg());
+        T_CHECK(r.t.shared && cfg_head_dim(&r.t.shared->plan.cfg) == head_dim &&
+                    cfg_head_dim(&r.t.cfg) == head_dim && r.t.total == cw.t.total &&
+                    !memcmp(r.params, cw.params, sizeof(float) * cw.t.total),
+                "head_dim %d compact round trip", head_dim);
+        host_weights_free(&r);
+    }
     free(a);
     free(b);
     free(o);
@@ -534,8 +549,9 @@ int main(void) {
     test_counts();
     test_match_values();
     test_select_rule();
-    test_compact_vs_materialized(4, 0);
-    test_compact_vs_materialized(2, 1);
+    test_compact_vs_materialized(4, 0, 0);
+    test_compact_vs_materialized(2, 1, 0);
+    test_compact_vs_materialized(2, 0, 12);
     test_roundtrip();
     test_bad_plans();
     int rc = t_summary();
