@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_smollm2_cli.sh: SmolLM2-135M-Instruct from its GGUF through every command:
-# eval (gguf: and a bare .gguf path give the same loss), match, share (the compact
+# eval (test_gguf_model covers the bare .gguf path), match, share (the compact
 # model evaluates), train (2 steps from model.init=gguf:..., saving an HF model with
 # the GGUF's config), convert (the HF export evaluates to the very same loss as the
 # GGUF), and refusals (a damaged copy, a bad spec). The token data are bytes
@@ -28,12 +28,11 @@ EV=(--data "$TMP/data/t_val_*.bin" --seq-len 32 --batch-size 2 --batches 2 --bac
 
 run "eval gguf:" "$PS" eval "gguf:$GGUF" "${EV[@]}"
 l_gguf=$(loss_of); grep -q "134515008 parameters" "$TMP/out" || bad "eval: parameter count: $(head -1 "$TMP/out")"
-run "eval bare .gguf" "$PS" eval "$GGUF" "${EV[@]}"
-[ "$(loss_of)" = "$l_gguf" ] && ok || bad "bare path loss $(loss_of) != $l_gguf"
 
 run "convert" "$PS" convert "gguf:$GGUF" -o "$TMP/hf"
-grep -q '"head_dim": 64' "$TMP/hf/config.json" && grep -q '"tie_word_embeddings": true' "$TMP/hf/config.json" \
-  && grep -q '"rope_theta": 100000.0' "$TMP/hf/config.json" && ok || bad "converted config.json: $(cat "$TMP/hf/config.json")"
+has() { grep -Eq "\"$2\":[[:space:]]*$3" "$1"; }  # has FILE KEY VALUE: config.json says so
+has "$TMP/hf/config.json" head_dim 64 && has "$TMP/hf/config.json" tie_word_embeddings true \
+  && has "$TMP/hf/config.json" rope_theta 100000.0 && ok || bad "converted config.json: $(cat "$TMP/hf/config.json")"
 run "eval converted" "$PS" eval "hf:$TMP/hf" "${EV[@]}"
 [ "$(loss_of)" = "$l_gguf" ] && ok || bad "converted loss $(loss_of) != gguf $l_gguf"
 
@@ -43,11 +42,27 @@ run "share" "$PS" share "gguf:$GGUF" --plan "$TMP/ds/plan.json" -o "$TMP/ds/comp
 run "eval compact" "$PS" eval "$TMP/ds/compact" "${EV[@]}"
 grep -q "compact shared model: 27 of 90 KV groups" "$TMP/out" && ok || bad "compact eval: $(cat "$TMP/out")"
 
-run "train from gguf" "$PS" train "$SRC/configs/tiny.yaml" --set "model.init=gguf:$GGUF" \
-  --set run.out_dir="$TMP/runs" --set run.name=smol --set train.steps=2 --set data.seq_len=32 \
-  --set data.batch_size=1 --set data.val_batches=1 --set train.log_every=1 \
-  --set data.train="$TMP/data/t_train_*.bin" --set data.val="$TMP/data/t_val_*.bin" --set backend=cpu
-grep -q '"head_dim": 64' "$TMP/runs/smol/model/config.json" && ok || bad "trained model config"
+cat > "$TMP/smol.yaml" <<YAML
+run:
+  name: smol
+  out_dir: "$TMP/runs"
+model:
+  init: "gguf:$GGUF"
+data:
+  train: "$TMP/data/t_train_*.bin"
+  val: "$TMP/data/t_val_*.bin"
+  seq_len: 32
+  batch_size: 1
+  val_batches: 1
+train:
+  steps: 2
+  lr: 1.0e-5
+  warmup: 1
+  log_every: 1
+YAML
+run "train from gguf" "$PS" train "$TMP/smol.yaml" --set backend=cpu
+has "$TMP/runs/smol/model/config.json" head_dim 64 && has "$TMP/runs/smol/model/config.json" num_hidden_layers 30 \
+  && ok || bad "trained model config"
 run "eval trained" "$PS" eval "$TMP/runs/smol/model" "${EV[@]}"
 
 # refusals: a truncated copy, an unknown prefix-less file
