@@ -1,7 +1,9 @@
 // fuzz_gguf.c: libFuzzer harness for the GGUF reader (trainer/gguf.c).
 // Parses the input; when it parses, reads every key through the accessor that
 // fits its type and converts every small tensor of a supported type.
-// Build and run: tests/fuzz/run_fuzz_gguf.sh [seconds]
+// Built with -DPOSTSHARE_FUZZ=ON (tests/fuzz/README.md); long runs:
+// scripts/fuzz_long.sh SECONDS gguf.
+// Seed: tests/fuzz/corpus/gguf/valid.gguf (PS_GGUF_SEED_DIR=... build/test_gguf writes it).
 #include <stdint.h>
 #include <stdlib.h>
 
