@@ -91,7 +91,15 @@ static void test_classifier(int BT, int C, int V) {
 // model (model_forward_logprobs: minus the per-row losses), in less memory.
 static void test_forward_only(void) {
     // dim, layers, heads, kv heads (GQA), ffn, vocab, max_seq_len, theta, eps, untied
-    LlamaConfig c = {48, 3, 6, 2, 80, 97, 64, 10000.0f, 1e-5f, 0};
+    LlamaConfig c = {.dim = 48,
+                     .n_layers = 3,
+                     .n_heads = 6,
+                     .n_kv_heads = 2,
+                     .ffn_dim = 80,
+                     .vocab_size = 97,
+                     .max_seq_len = 64,
+                     .rope_theta = 10000.0f,
+                     .norm_eps = 1e-5f};
     int B = 3, T = 40, BT = B * T, V = c.vocab_size;
     Model Mt, Mf;
     model_init(&Mt, backend_cpu(), &c);

@@ -3,7 +3,7 @@
 // q/k un-permutation (tests/make_smollm2_reference.py -> fixtures/smollm2/reference.json,
 // float64): the config read from the metadata, the loss on two fixed 64-token windows
 // (|ours - ref| <= 2e-5), and 50 greedily generated tokens, which must all match
-// (checked in one teacher-forced forward; generate_tokens itself for the first 8).
+// (in one teacher-forced forward, and by generate_tokens with the KV cache).
 // Skips when the GGUF cannot be had (no cache, no PyPI).
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
@@ -85,7 +85,7 @@ int main(void) {
     // greedy generation, token by token. All 50: one forward over prompt + the reference
     // tokens, whose argmax at every position must be the next reference token (a causal
     // model's logits at t depend only on tokens <= t, so this is what greedy decoding
-    // computes, without 50 forwards); and postshare's own decoder for the first 8.
+    // computes); and postshare's own decoder (generate_tokens, with the KV cache).
     int np, ng;
     int *prompt = int_array(cJSON_GetObjectItem(ref, "prompt_ids"), &np);
     int *greedy = int_array(cJSON_GetObjectItem(ref, "greedy"), &ng);
@@ -106,9 +106,9 @@ int main(void) {
     }
     printf("greedy: %d of %d tokens equal transformers' (teacher-forced argmax)\n", match, ng);
     T_CHECK(match == ng, "greedy tokens match only %d of %d", match, ng);
-    const int n_dec = 8;
+    const int n_dec = ng;  // with the KV cache: all 50 tokens cost little
     int n = 0;
-    int *seq = generate_tokens(&M, prompt, np, n_dec, 0.0f, 0, -1, &n);
+    int *seq = generate_tokens(&M, prompt, np, n_dec, 0.0f, 0, -1, 1, &n);
     int dec = 0;
     while (dec < n_dec && np + dec < n && seq[np + dec] == greedy[dec]) dec++;
     printf("generate_tokens: %d of %d tokens equal transformers'\n", dec, n_dec);

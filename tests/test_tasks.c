@@ -263,7 +263,15 @@ int main(void) {
     task_free(&sub);
 
     // Scores: a random model over bytes, max length 40 (the long user query is truncated).
-    LlamaConfig c = {32, 2, 4, 2, 40, 256, 40, 10000.0f, 1e-5f, 0};
+    LlamaConfig c = {.dim = 32,
+                     .n_layers = 2,
+                     .n_heads = 4,
+                     .n_kv_heads = 2,
+                     .ffn_dim = 40,
+                     .vocab_size = 256,
+                     .max_seq_len = 40,
+                     .rope_theta = 10000.0f,
+                     .norm_eps = 1e-5f};
     Model M;
     model_init(&M, backend_get("cpu"), &c);
     ParamTable pt;

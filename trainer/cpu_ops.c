@@ -95,8 +95,8 @@ static void rope_tables(float *cosv, float *sinv, int T, int hd, const float *in
 }
 
 // dir = +1: forward rotation; dir = -1: its transpose (the backward).
-static void rope_apply(float *x, const float *inv_freq, int B, int T, int nheads, int hd,
-                       float dir, int pos0) {
+static void rope_apply(float *x, const float *inv_freq, int B, int T, int nheads, int hd, float dir,
+                       int pos0) {
     int half = hd / 2;
     float *cosv = xmalloc(sizeof(float) * (size_t)T * half);
     float *sinv = xmalloc(sizeof(float) * (size_t)T * half);
