@@ -329,14 +329,27 @@ static void check_determinism(const Case *c, uint64_t seed) {
 }
 
 int main(void) {
-    // dim, layers, heads, kv heads, ffn, vocab, max_seq_len, theta, eps, tied; B, T
+    // dim, layers, heads, kv heads, ffn, vocab, max_seq_len, theta, eps, tied, then
+    // head_dim and RoPE scaling off (params.h); B, T
     Case cases[] = {
-        {"gqa_untied", {48, 2, 6, 2, 80, 97, 64, 10000.0f, 1e-5f, 0}, 3, 37},
-        {"mha_tied", {64, 2, 4, 4, 128, 300, 64, 10000.0f, 1e-6f, 1}, 2, 29},
-        {"hd64_tiles", {256, 2, 4, 2, 512, 512, 256, 500000.0f, 1e-5f, 0}, 2, 130},
+        {"gqa_untied",
+         {48, 2, 6, 2, 80, 97, 64, 10000.0f, 1e-5f, 0, 0, 0, 0.0f, 0.0f, 0.0f, 0},
+         3,
+         37},
+        {"mha_tied",
+         {64, 2, 4, 4, 128, 300, 64, 10000.0f, 1e-6f, 1, 0, 0, 0.0f, 0.0f, 0.0f, 0},
+         2,
+         29},
+        {"hd64_tiles",
+         {256, 2, 4, 2, 512, 512, 256, 500000.0f, 1e-5f, 0, 0, 0, 0.0f, 0.0f, 0.0f, 0},
+         2,
+         130},
         // One layer of the 1b preset (bench_gpu.c) at T 1024, for determinism at a real
         // shape (cuBLASLt picks its algorithms for these sizes; many attention tiles).
-        {"1b_layer", {2048, 1, 32, 4, 5632, 32000, 1024, 10000.0f, 1e-5f, 0}, 1, 1024},
+        {"1b_layer",
+         {2048, 1, 32, 4, 5632, 32000, 1024, 10000.0f, 1e-5f, 0, 0, 0, 0.0f, 0.0f, 0.0f, 0},
+         1,
+         1024},
     };
     Cb = backend_cpu();
     check_recompute(Cb, &cases[0], 5);  // needs no GPU: runs everywhere

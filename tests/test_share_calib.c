@@ -29,7 +29,8 @@
 #include "test_share_util.h"
 
 static LlamaConfig cfg_of(int L, int nh, int nkv, int dim) {
-    return (LlamaConfig){dim, L, nh, nkv, 40, 48, 32, 10000.0f, 1e-5f, 0};
+    return (LlamaConfig){dim,   L, nh, nkv, 40,   48,   32,   10000.0f,
+                         1e-5f, 0, 0,  0,   0.0f, 0.0f, 0.0f, 0};
 }
 
 static double urand(Rng *r) {

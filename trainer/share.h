@@ -15,7 +15,7 @@
 
 #include "backend.h"
 #include "params.h"
-#include "params.h"
+#include "safetensors.h"
 
 // Match functions (ShareMatchFn, params.h): which slices of a unit make its
 // match vector (concatenated, each flattened row-major).
