@@ -61,9 +61,11 @@ int hf_added_parse(const cJSON *x, const char *file, const char *key, HfAdded *o
         int id;
         if (cJSON_IsArray(x)) {  // tokenizer.json: [{id, content, ...}]
             const cJSON *i = cJSON_GetObjectItemCaseSensitive(o, "id");
-            if (!cJSON_IsNumber(i) || i->valuedouble != (double)(int)i->valuedouble) {
+            // range first: converting an out-of-range double to int is undefined
+            if (!cJSON_IsNumber(i) || !(i->valuedouble >= 0 && i->valuedouble < MAX_ID) ||
+                i->valuedouble != (double)(int)i->valuedouble) {
                 hf_added_free(out);
-                return ps_err_set("%s: %s[%d] has no integer id", file, key, out->n);
+                return ps_err_set("%s: %s[%d] has no integer id in [0, %d)", file, key, out->n, MAX_ID);
             }
             id = (int)i->valuedouble;
         } else {  // tokenizer_config.json: {"ID": {content, ...}}
