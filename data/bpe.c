@@ -477,6 +477,7 @@ static void split_step(Enc *e, int k, const char *s, size_t n) {
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
         size_t a = ov[0], b = ov[1];
         if (b <= a) {  // an empty match splits nothing
+            if (a >= n) break;  // at the end: nothing left to step over (s[n] is not ours)
             off = a + utf8_len_at(s + a, n - a);
             continue;
         }
