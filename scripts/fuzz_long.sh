@@ -24,10 +24,13 @@ for p in "${parsers[@]}"; do
   log="$B/fuzz/$p.log"
   mkdir -p "$B/fuzz"
   rc=0
-  OMP_NUM_THREADS=1 bash "$ROOT/tests/fuzz/run_fuzz.sh" "$B/fuzz_$p" "$p" "$secs" "$B/fuzz" \
-    > "$log" 2>&1 || rc=$?
+  # /usr/bin/time appends the CPU seconds the harness got (wall time alone
+  # overstates a run on a shared machine).
+  OMP_NUM_THREADS=1 /usr/bin/time -a -o "$log" -f 'cpu_seconds: %U user %S sys, %e wall' \
+    bash "$ROOT/tests/fuzz/run_fuzz.sh" "$B/fuzz_$p" "$p" "$secs" "$B/fuzz" > "$log" 2>&1 || rc=$?
   runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}')
   cov=$(grep -E '^#[0-9]+' "$log" | tail -1 | grep -o 'cov: [0-9]*' || true)
   corp=$(ls "$B/fuzz/$p/corpus" | wc -l)
-  echo "$p: ${secs}s, ${runs:-?} runs, ${cov:-cov: ?}, corpus $corp, $([ $rc -eq 0 ] && echo 'no crash' || echo "FAILED (rc $rc, see $log)")"
+  cpu=$(grep -o 'cpu_seconds: .*' "$log" | tail -1 | sed 's/cpu_seconds: //')
+  echo "$p: ${secs}s ($cpu), ${runs:-?} runs, ${cov:-cov: ?}, corpus $corp, $([ $rc -eq 0 ] && echo 'no crash' || echo "FAILED (rc $rc, see $log)")"
 done
