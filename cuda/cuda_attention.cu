@@ -6,7 +6,9 @@
 //   flash: tiled kernels on the tensor cores (wmma, bf16 in, fp32 accumulate)
 //          with an online softmax, so no [T,T] matrix is ever stored. The default.
 //
-// Shapes: q, dq [B,T,nh,hd]; k, v, dk, dv [B,T,nkv,hd]; query head h reads K/V
+// Shapes: q, dq [B,T,nh,hd] with rows ldq elements apart; k, v, dk, dv
+// [B,T,nkv,hd] with rows ldkv apart (the model passes views of its fused
+// [BT, qd + 2 kvd] buffer); out, dout [B,T,nh,hd] dense. Query head h reads K/V
 // head h / (nh/nkv) in place (no copies). Saved state, per layer, fp32:
 //   lse[B,nh,T]  logsumexp of each query row's scaled scores (forward)
 //   D[B,nh,T]    rowsum(dO * O), written by the backward's first kernel
@@ -41,13 +43,13 @@ size_t cuda_attn_state_bytes(int B, int T, int nh) {
 
 // One block per (t, h, b): scores of row t in shared memory (T floats).
 __global__ void naive_fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
-                                 int T, int nh, int nkv, int hd, float scale) {
+                                 int T, int nh, int nkv, int hd, int ldq, int ldkv, float scale) {
     extern __shared__ float sc[];  // [t+1] scores, then probabilities
     int t = blockIdx.x, h = blockIdx.y, b = blockIdx.z, kh = h / (nh / nkv);
-    const bf16 *qt = q + (((size_t)b * T + t) * nh + h) * hd;
+    const bf16 *qt = q + ((size_t)b * T + t) * ldq + (size_t)h * hd;
     float mx = -INFINITY;
     for (int s = threadIdx.x; s <= t; s += blockDim.x) {
-        const bf16 *ks = k + (((size_t)b * T + s) * nkv + kh) * hd;
+        const bf16 *ks = k + ((size_t)b * T + s) * ldkv + (size_t)kh * hd;
         float d = 0.0f;
         for (int i = 0; i < hd; i++) d += b2f(qt[i]) * b2f(ks[i]);
         d *= scale;
@@ -67,7 +69,7 @@ __global__ void naive_fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf1
     for (int i = threadIdx.x; i < hd; i += blockDim.x) {
         float acc = 0.0f;
         for (int s = 0; s <= t; s++)
-            acc += sc[s] * b2f(v[(((size_t)b * T + s) * nkv + kh) * hd + i]);
+            acc += sc[s] * b2f(v[((size_t)b * T + s) * ldkv + (size_t)kh * hd + i]);
         o[i] = f2b(acc * inv);
     }
     if (threadIdx.x == 0) lse[((size_t)b * nh + h) * T + t] = mx + logf(sum);
@@ -77,19 +79,20 @@ __global__ void naive_fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf1
 // dq_t = scale * sum_s p_s (dp_s - D_t) k_s.
 __global__ void naive_bwd_dq_kernel(bf16 *dq, float *Dst, const bf16 *dout, const float *lse,
                                     const bf16 *q, const bf16 *k, const bf16 *v, int T, int nh,
-                                    int nkv, int hd, float scale) {
+                                    int nkv, int hd, int ldq, int ldkv, float scale) {
     extern __shared__ float sh[];  // p[T], dp[T]
     float *p = sh, *dp = sh + T;
     int t = blockIdx.x, h = blockIdx.y, b = blockIdx.z, kh = h / (nh / nkv);
-    size_t row = ((size_t)b * nh + h) * T + t, qoff = (((size_t)b * T + t) * nh + h) * hd;
+    size_t row = ((size_t)b * nh + h) * T + t, qoff = ((size_t)b * T + t) * ldq + (size_t)h * hd;
+    size_t ooff = (((size_t)b * T + t) * nh + h) * hd;  // dout: dense
     float L = lse[row];
     float pd = 0.0f;
     for (int s = threadIdx.x; s <= t; s += blockDim.x) {
-        size_t koff = (((size_t)b * T + s) * nkv + kh) * hd;
+        size_t koff = ((size_t)b * T + s) * ldkv + (size_t)kh * hd;
         float d = 0.0f, g = 0.0f;
         for (int i = 0; i < hd; i++) {
             d += b2f(q[qoff + i]) * b2f(k[koff + i]);
-            g += b2f(dout[qoff + i]) * b2f(v[koff + i]);
+            g += b2f(dout[ooff + i]) * b2f(v[koff + i]);
         }
         float ps = expf(d * scale - L);
         p[s] = ps;
@@ -101,7 +104,7 @@ __global__ void naive_bwd_dq_kernel(bf16 *dq, float *Dst, const bf16 *dout, cons
     for (int i = threadIdx.x; i < hd; i += blockDim.x) {
         float acc = 0.0f;
         for (int s = 0; s <= t; s++)
-            acc += p[s] * (dp[s] - D) * b2f(k[(((size_t)b * T + s) * nkv + kh) * hd + i]);
+            acc += p[s] * (dp[s] - D) * b2f(k[((size_t)b * T + s) * ldkv + (size_t)kh * hd + i]);
         dq[qoff + i] = f2b(acc * scale);
     }
 }
@@ -111,21 +114,23 @@ __global__ void naive_bwd_dq_kernel(bf16 *dq, float *Dst, const bf16 *dout, cons
 // dk_s = scale * sum ds_t q_t.
 __global__ void naive_bwd_dkdv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse,
                                       const float *Dst, const bf16 *q, const bf16 *k, const bf16 *v,
-                                      int T, int nh, int nkv, int hd, float scale) {
+                                      int T, int nh, int nkv, int hd, int ldq, int ldkv,
+                                      float scale) {
     extern __shared__ float sh[];  // p[T], ds[T], acc_k[hd], acc_v[hd]
     float *p = sh, *ds = sh + T, *acck = sh + 2 * T, *accv = acck + hd;
     int s = blockIdx.x, kh = blockIdx.y, b = blockIdx.z, group = nh / nkv;
-    size_t koff = (((size_t)b * T + s) * nkv + kh) * hd;
+    size_t koff = ((size_t)b * T + s) * ldkv + (size_t)kh * hd;
     for (int i = threadIdx.x; i < hd; i += blockDim.x) acck[i] = accv[i] = 0.0f;
     for (int g = 0; g < group; g++) {
         int h = kh * group + g;
         __syncthreads();  // the previous head's readers of p[] and ds[] are done
         for (int t = s + threadIdx.x; t < T; t += blockDim.x) {
-            size_t qoff = (((size_t)b * T + t) * nh + h) * hd, row = ((size_t)b * nh + h) * T + t;
+            size_t qoff = ((size_t)b * T + t) * ldq + (size_t)h * hd;
+            size_t ooff = (((size_t)b * T + t) * nh + h) * hd, row = ((size_t)b * nh + h) * T + t;
             float d = 0.0f, gv = 0.0f;
             for (int i = 0; i < hd; i++) {
                 d += b2f(q[qoff + i]) * b2f(k[koff + i]);
-                gv += b2f(dout[qoff + i]) * b2f(v[koff + i]);
+                gv += b2f(dout[ooff + i]) * b2f(v[koff + i]);
             }
             float pt = expf(d * scale - lse[row]);
             p[t - s] = pt;
@@ -135,8 +140,9 @@ __global__ void naive_bwd_dkdv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, cons
         for (int i = threadIdx.x; i < hd; i += blockDim.x) {  // each thread owns its i
             float a = 0.0f, c = 0.0f;
             for (int t = s; t < T; t++) {
-                size_t qoff = (((size_t)b * T + t) * nh + h) * hd;
-                a += p[t - s] * b2f(dout[qoff + i]);
+                size_t qoff = ((size_t)b * T + t) * ldq + (size_t)h * hd;
+                size_t ooff = (((size_t)b * T + t) * nh + h) * hd;
+                a += p[t - s] * b2f(dout[ooff + i]);
                 c += ds[t - s] * b2f(q[qoff + i]);
             }
             accv[i] += a;
@@ -150,28 +156,28 @@ __global__ void naive_bwd_dkdv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, cons
 }
 
 static void naive_fwd(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
-                      int T, int nh, int nkv, int hd, float scale) {
+                      int T, int nh, int nkv, int hd, int ldq, int ldkv, float scale) {
     size_t smem = sizeof(float) * (size_t)T;
     CHECK(smem <= NAIVE_SMEM_MAX, "naive attention supports T up to %d (T = %d)",
           (int)(NAIVE_SMEM_MAX / sizeof(float)), T);
     naive_fwd_kernel<<<dim3(T, nh, B), NAIVE_THREADS, smem>>>(out, lse, q, k, v, T, nh, nkv, hd,
-                                                              scale);
+                                                              ldq, ldkv, scale);
     KERNEL_CHECK("naive_attention_fwd");
 }
 
 static void naive_bwd(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse, float *D,
                       const bf16 *q, const bf16 *k, const bf16 *v, int B, int T, int nh, int nkv,
-                      int hd, float scale) {
+                      int hd, int ldq, int ldkv, float scale) {
     size_t smem_dq = 2 * sizeof(float) * (size_t)T, smem_kv = smem_dq + 2 * sizeof(float) * hd;
     CHECK(smem_kv <= NAIVE_SMEM_MAX,
           "naive attention backward: T = %d and hd = %d need %zu bytes "
           "of shared memory (limit %d)",
           T, hd, smem_kv, NAIVE_SMEM_MAX);
     naive_bwd_dq_kernel<<<dim3(T, nh, B), NAIVE_THREADS, smem_dq>>>(dq, D, dout, lse, q, k, v, T,
-                                                                    nh, nkv, hd, scale);
+                                                                    nh, nkv, hd, ldq, ldkv, scale);
     KERNEL_CHECK("naive_attention_bwd_dq");
-    naive_bwd_dkdv_kernel<<<dim3(T, nkv, B), NAIVE_THREADS, smem_kv>>>(dk, dv, dout, lse, D, q, k,
-                                                                       v, T, nh, nkv, hd, scale);
+    naive_bwd_dkdv_kernel<<<dim3(T, nkv, B), NAIVE_THREADS, smem_kv>>>(
+        dk, dv, dout, lse, D, q, k, v, T, nh, nkv, hd, ldq, ldkv, scale);
     KERNEL_CHECK("naive_attention_bwd_dkdv");
 }
 
@@ -310,9 +316,10 @@ __device__ inline void warp_acc_ab(float *acc, int ldc, const bf16 *A, int lda, 
 #endif
 }
 
-// Row 0 of head h of batch b in a [B,T,heads,hd] tensor (row t is t*heads*hd further).
-__device__ inline const bf16 *head_rows(const bf16 *x, int b, int T, int heads, int hd, int h) {
-    return x + ((size_t)b * T * heads + h) * hd;
+// Row 0 of head h of batch b in a [B,T,heads,hd] tensor whose rows are ld
+// elements apart (row t is t*ld further).
+__device__ inline const bf16 *head_rows(const bf16 *x, int b, int T, size_t ld, int hd, int h) {
+    return x + (size_t)b * T * ld + (size_t)h * hd;
 }
 
 // Block-wide step of the forward and dq kernels: once every warp is done with
@@ -337,7 +344,7 @@ __device__ inline void kv_tile_scores(bf16 *sK, bf16 *sV, float *sS, const bf16 
 // product; l sums the fp32 p.
 __global__ void __launch_bounds__(FLASH_THREADS)
     flash_fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int T,
-                     int nh, int nkv, int hd, float scale) {
+                     int nh, int nkv, int hd, int ldq, int ldkv, float scale) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     extern __shared__ __align__(128) unsigned char smem[];
     int hdp = (hd + 15) & ~15, ldh = hdp + 8, ldo = hdp + 4;
@@ -346,9 +353,9 @@ __global__ void __launch_bounds__(FLASH_THREADS)
     float *sS = (float *)(smem + L.s), *sO = (float *)(smem + L.o);
     bf16 *sP = (bf16 *)(smem + L.p);
     int q0 = blockIdx.x * FB, h = blockIdx.y, b = blockIdx.z, kh = h / (nh / nkv);
-    size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd;
-    const bf16 *qb = head_rows(q, b, T, nh, hd, h);
-    const bf16 *kb = head_rows(k, b, T, nkv, hd, kh), *vb = head_rows(v, b, T, nkv, hd, kh);
+    size_t qs = (size_t)ldq, ks = (size_t)ldkv, os = (size_t)nh * hd;  // os: out (dense)
+    const bf16 *qb = head_rows(q, b, T, qs, hd, h);
+    const bf16 *kb = head_rows(k, b, T, ks, hd, kh), *vb = head_rows(v, b, T, ks, hd, kh);
     int lane = threadIdx.x & 31, r0 = (threadIdx.x >> 5) * 16;
 
     load_tile(sQ, ldh, qb, qs, q0, FB, T, hd, hdp);
@@ -387,7 +394,7 @@ __global__ void __launch_bounds__(FLASH_THREADS)
         if (t >= T) continue;
         float inv = 1.0f / l_r[i];
         for (int d = lane; d < hd; d += 32)
-            out[qs * ((size_t)b * T + t) + (size_t)h * hd + d] = f2b(sO[r * ldo + d] * inv);
+            out[os * ((size_t)b * T + t) + (size_t)h * hd + d] = f2b(sO[r * ldo + d] * inv);
         if (lane == 0) lse[((size_t)b * nh + h) * T + t] = m_r[i] + logf(l_r[i]);
     }
 #else
@@ -400,7 +407,8 @@ __global__ void __launch_bounds__(FLASH_THREADS)
 // Pass 2: dP = dO V^T, dS = P (dP - D), dQ += dS K; dq = scale * dQ.
 __global__ void __launch_bounds__(FLASH_THREADS)
     flash_bwd_dq_kernel(bf16 *dq, float *Dst, const bf16 *dout, const float *lse, const bf16 *q,
-                        const bf16 *k, const bf16 *v, int T, int nh, int nkv, int hd, float scale) {
+                        const bf16 *k, const bf16 *v, int T, int nh, int nkv, int hd, int ldq,
+                        int ldkv, float scale) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     extern __shared__ __align__(128) unsigned char smem[];
     int hdp = (hd + 15) & ~15, ldh = hdp + 8, ldo = hdp + 4;
@@ -410,13 +418,14 @@ __global__ void __launch_bounds__(FLASH_THREADS)
     float *sS = (float *)(smem + L.s), *sdP = (float *)(smem + L.dp);
     float *sA = (float *)(smem + L.acc);
     int q0 = blockIdx.x * FB, h = blockIdx.y, b = blockIdx.z, kh = h / (nh / nkv);
-    size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd, srow = ((size_t)b * nh + h) * T;
-    const bf16 *qb = head_rows(q, b, T, nh, hd, h), *ob = head_rows(dout, b, T, nh, hd, h);
-    const bf16 *kb = head_rows(k, b, T, nkv, hd, kh), *vb = head_rows(v, b, T, nkv, hd, kh);
+    size_t qs = (size_t)ldq, ks = (size_t)ldkv, os = (size_t)nh * hd;  // os: dout (dense)
+    size_t srow = ((size_t)b * nh + h) * T;
+    const bf16 *qb = head_rows(q, b, T, qs, hd, h), *ob = head_rows(dout, b, T, os, hd, h);
+    const bf16 *kb = head_rows(k, b, T, ks, hd, kh), *vb = head_rows(v, b, T, ks, hd, kh);
     int lane = threadIdx.x & 31, r0 = (threadIdx.x >> 5) * 16;
 
     load_tile(sQ, ldh, qb, qs, q0, FB, T, hd, hdp);
-    load_tile(sdO, ldh, ob, qs, q0, FB, T, hd, hdp);
+    load_tile(sdO, ldh, ob, os, q0, FB, T, hd, hdp);
     for (int i = threadIdx.x; i < FB * ldo; i += blockDim.x) sA[i] = 0.0f;
     float L_r[16], D_r[16];
 #pragma unroll
@@ -489,7 +498,7 @@ __global__ void __launch_bounds__(FLASH_THREADS)
 __global__ void __launch_bounds__(FLASH_THREADS)
     flash_bwd_dkdv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse, const float *Dst,
                           const bf16 *q, const bf16 *k, const bf16 *v, int T, int nh, int nkv,
-                          int hd, float scale) {
+                          int hd, int ldq, int ldkv, float scale) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     extern __shared__ __align__(128) unsigned char smem[];
     int hdp = (hd + 15) & ~15, ldh = hdp + 8, ldo = hdp + 4;
@@ -501,8 +510,8 @@ __global__ void __launch_bounds__(FLASH_THREADS)
     float *sdK = (float *)(smem + L.dk), *sdV = (float *)(smem + L.dv);
     float *sL = (float *)(smem + L.lse), *sD = (float *)(smem + L.d);
     int k0 = blockIdx.x * FB, kh = blockIdx.y, b = blockIdx.z, group = nh / nkv;
-    size_t qs = (size_t)nh * hd, ks = (size_t)nkv * hd;
-    const bf16 *kb = head_rows(k, b, T, nkv, hd, kh), *vb = head_rows(v, b, T, nkv, hd, kh);
+    size_t qs = (size_t)ldq, ks = (size_t)ldkv, os = (size_t)nh * hd;  // os: dout (dense)
+    const bf16 *kb = head_rows(k, b, T, ks, hd, kh), *vb = head_rows(v, b, T, ks, hd, kh);
     int lane = threadIdx.x & 31, r0 = (threadIdx.x >> 5) * 16;
 
     load_tile(sK, ldh, kb, ks, k0, FB, T, hd, hdp);
@@ -512,12 +521,12 @@ __global__ void __launch_bounds__(FLASH_THREADS)
     for (int g = 0; g < group; g++) {
         int h = kh * group + g;
         size_t srow = ((size_t)b * nh + h) * T;
-        const bf16 *qb = head_rows(q, b, T, nh, hd, h), *ob = head_rows(dout, b, T, nh, hd, h);
+        const bf16 *qb = head_rows(q, b, T, qs, hd, h), *ob = head_rows(dout, b, T, os, hd, h);
         for (int qt = k0 / FQ2; qt < nqt; qt++) {
             int q0 = qt * FQ2;
             __syncthreads();  // all warps are done with the previous Q, dO tiles
             load_tile(sQ, ldh, qb, qs, q0, FQ2, T, hd, hdp);
-            load_tile(sdO, ldh, ob, qs, q0, FQ2, T, hd, hdp);
+            load_tile(sdO, ldh, ob, os, q0, FQ2, T, hd, hdp);
             for (int i = threadIdx.x; i < FQ2; i += blockDim.x) {
                 int t = q0 + i;
                 sL[i] = t < T ? lse[srow + t] : 0.0f;
@@ -591,42 +600,45 @@ static int flash_ok(int hd) {
     return ok;
 }
 
-static void check_shapes(int B, int T, int nh, int nkv, int hd) {
+static void check_shapes(int B, int T, int nh, int nkv, int hd, int ldq, int ldkv) {
     // (no '%' in a CHECK condition: it becomes part of the message's format string)
     CHECK(B > 0 && T > 0 && hd > 0 && nkv > 0 && nh == nh / nkv * nkv,
           "attention shapes B %d T %d nh %d nkv %d hd %d", B, T, nh, nkv, hd);
+    CHECK(ldq >= nh * hd && ldkv >= nkv * hd,
+          "attention row strides ldq %d ldkv %d (nh %d nkv %d hd %d)", ldq, ldkv, nh, nkv, hd);
     CHECK(B <= 65535 && nh <= 65535, "attention: B %d and nh %d must be <= 65535 (grid limit)", B,
           nh);
 }
 
-void cuda_attention_fwd(void *out, void *state, const void *q, const void *k, const void *v, int B,
-                        int T, int nh, int nkv, int hd) {
-    check_shapes(B, T, nh, nkv, hd);
+void cuda_attention_fwd(void *out, void *state, const void *q, const void *k, const void *v,
+                        int ldq, int ldkv, int B, int T, int nh, int nkv, int hd) {
+    check_shapes(B, T, nh, nkv, hd, ldq, ldkv);
     float *lse = (float *)state, scale = 1.0f / sqrtf((float)hd);
     if (g_impl == CUDA_ATTN_NAIVE || !flash_ok(hd)) {
         naive_fwd((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, B, T, nh,
-                  nkv, hd, scale);
+                  nkv, hd, ldq, ldkv, scale);
         return;
     }
     static size_t allowed = 48 * 1024;
     size_t smem = fwd_layout((hd + 15) & ~15).total;
     allow_smem((const void *)flash_fwd_kernel, smem, &allowed);
     flash_fwd_kernel<<<dim3(cdiv(T, FB), nh, B), FLASH_THREADS, smem>>>(
-        (bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, T, nh, nkv, hd, scale);
+        (bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, T, nh, nkv, hd, ldq,
+        ldkv, scale);
     KERNEL_CHECK("flash_attention_fwd");
 }
 
 void cuda_attention_bwd(void *dq, void *dk, void *dv, const void *dout, const void *state,
-                        const void *q, const void *k, const void *v, int B, int T, int nh, int nkv,
-                        int hd) {
-    check_shapes(B, T, nh, nkv, hd);
+                        const void *q, const void *k, const void *v, int ldq, int ldkv, int B,
+                        int T, int nh, int nkv, int hd) {
+    check_shapes(B, T, nh, nkv, hd, ldq, ldkv);
     // The state is const in the op table, but its second half (D) is the
     // backward's own scratch: the forward never reads it.
     const float *lse = (const float *)state;
     float *D = (float *)state + (size_t)B * nh * T, scale = 1.0f / sqrtf((float)hd);
     if (g_impl == CUDA_ATTN_NAIVE || !flash_ok(hd)) {
         naive_bwd((bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, lse, D, (const bf16 *)q,
-                  (const bf16 *)k, (const bf16 *)v, B, T, nh, nkv, hd, scale);
+                  (const bf16 *)k, (const bf16 *)v, B, T, nh, nkv, hd, ldq, ldkv, scale);
         return;
     }
     static size_t allowed_dq = 48 * 1024, allowed_kv = 48 * 1024;
@@ -636,10 +648,10 @@ void cuda_attention_bwd(void *dq, void *dk, void *dv, const void *dout, const vo
     allow_smem((const void *)flash_bwd_dkdv_kernel, smem_kv, &allowed_kv);
     flash_bwd_dq_kernel<<<dim3(cdiv(T, FB), nh, B), FLASH_THREADS, smem_dq>>>(
         (bf16 *)dq, D, (const bf16 *)dout, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v,
-        T, nh, nkv, hd, scale);
+        T, nh, nkv, hd, ldq, ldkv, scale);
     KERNEL_CHECK("flash_attention_bwd_dq");
     flash_bwd_dkdv_kernel<<<dim3(cdiv(T, FB), nkv, B), FLASH_THREADS, smem_kv>>>(
         (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, lse, D, (const bf16 *)q, (const bf16 *)k,
-        (const bf16 *)v, T, nh, nkv, hd, scale);
+        (const bf16 *)v, T, nh, nkv, hd, ldq, ldkv, scale);
     KERNEL_CHECK("flash_attention_bwd_dkdv");
 }

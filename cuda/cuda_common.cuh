@@ -151,11 +151,10 @@ void cuda_rmsnorm_fwd(void *out, float *rstd, const void *inp, const void *w, in
                       float eps);
 void cuda_rmsnorm_bwd(void *dinp, void *dw, const void *dout, const void *inp, const void *w,
                       const float *rstd, int BT, int C);
-void cuda_rope_fwd(void *x, const float *inv_freq, int B, int T, int nheads, int hd);
-void cuda_rope_bwd(void *dx, const float *inv_freq, int B, int T, int nheads, int hd);
-void cuda_swiglu_fwd(void *out, const void *gate, const void *up, size_t n);
-void cuda_swiglu_bwd(void *dgate, void *dup, const void *dout, const void *gate, const void *up,
-                     size_t n);
+void cuda_rope_fwd(void *x, const float *inv_freq, int B, int T, int nheads, int hd, int ld);
+void cuda_rope_bwd(void *dx, const float *inv_freq, int B, int T, int nheads, int hd, int ld);
+void cuda_swiglu_fwd(void *out, const void *gu, int N, int F);
+void cuda_swiglu_bwd(void *dgu, const void *dout, const void *gu, int N, int F);
 void cuda_add_inplace(void *a, const void *b, size_t n);
 void cuda_crossentropy_fwd(float *losses, const void *logits, const int *targets, int BT, int V);
 void cuda_crossentropy_bwd(void *logits, const int *targets, int BT, int V, float scale);
@@ -172,8 +171,8 @@ double cuda_share_reg(void *grads, const void *params, const ParamSlice *a, cons
 
 // cuda_attention.cu
 size_t cuda_attn_state_bytes(int B, int T, int nh);
-void cuda_attention_fwd(void *out, void *state, const void *q, const void *k, const void *v, int B,
-                        int T, int nh, int nkv, int hd);
+void cuda_attention_fwd(void *out, void *state, const void *q, const void *k, const void *v,
+                        int ldq, int ldkv, int B, int T, int nh, int nkv, int hd);
 void cuda_attention_bwd(void *dq, void *dk, void *dv, const void *dout, const void *state,
-                        const void *q, const void *k, const void *v, int B, int T, int nh, int nkv,
-                        int hd);
+                        const void *q, const void *k, const void *v, int ldq, int ldkv, int B,
+                        int T, int nh, int nkv, int hd);

@@ -196,17 +196,18 @@ __global__ void rope_table_kernel(float *cosv, float *sinv, int T, int hd, const
     sinv[idx] = (float)sin(a);
 }
 
-// One thread per rotated pair (i, i + hd/2) of x[B,T,nheads,hd]:
+// One thread per rotated pair (i, i + hd/2) of the first nheads heads of each
+// row of x (row (b, t) at x + (b*T + t)*ld):
 // [x1, x2] -> [x1 c - x2 s, x2 c + x1 s], s = dir * sin (dir -1: the transpose).
 __global__ void rope_kernel(bf16 *x, const float *cosv, const float *sinv, int T, int nheads,
-                            int hd, float dir, size_t pairs) {
+                            int hd, int ld, float dir, size_t pairs) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= pairs) return;
     int half = hd / 2;
     int i = (int)(idx % half);
     size_t rest = idx / half;  // (b*T + t)*nheads + h
     int t = (int)((rest / nheads) % T);
-    bf16 *v = x + rest * hd;
+    bf16 *v = x + (rest / nheads) * ld + (rest % nheads) * hd;
     float c = cosv[(size_t)t * half + i], s = dir * sinv[(size_t)t * half + i];
     float x1 = b2f(v[i]), x2 = b2f(v[i + half]);
     v[i] = f2b(x1 * c - x2 * s);
@@ -215,7 +216,7 @@ __global__ void rope_kernel(bf16 *x, const float *cosv, const float *sinv, int T
 
 // The table is rebuilt on every call (T * hd/2 values: one small kernel), so it
 // never goes stale when another model's frequencies come in.
-static void rope_apply(void *x, const float *inv_freq, int B, int T, int nheads, int hd,
+static void rope_apply(void *x, const float *inv_freq, int B, int T, int nheads, int hd, int ld,
                        float dir) {
     int half = hd / 2;
     if (half == 0) return;
@@ -224,46 +225,50 @@ static void rope_apply(void *x, const float *inv_freq, int B, int T, int nheads,
     rope_table_kernel<<<blocks_for(tab), NT>>>(cosv, sinv, T, hd, inv_freq);
     KERNEL_CHECK("rope_table");
     size_t pairs = (size_t)B * T * nheads * half;
-    rope_kernel<<<blocks_for(pairs), NT>>>((bf16 *)x, cosv, sinv, T, nheads, hd, dir, pairs);
+    rope_kernel<<<blocks_for(pairs), NT>>>((bf16 *)x, cosv, sinv, T, nheads, hd, ld, dir, pairs);
     KERNEL_CHECK("rope");
 }
 
-void cuda_rope_fwd(void *x, const float *inv_freq, int B, int T, int nheads, int hd) {
-    rope_apply(x, inv_freq, B, T, nheads, hd, 1.0f);
+void cuda_rope_fwd(void *x, const float *inv_freq, int B, int T, int nheads, int hd, int ld) {
+    rope_apply(x, inv_freq, B, T, nheads, hd, ld, 1.0f);
 }
-void cuda_rope_bwd(void *dx, const float *inv_freq, int B, int T, int nheads, int hd) {
-    rope_apply(dx, inv_freq, B, T, nheads, hd, -1.0f);
+void cuda_rope_bwd(void *dx, const float *inv_freq, int B, int T, int nheads, int hd, int ld) {
+    rope_apply(dx, inv_freq, B, T, nheads, hd, ld, -1.0f);
 }
 
 // ---------------------------------------------------------------- SwiGLU, residual
 
-__global__ void swiglu_fwd_kernel(bf16 *out, const bf16 *gate, const bf16 *up, size_t n) {
+// One thread per element i = r*F + c of out [N, F]; gu [N, 2F] holds gate at
+// r*2F + c and up at r*2F + F + c.
+__global__ void swiglu_fwd_kernel(bf16 *out, const bf16 *gu, size_t F, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float g = b2f(gate[i]);
-    out[i] = f2b(g / (1.0f + expf(-g)) * b2f(up[i]));
+    size_t g_at = i / F * 2 * F + i % F;
+    float g = b2f(gu[g_at]);
+    out[i] = f2b(g / (1.0f + expf(-g)) * b2f(gu[g_at + F]));
 }
 
-void cuda_swiglu_fwd(void *out, const void *gate, const void *up, size_t n) {
-    swiglu_fwd_kernel<<<blocks_for(n), NT>>>((bf16 *)out, (const bf16 *)gate, (const bf16 *)up, n);
+void cuda_swiglu_fwd(void *out, const void *gu, int N, int F) {
+    size_t n = (size_t)N * F;
+    swiglu_fwd_kernel<<<blocks_for(n), NT>>>((bf16 *)out, (const bf16 *)gu, (size_t)F, n);
     KERNEL_CHECK("swiglu_fwd");
 }
 
-// d/dg silu(g) u = u sig (1 + g (1 - sig));  d/du = silu(g).
-__global__ void swiglu_bwd_kernel(bf16 *dgate, bf16 *dup, const bf16 *dout, const bf16 *gate,
-                                  const bf16 *up, size_t n) {
+// d/dg silu(g) u = u sig (1 + g (1 - sig));  d/du = silu(g). dgu laid out like gu.
+__global__ void swiglu_bwd_kernel(bf16 *dgu, const bf16 *dout, const bf16 *gu, size_t F, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float g = b2f(gate[i]), u = b2f(up[i]), d = b2f(dout[i]);
+    size_t g_at = i / F * 2 * F + i % F;
+    float g = b2f(gu[g_at]), u = b2f(gu[g_at + F]), d = b2f(dout[i]);
     float sig = 1.0f / (1.0f + expf(-g));
-    dup[i] = f2b(d * g * sig);
-    dgate[i] = f2b(d * u * sig * (1.0f + g * (1.0f - sig)));
+    dgu[g_at + F] = f2b(d * g * sig);
+    dgu[g_at] = f2b(d * u * sig * (1.0f + g * (1.0f - sig)));
 }
 
-void cuda_swiglu_bwd(void *dgate, void *dup, const void *dout, const void *gate, const void *up,
-                     size_t n) {
-    swiglu_bwd_kernel<<<blocks_for(n), NT>>>((bf16 *)dgate, (bf16 *)dup, (const bf16 *)dout,
-                                             (const bf16 *)gate, (const bf16 *)up, n);
+void cuda_swiglu_bwd(void *dgu, const void *dout, const void *gu, int N, int F) {
+    size_t n = (size_t)N * F;
+    swiglu_bwd_kernel<<<blocks_for(n), NT>>>((bf16 *)dgu, (const bf16 *)dout, (const bf16 *)gu,
+                                             (size_t)F, n);
     KERNEL_CHECK("swiglu_bwd");
 }
 

@@ -1,6 +1,8 @@
 // test_cpu_kernels.c: the CPU backend's fast kernels against its reference
 // loops (cpu_kernels.h): the BLAS attention (output, log-sum-exp and every input
-// gradient) on random shapes with and without GQA, T up to a few hundred; the
+// gradient) on random shapes with and without GQA, T up to a few hundred, dense
+// and in the model's fused q|k|v layout; SwiGLU on fused gate|up rows against
+// the per-matrix formula; strided RoPE against dense; the
 // chunked classifier against matmul + cross-entropy; a forward-only model
 // against a training one.
 #include <math.h>
@@ -30,7 +32,7 @@ static void test_attention(int B, int T, int nh, int nkv, int hd, float qscale) 
     CHECK(be->attn_state_bytes(B, T, nh) == sizeof(float) * (size_t)B * nh * T,
           "the CPU attention state is lse [B,nh,T]");
     float *lse = xmalloc(be->attn_state_bytes(B, T, nh));
-    be->attention_fwd(o, lse, q, k, v, B, T, nh, nkv, hd);
+    be->attention_fwd(o, lse, q, k, v, nh * hd, nkv * hd, B, T, nh, nkv, hd);
     cpu_attention_ref_fwd(o_ref, probs, lse_ref, q, k, v, B, T, nh, nkv, hd);
     double eo = t_rel_err(o, o_ref, nq), el = t_rel_err(lse, lse_ref, (size_t)B * nh * T);
 
@@ -38,7 +40,7 @@ static void test_attention(int B, int T, int nh, int nkv, int hd, float qscale) 
     float *dq_r = xcalloc(nq, 4), *dk_r = xcalloc(nk, 4), *dv_r = xcalloc(nk, 4);
     // dk/dv are outputs (=): garbage in them must not leak through
     for (size_t i = 0; i < nk; i++) dk[i] = dv[i] = 1e3f;
-    be->attention_bwd(dq, dk, dv, dout, lse, q, k, v, B, T, nh, nkv, hd);
+    be->attention_bwd(dq, dk, dv, dout, lse, q, k, v, nh * hd, nkv * hd, B, T, nh, nkv, hd);
     cpu_attention_ref_bwd(dq_r, dk_r, dv_r, dout, probs, q, k, v, B, T, nh, nkv, hd);
     double eq = t_rel_err(dq, dq_r, nq), ek = t_rel_err(dk, dk_r, nk), ev = t_rel_err(dv, dv_r, nk);
     const double tol = 2e-5;
@@ -49,8 +51,90 @@ static void test_attention(int B, int T, int nh, int nkv, int hd, float qscale) 
         "attention B%d T%3d nh%d nkv%d hd%3d: rel err out %.1e lse %.1e dq %.1e dk %.1e dv "
         "%.1e\n",
         B, T, nh, nkv, hd, eo, el, eq, ek, ev);
+
+    // The model's layout: q, k, v (and dq, dk, dv) as column blocks of one
+    // [BT, qd + 2 kvd] buffer (rows ld apart) give bitwise the dense results.
+    int qd = nh * hd, kvd = nkv * hd, ld = qd + 2 * kvd, BT = B * T;
+    float *qkv = xmalloc(sizeof(float) * (size_t)BT * ld),
+          *dqkv = xmalloc(sizeof(float) * (size_t)BT * ld);
+    for (int r = 0; r < BT; r++) {
+        memcpy(qkv + (size_t)r * ld, q + (size_t)r * qd, sizeof(float) * qd);
+        memcpy(qkv + (size_t)r * ld + qd, k + (size_t)r * kvd, sizeof(float) * kvd);
+        memcpy(qkv + (size_t)r * ld + qd + kvd, v + (size_t)r * kvd, sizeof(float) * kvd);
+    }
+    for (size_t i = 0; i < (size_t)BT * ld; i++) dqkv[i] = 1e3f;  // every element is written
+    float *o2 = xmalloc(sizeof(float) * nq), *lse2 = xmalloc(be->attn_state_bytes(B, T, nh));
+    be->attention_fwd(o2, lse2, qkv, qkv + qd, qkv + qd + kvd, ld, ld, B, T, nh, nkv, hd);
+    be->attention_bwd(dqkv, dqkv + qd, dqkv + qd + kvd, dout, lse2, qkv, qkv + qd, qkv + qd + kvd,
+                      ld, ld, B, T, nh, nkv, hd);
+    int same =
+        !memcmp(o, o2, sizeof(float) * nq) && !memcmp(lse, lse2, be->attn_state_bytes(B, T, nh));
+    for (int r = 0; r < BT; r++)
+        same = same && !memcmp(dqkv + (size_t)r * ld, dq + (size_t)r * qd, sizeof(float) * qd) &&
+               !memcmp(dqkv + (size_t)r * ld + qd, dk + (size_t)r * kvd, sizeof(float) * kvd) &&
+               !memcmp(dqkv + (size_t)r * ld + qd + kvd, dv + (size_t)r * kvd, sizeof(float) * kvd);
+    T_CHECK(same, "attention B%d T%d nh%d nkv%d hd%d: the fused q|k|v layout differs from dense", B,
+            T, nh, nkv, hd);
+    free(qkv), free(dqkv), free(o2), free(lse2);
     float *bufs[] = {q, k, v, dout, o, o_ref, probs, lse_ref, lse, dq, dk, dv, dq_r, dk_r, dv_r};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+// SwiGLU on the fused gate|up rows [N, 2F] against the per-matrix formula on
+// separate gate and up arrays (libm expf; the op uses ps_expf).
+static void test_swiglu(int N, int F) {
+    const Backend *be = backend_cpu();
+    size_t n = (size_t)N * F;
+    float *gu = randn(2 * n, 3.0f), *dout = randn(n, 1.0f);
+    float *out = xmalloc(sizeof(float) * n), *dgu = xmalloc(sizeof(float) * 2 * n);
+    for (size_t i = 0; i < 2 * n; i++) dgu[i] = 1e3f;  // every element is written
+    be->swiglu_fwd(out, gu, N, F);
+    be->swiglu_bwd(dgu, dout, gu, N, F);
+    double eo = 0.0, eg = 0.0, eu = 0.0;
+    for (int r = 0; r < N; r++)
+        for (int c = 0; c < F; c++) {
+            size_t i = (size_t)r * F + c, gi = (size_t)r * 2 * F + c;
+            double g = gu[gi], u = gu[gi + F], d = dout[i], sig = 1.0 / (1.0 + exp(-g));
+            double ref_o = g * sig * u, ref_dg = d * u * sig * (1.0 + g * (1.0 - sig));
+            double ref_du = d * g * sig;
+            eo = fmax(eo, fabs(out[i] - ref_o) / (1.0 + fabs(ref_o)));
+            eg = fmax(eg, fabs(dgu[gi] - ref_dg) / (1.0 + fabs(ref_dg)));
+            eu = fmax(eu, fabs(dgu[gi + F] - ref_du) / (1.0 + fabs(ref_du)));
+        }
+    T_CHECK(eo <= 1e-5 && eg <= 1e-5 && eu <= 1e-5,
+            "swiglu N %d F %d: out %.2e dgate %.2e dup %.2e", N, F, eo, eg, eu);
+    printf("swiglu N %4d F %4d: err out %.1e dgate %.1e dup %.1e\n", N, F, eo, eg, eu);
+    free(gu), free(dout), free(out), free(dgu);
+}
+
+// RoPE on the first nheads heads of strided rows (the fused q|k|v rows) gives
+// bitwise the dense op's values and leaves the rest of each row alone.
+static void test_rope_strided(int B, int T, int nheads, int hd, int extra) {
+    const Backend *be = backend_cpu();
+    int ld = nheads * hd + extra, BT = B * T, dn = nheads * hd;
+    LlamaConfig rc = {.dim = dn, .n_heads = nheads, .head_dim = hd, .rope_theta = 10000.0f};
+    float *inv = xmalloc(sizeof(float) * (size_t)(hd / 2));
+    rope_inv_freq(&rc, inv);
+    float *x = randn((size_t)BT * ld, 1.0f), *x0 = xmalloc(sizeof(float) * (size_t)BT * ld);
+    float *d = xmalloc(sizeof(float) * (size_t)BT * dn);
+    memcpy(x0, x, sizeof(float) * (size_t)BT * ld);
+    for (int r = 0; r < BT; r++) memcpy(d + (size_t)r * dn, x + (size_t)r * ld, sizeof(float) * dn);
+    int ok = 1;
+    for (int dir = 0; dir < 2; dir++) {
+        if (dir == 0) {
+            be->rope_fwd(x, inv, B, T, nheads, hd, ld);
+            be->rope_fwd(d, inv, B, T, nheads, hd, dn);
+        } else {
+            be->rope_bwd(x, inv, B, T, nheads, hd, ld);
+            be->rope_bwd(d, inv, B, T, nheads, hd, dn);
+        }
+        for (int r = 0; r < BT; r++)
+            ok = ok && !memcmp(x + (size_t)r * ld, d + (size_t)r * dn, sizeof(float) * dn) &&
+                 !memcmp(x + (size_t)r * ld + dn, x0 + (size_t)r * ld + dn, sizeof(float) * extra);
+    }
+    T_CHECK(ok, "rope B %d T %d heads %d hd %d ld %d: strided differs from dense", B, T, nheads, hd,
+            ld);
+    free(inv), free(x), free(x0), free(d);
 }
 
 // The fused classifier against the unfused ops (matmul + cross-entropy), with
@@ -139,7 +223,7 @@ static void test_forward_only(void) {
         worst = d > worst ? d : worst;
     }
     T_CHECK(worst <= 1e-5, "logprobs vs log-softmax of the logits: %.2e", worst);
-    T_CHECK(Mf.a.dres == NULL && Mf.a.dgate == NULL, "forward-only allocated backward buffers");
+    T_CHECK(Mf.a.dres == NULL && Mf.a.dgu == NULL, "forward-only allocated backward buffers");
     printf("forward-only: logits and losses bitwise equal, logprobs within %.1e\n", worst);
     // KV cache: positions fed in pieces (5, 1, 1, 3, ...) give the full forward's logits
     {
@@ -198,6 +282,11 @@ int main(void) {
         int hd = 2 * (1 + (int)(rng_uniform(&rng) * 40));
         test_attention(B, T, nkv * group, nkv, hd, 1.0f);
     }
+    test_swiglu(1, 1);
+    test_swiglu(37, 143);
+    test_swiglu(300, 352);  // several row chunks
+    test_rope_strided(2, 9, 6, 16, 32);
+    test_rope_strided(1, 70, 3, 8, 8);
     test_classifier(37, 48, 97);
     test_classifier(300, 64, 1000);
     test_classifier(45, 16, 300000);  // 16-row chunks: 3 of them

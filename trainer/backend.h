@@ -53,17 +53,24 @@ typedef struct Backend {
                         float eps);
     // out[N,OC] = inp[N,IC] @ W[OC,IC]^T
     void (*matmul_fwd)(void *out, const void *inp, const void *W, int N, int IC, int OC);
-    // RoPE (HF rotate_half convention) in place on x[B,T,nheads,hd], positions 0..T-1:
-    // pair (i, i + hd/2) at position t turns by t * inv_freq[i]. inv_freq: backend
-    // memory, fp32 [hd/2] (rope_inv_freq, params.h: the config's scaling is in it).
-    void (*rope_fwd)(void *x, const float *inv_freq, int B, int T, int nheads, int hd);
-    // Causal GQA attention. q[B,T,nh,hd], k,v[B,T,nkv,hd] -> out[B,T,nh,hd].
-    // state: backend-defined saved data (attn_state_bytes) for the backward.
+    // RoPE (HF rotate_half convention) in place on the first nheads heads of
+    // each row of x: row (b, t) starts at x + (b*T + t)*ld (elements; ld >=
+    // nheads*hd), head h at + h*hd. Positions 0..T-1: pair (i, i + hd/2) at
+    // position t turns by t * inv_freq[i]. inv_freq: backend memory, fp32 [hd/2]
+    // (rope_inv_freq, params.h: the config's scaling is in it). The model turns
+    // q and k (adjacent in each row of its fused [BT, qd + 2 kvd] buffer) in one call.
+    void (*rope_fwd)(void *x, const float *inv_freq, int B, int T, int nheads, int hd, int ld);
+    // Causal GQA attention: q [B,T,nh,hd] with rows ldq elements apart, k, v
+    // [B,T,nkv,hd] with rows ldkv apart (dense: ldq = nh*hd, ldkv = nkv*hd; the
+    // model's q, k, v are views of one [BT, qd + 2 kvd] buffer: ldq = ldkv =
+    // qd + 2 kvd) -> out [B,T,nh,hd] (dense). state: backend-defined saved data
+    // (attn_state_bytes) for the backward.
     void (*attention_fwd)(void *out, void *state, const void *q, const void *k, const void *v,
-                          int B, int T, int nh, int nkv, int hd);
+                          int ldq, int ldkv, int B, int T, int nh, int nkv, int hd);
     size_t (*attn_state_bytes)(int B, int T, int nh);
-    // out = silu(gate) * up, n elements
-    void (*swiglu_fwd)(void *out, const void *gate, const void *up, size_t n);
+    // SwiGLU on the fused gate|up projection: gu [N, 2F] holds gate in columns
+    // 0..F-1 and up in F..2F-1; out [N, F] = silu(gate) * up.
+    void (*swiglu_fwd)(void *out, const void *gu, int N, int F);
     // a += b, n elements (residual stream)
     void (*add_inplace)(void *a, const void *b, size_t n);
     // Cross-entropy per row of logits[BT,V] against targets[BT] (target < 0 is
@@ -82,15 +89,17 @@ typedef struct Backend {
     // dinp[BT,C] += d/dinp, dw[C] (fp32) += d/dw, given dout, inp, w and saved rstd.
     void (*rmsnorm_bwd)(void *dinp, void *dw, const void *dout, const void *inp, const void *w,
                         const float *rstd, int BT, int C);
-    // Inverse rotation in place on dx[B,T,nheads,hd].
-    void (*rope_bwd)(void *dx, const float *inv_freq, int B, int T, int nheads, int hd);
-    // dq[B,T,nh,hd] (=), dk, dv[B,T,nkv,hd] (=) from dout and the saved state.
+    // Inverse rotation in place, on the same strided layout as rope_fwd.
+    void (*rope_bwd)(void *dx, const float *inv_freq, int B, int T, int nheads, int hd, int ld);
+    // dq (=) laid out like q (rows ldq apart), dk, dv (=) like k, v (rows ldkv
+    // apart), from dout [B,T,nh,hd] (dense) and the saved state. Only the heads'
+    // elements of each row are written.
     void (*attention_bwd)(void *dq, void *dk, void *dv, const void *dout, const void *state,
-                          const void *q, const void *k, const void *v, int B, int T, int nh,
-                          int nkv, int hd);
-    // dgate, dup (=) from dout and the forward inputs.
-    void (*swiglu_bwd)(void *dgate, void *dup, const void *dout, const void *gate, const void *up,
-                       size_t n);
+                          const void *q, const void *k, const void *v, int ldq, int ldkv, int B,
+                          int T, int nh, int nkv, int hd);
+    // dgu [N, 2F] (=: dgate in columns 0..F-1, dup in F..2F-1) from dout [N, F]
+    // and the forward's gu.
+    void (*swiglu_bwd)(void *dgu, const void *dout, const void *gu, int N, int F);
     // dwte[V,C] (fp32) += scatter of dout[BT,C] by tokens (deterministic order).
     void (*embedding_bwd)(void *dwte, const void *dout, const int *tokens, int BT, int C);
 
@@ -125,14 +134,15 @@ typedef struct Backend {
     void (*classifier_fwd)(float *losses, void *dlnf, void *dWh, const void *lnf, const void *Wh,
                            const int *targets, int BT, int C, int V, float scale);
     // Generation with a KV cache (model_forward_next): RoPE at positions
-    // pos0..pos0+T-1 (rope_fwd is pos0 = 0), and causal attention of Tq new
-    // queries q[B,Tq,nh,hd] at positions pos0..pos0+Tq-1 against the cache
-    // kc, vc [B,cap,nkv,hd], whose rows 0..pos0+Tq-1 already hold their keys
-    // and values, into out[B,Tq,nh,hd]. Without them generation recomputes the prefix.
-    void (*rope_fwd_at)(void *x, const float *inv_freq, int B, int T, int nheads, int hd,
+    // pos0..pos0+T-1 (rope_fwd is pos0 = 0; same strided layout), and causal
+    // attention of Tq new queries q[B,Tq,nh,hd] (rows ldq apart) at positions
+    // pos0..pos0+Tq-1 against the cache kc, vc [B,cap,nkv,hd] (dense), whose
+    // rows 0..pos0+Tq-1 already hold their keys and values, into
+    // out[B,Tq,nh,hd] (dense). Without them generation recomputes the prefix.
+    void (*rope_fwd_at)(void *x, const float *inv_freq, int B, int T, int nheads, int hd, int ld,
                         int pos0);
-    void (*attention_cached)(void *out, const void *q, const void *kc, const void *vc, int B,
-                             int Tq, int pos0, int cap, int nh, int nkv, int hd);
+    void (*attention_cached)(void *out, const void *q, int ldq, const void *kc, const void *vc,
+                             int B, int Tq, int pos0, int cap, int nh, int nkv, int hd);
 } Backend;
 
 // The CPU reference backend (fp32, BLAS, OpenMP).

@@ -67,13 +67,15 @@ PS_CLONES static void softmax_rows(float *S, int rows, int n, int t0, const floa
 
 // The forward over Tq query rows at positions p0..p0+Tq-1 of each batch row b,
 // against keys 0..p0+Tq-1 (row b's keys start at k + b*kT*ks: kT = T for the
-// training forward, the cache's capacity for cpu_attention_cached). lse, when
-// not NULL, receives [B,nh,Tq].
+// training forward, the cache's capacity for cpu_attention_cached). Row
+// strides: qs of q, ks of k and v; out is dense. lse, when not NULL, receives
+// [B,nh,Tq].
 static void attention_fwd_at(float *out, float *lse, const float *q, const float *k, const float *v,
-                             int B, int Tq, int p0, int kT, int nh, int nkv, int hd) {
+                             int qs, int ks, int B, int Tq, int p0, int kT, int nh, int nkv,
+                             int hd) {
     int group = nh / nkv, ntiles = (Tq + ATT_TILE - 1) / ATT_TILE;
     float scale = 1.0f / sqrtf((float)hd);
-    int qs = nh * hd, ks = nkv * hd;  // row strides of q/out and k/v
+    int os = nh * hd;  // row stride of out
 #pragma omp parallel
     {
         float *S = xmalloc(sizeof(float) * ((size_t)ATT_TILE * (p0 + Tq) + ATT_TILE));
@@ -94,21 +96,21 @@ static void attention_fwd_at(float *out, float *lse, const float *q, const float
                     softmax_rows(S, rows, n, p0 + i0, NULL,
                                  lse ? lse + ((size_t)b * nh + h) * Tq + i0 : lse_tmp);
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, n, 1.0f, S, n,
-                                vb, ks, 0.0f, out + ((size_t)b * Tq + i0) * qs + (size_t)h * hd,
-                                qs);
+                                vb, ks, 0.0f, out + ((size_t)b * Tq + i0) * os + (size_t)h * hd,
+                                os);
                 }
         free(S);
     }
 }
 
-void cpu_attention_fwd(void *out, void *state, const void *q, const void *k, const void *v, int B,
-                       int T, int nh, int nkv, int hd) {
-    attention_fwd_at(out, state, q, k, v, B, T, 0, T, nh, nkv, hd);
+void cpu_attention_fwd(void *out, void *state, const void *q, const void *k, const void *v, int ldq,
+                       int ldkv, int B, int T, int nh, int nkv, int hd) {
+    attention_fwd_at(out, state, q, k, v, ldq, ldkv, B, T, 0, T, nh, nkv, hd);
 }
 
-void cpu_attention_cached(void *out, const void *q, const void *kc, const void *vc, int B, int Tq,
-                          int pos0, int cap, int nh, int nkv, int hd) {
-    attention_fwd_at(out, NULL, q, kc, vc, B, Tq, pos0, cap, nh, nkv, hd);
+void cpu_attention_cached(void *out, const void *q, int ldq, const void *kc, const void *vc, int B,
+                          int Tq, int pos0, int cap, int nh, int nkv, int hd) {
+    attention_fwd_at(out, NULL, q, kc, vc, ldq, nkv * hd, B, Tq, pos0, cap, nh, nkv, hd);
 }
 
 // dS = P (dP - rowsum(P dP)) scale, in place over dP.
@@ -125,13 +127,13 @@ PS_CLONES static void softmax_bwd_rows(float *dP, const float *P, int rows, int 
 }
 
 void cpu_attention_bwd(void *dq_, void *dk_, void *dv_, const void *dout_, const void *state,
-                       const void *q_, const void *k_, const void *v_, int B, int T, int nh,
-                       int nkv, int hd) {
+                       const void *q_, const void *k_, const void *v_, int ldq, int ldkv, int B,
+                       int T, int nh, int nkv, int hd) {
     float *dq = dq_, *dk = dk_, *dv = dv_;
     const float *dout = dout_, *lse = state, *q = q_, *k = k_, *v = v_;
     int group = nh / nkv, ntiles = (T + ATT_TILE - 1) / ATT_TILE;
     float scale = 1.0f / sqrtf((float)hd);
-    int qs = nh * hd, ks = nkv * hd;
+    int qs = ldq, ks = ldkv, os = nh * hd;  // row strides of q/dq, k/v/dk/dv, dout
 #pragma omp parallel
     {
         float *P = xmalloc(sizeof(float) * (size_t)ATT_TILE * T);
@@ -152,16 +154,17 @@ void cpu_attention_bwd(void *dq_, void *dk_, void *dv_, const void *dout_, const
                         int t0 = tile * ATT_TILE;
                         int t1 = t0 + ATT_TILE < T ? t0 + ATT_TILE : T, rows = t1 - t0;
                         size_t ro = ((size_t)b * T + t0) * qs + (size_t)h * hd;
-                        const float *qt = q + ro, *go = dout + ro;
+                        const float *qt = q + ro;
+                        const float *go = dout + ((size_t)b * T + t0) * os + (size_t)h * hd;
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, t1, hd, scale,
                                     qt, qs, kb, ks, 0.0f, P, t1);
                         softmax_rows(P, rows, t1, t0, lse + ((size_t)b * nh + h) * T + t0, NULL);
                         // dP = dO V^T
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, t1, hd, 1.0f, go,
-                                    qs, vb, ks, 0.0f, dP, t1);
+                                    os, vb, ks, 0.0f, dP, t1);
                         // dV[0:t1] += P^T dO
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hd, rows, 1.0f, P,
-                                    t1, go, qs, 1.0f, dvb, ks);
+                                    t1, go, os, 1.0f, dvb, ks);
                         softmax_bwd_rows(dP, P, rows, t1, scale);
                         // dQ = dS K ; dK[0:t1] += dS^T Q
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, t1, 1.0f,

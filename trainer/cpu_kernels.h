@@ -51,10 +51,11 @@ void cpu_attention_ref_bwd(float *dq, float *dk, float *dv, const float *dout, c
 
 // The backend's attention (cpu_attention.c): BLAS over query tiles, state lse[B,nh,T].
 size_t cpu_attn_state_bytes(int B, int T, int nh);
-void cpu_attention_fwd(void *out, void *state, const void *q, const void *k, const void *v, int B,
-                       int T, int nh, int nkv, int hd);
+// Strides as the op table's (backend.h): q/dq rows ldq apart, k/v/dk/dv rows ldkv apart.
+void cpu_attention_fwd(void *out, void *state, const void *q, const void *k, const void *v, int ldq,
+                       int ldkv, int B, int T, int nh, int nkv, int hd);
 void cpu_attention_bwd(void *dq, void *dk, void *dv, const void *dout, const void *state,
-                       const void *q, const void *k, const void *v, int B, int T, int nh, int nkv,
-                       int hd);
-void cpu_attention_cached(void *out, const void *q, const void *kc, const void *vc, int B, int Tq,
-                          int pos0, int cap, int nh, int nkv, int hd);
+                       const void *q, const void *k, const void *v, int ldq, int ldkv, int B, int T,
+                       int nh, int nkv, int hd);
+void cpu_attention_cached(void *out, const void *q, int ldq, const void *kc, const void *vc, int B,
+                          int Tq, int pos0, int cap, int nh, int nkv, int hd);

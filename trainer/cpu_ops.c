@@ -94,9 +94,10 @@ static void rope_tables(float *cosv, float *sinv, int T, int hd, const float *in
     }
 }
 
-// dir = +1: forward rotation; dir = -1: its transpose (the backward).
-static void rope_apply(float *x, const float *inv_freq, int B, int T, int nheads, int hd, float dir,
-                       int pos0) {
+// dir = +1: forward rotation; dir = -1: its transpose (the backward). Row
+// (b, t) of x starts at x + (b*T + t)*ld; its first nheads heads turn.
+static void rope_apply(float *x, const float *inv_freq, int B, int T, int nheads, int hd, int ld,
+                       float dir, int pos0) {
     int half = hd / 2;
     float *cosv = xmalloc(sizeof(float) * (size_t)T * half);
     float *sinv = xmalloc(sizeof(float) * (size_t)T * half);
@@ -106,7 +107,7 @@ static void rope_apply(float *x, const float *inv_freq, int B, int T, int nheads
         for (int t = 0; t < T; t++) {
             const float *c = cosv + (size_t)t * half, *s = sinv + (size_t)t * half;
             for (int h = 0; h < nheads; h++) {
-                float *v = x + (((size_t)b * T + t) * nheads + h) * hd;
+                float *v = x + ((size_t)b * T + t) * ld + (size_t)h * hd;
                 for (int i = 0; i < half; i++) {
                     // HF rotate_half: [x1, x2] -> [x1 c - x2 s, x2 c + x1 s]
                     float x1 = v[i], x2 = v[i + half], si = dir * s[i];
@@ -119,13 +120,13 @@ static void rope_apply(float *x, const float *inv_freq, int B, int T, int nheads
     free(sinv);
 }
 
-static void cpu_rope_fwd(void *x, const float *inv_freq, int B, int T, int nheads, int hd) {
-    rope_apply(x, inv_freq, B, T, nheads, hd, 1.0f, 0);
+static void cpu_rope_fwd(void *x, const float *inv_freq, int B, int T, int nheads, int hd, int ld) {
+    rope_apply(x, inv_freq, B, T, nheads, hd, ld, 1.0f, 0);
 }
 
 static void cpu_rope_fwd_at(void *x, const float *inv_freq, int B, int T, int nheads, int hd,
-                            int pos0) {
-    rope_apply(x, inv_freq, B, T, nheads, hd, 1.0f, pos0);
+                            int ld, int pos0) {
+    rope_apply(x, inv_freq, B, T, nheads, hd, ld, 1.0f, pos0);
 }
 
 // Element-wise ops run a PS_CLONES kernel over [lo, hi) chunks of EW_CHUNK
@@ -141,14 +142,30 @@ static void cpu_rope_fwd_at(void *x, const float *inv_freq, int B, int T, int nh
         }                                                                              \
     } while (0)
 
-PS_CLONES static void swiglu_fwd_k(float *out, const float *g, const float *u, size_t lo,
-                                   size_t hi) {
+// Row-wise ops on N rows of F elements run over [lo, hi) row ranges of about
+// EW_CHUNK elements in parallel, as EW_PARALLEL.
+#define ROWS_PARALLEL(N, F, call)                                                          \
+    do {                                                                                   \
+        size_t per_ = EW_CHUNK / (size_t)(F) ? EW_CHUNK / (size_t)(F) : 1;                 \
+        size_t nc_ = ((size_t)(N) + per_ - 1) / per_;                                      \
+        _Pragma("omp parallel for if (nc_ > 1)") for (size_t c_ = 0; c_ < nc_; c_++) {     \
+            size_t lo = c_ * per_, hi = lo + per_ < (size_t)(N) ? lo + per_ : (size_t)(N); \
+            call;                                                                          \
+        }                                                                                  \
+    } while (0)
+
+// Rows lo..hi-1 of gu [N, 2F] (gate | up) into out [N, F].
+PS_CLONES static void swiglu_fwd_k(float *out, const float *gu, size_t F, size_t lo, size_t hi) {
+    for (size_t r = lo; r < hi; r++) {
+        const float *g = gu + r * 2 * F, *u = g + F;
+        float *o = out + r * F;
 #pragma omp simd
-    for (size_t i = lo; i < hi; i++) out[i] = g[i] / (1.0f + ps_expf(-g[i])) * u[i];
+        for (size_t i = 0; i < F; i++) o[i] = g[i] / (1.0f + ps_expf(-g[i])) * u[i];
+    }
 }
 
-static void cpu_swiglu_fwd(void *out, const void *gate, const void *up, size_t n) {
-    EW_PARALLEL(n, swiglu_fwd_k(out, gate, up, lo, hi));
+static void cpu_swiglu_fwd(void *out, const void *gu, int N, int F) {
+    ROWS_PARALLEL(N, F, swiglu_fwd_k(out, gu, (size_t)F, lo, hi));
 }
 
 PS_CLONES static void add_k(float *a, const float *b, size_t lo, size_t hi) {
@@ -241,24 +258,28 @@ static void cpu_rmsnorm_bwd(void *dinp_, void *dw_, const void *dout_, const voi
     }
 }
 
-static void cpu_rope_bwd(void *dx, const float *inv_freq, int B, int T, int nheads, int hd) {
-    rope_apply(dx, inv_freq, B, T, nheads, hd, -1.0f, 0);
+static void cpu_rope_bwd(void *dx, const float *inv_freq, int B, int T, int nheads, int hd,
+                         int ld) {
+    rope_apply(dx, inv_freq, B, T, nheads, hd, ld, -1.0f, 0);
 }
 
-PS_CLONES static void swiglu_bwd_k(float *dg, float *du, const float *dout, const float *g,
-                                   const float *u, size_t lo, size_t hi) {
+PS_CLONES static void swiglu_bwd_k(float *dgu, const float *dout, const float *gu, size_t F,
+                                   size_t lo, size_t hi) {
+    for (size_t r = lo; r < hi; r++) {
+        const float *g = gu + r * 2 * F, *u = g + F, *d = dout + r * F;
+        float *dg = dgu + r * 2 * F, *du = dg + F;
 #pragma omp simd
-    for (size_t i = lo; i < hi; i++) {
-        float sig = 1.0f / (1.0f + ps_expf(-g[i]));
-        float silu = g[i] * sig;
-        du[i] = dout[i] * silu;
-        dg[i] = dout[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
+        for (size_t i = 0; i < F; i++) {
+            float sig = 1.0f / (1.0f + ps_expf(-g[i]));
+            float silu = g[i] * sig;
+            du[i] = d[i] * silu;
+            dg[i] = d[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
+        }
     }
 }
 
-static void cpu_swiglu_bwd(void *dgate, void *dup, const void *dout, const void *gate,
-                           const void *up, size_t n) {
-    EW_PARALLEL(n, swiglu_bwd_k(dgate, dup, dout, gate, up, lo, hi));
+static void cpu_swiglu_bwd(void *dgu, const void *dout, const void *gu, int N, int F) {
+    ROWS_PARALLEL(N, F, swiglu_bwd_k(dgu, dout, gu, (size_t)F, lo, hi));
 }
 
 static void cpu_embedding_bwd(void *dwte_, const void *dout_, const int *tokens, int BT, int C) {

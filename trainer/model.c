@@ -3,13 +3,17 @@
 //
 // Per layer l (x = residual stream [BT,C]):
 //   ln1 = rmsnorm(x, w_attn_norm)
-//   q = ln1 Wq^T [BT,nh*hd]   k = ln1 Wk^T, v = ln1 Wv^T [BT,nkv*hd]
+//   q|k|v = ln1 [Wq;Wk;Wv]^T [BT,qd+2kvd]  (qd = nh*hd, kvd = nkv*hd; one GEMM)
 //   q, k = rope(q), rope(k)
-//   ao = causal_gqa_attention(q, k, v) [BT,nh*hd]
+//   ao = causal_gqa_attention(q, k, v) [BT,qd]
 //   x_mid = x + ao Wo^T
 //   ln2 = rmsnorm(x_mid, w_ffn_norm)
-//   h = silu(ln2 Wgate^T) * (ln2 Wup^T) [BT,F]
+//   gate|up = ln2 [Wgate;Wup]^T [BT,2F]     (one GEMM)
+//   h = silu(gate) * up [BT,F]
 //   x_next = x_mid + h Wdown^T
+// Wq, Wk, Wv and Wgate, Wup are adjacent in the flat parameter buffer (params.c
+// lays them out so), so each group is one [rows, C] weight matrix and its
+// gradient one [rows, C] block: one GEMM each for the output, dX and dW.
 // then lnf = rmsnorm(x_L), logits = lnf Whead^T [BT,V], loss = mean CE.
 #include "model.h"
 
@@ -33,7 +37,7 @@ static inline float *gview(const Model *M, const ParamEntry *e) {
 
 // The saved activations of layer l (views into the per-layer slabs).
 typedef struct {
-    void *x, *xmid, *xnext, *ln1, *ln2, *q, *k, *v, *ao, *att, *gate, *up, *h;
+    void *x, *xmid, *xnext, *ln1, *ln2, *qkv, *ao, *att, *gu, *h;
     float *rstd1, *rstd2;
 } LayerActs;
 
@@ -53,13 +57,10 @@ static LayerActs layer_acts(const Model *M, int l) {
         .xnext = slab(a->x, xo, capBT * C, e),
         .ln1 = slab(a->ln1, s, capBT * C, e),
         .ln2 = slab(a->ln2, s, capBT * C, e),
-        .q = slab(a->q, s, capBT * qd, e),
-        .k = slab(a->k, s, capBT * kvd, e),
-        .v = slab(a->v, s, capBT * kvd, e),
+        .qkv = slab(a->qkv, s, capBT * (qd + 2 * kvd), e),
         .ao = slab(a->ao, s, capBT * qd, e),
         .att = slab(a->att, s, M->attn_state_per_layer, 1),
-        .gate = slab(a->gate, s, capBT * F, e),
-        .up = slab(a->up, s, capBT * F, e),
+        .gu = slab(a->gu, s, capBT * 2 * F, e),
         .h = slab(a->h, s, capBT * F, e),
         .rstd1 = slab(a->rstd1, s, capBT, 4),
         .rstd2 = slab(a->rstd2, s, capBT, 4),
@@ -74,7 +75,22 @@ void model_init(Model *M, const Backend *be, const LlamaConfig *cfg) {
     param_table_free(&t);
 }
 
+// The forward and backward run Wq|Wk|Wv and Wgate|Wup as one matrix each: the
+// table must place them adjacently, in this order (params.c does, for full and
+// compact tables alike).
+static void check_fused_layout(const ParamTable *t) {
+    for (int l = 0; l < t->cfg.n_layers; l++) {
+        const ParamEntry *q = param_layer(t, l, P_WQ), *k = param_layer(t, l, P_WK),
+                         *v = param_layer(t, l, P_WV), *g = param_layer(t, l, P_W_GATE),
+                         *u = param_layer(t, l, P_W_UP);
+        CHECK(k->offset == q->offset + q->numel && v->offset == k->offset + k->numel &&
+                  u->offset == g->offset + g->numel,
+              "layer %d: Wq, Wk, Wv and Wgate, Wup must be adjacent in the parameter table", l);
+    }
+}
+
 void model_init_table(Model *M, const Backend *be, const ParamTable *t) {
+    check_fused_layout(t);
     memset(M, 0, sizeof *M);
     M->be = be;
     M->cfg = t->cfg;
@@ -120,11 +136,10 @@ size_t model_weight_bytes(const ParamTable *t, size_t act_bytes) {
 static void free_acts(Model *M) {
     const Backend *be = M->be;
     Activations *a = &M->a;
-    void *bufs[] = {a->x,      a->x_mid,   a->ln1,   a->ln2,   a->rstd1,  a->rstd2,
-                    a->q,      a->k,       a->v,     a->att,   a->ao,     a->gate,
-                    a->up,     a->h,       a->lnf,   a->rstdf, a->logits, a->losses,
-                    a->tokens, a->targets, a->dres,  a->dln,   a->dq,     a->dk,
-                    a->dv,     a->dao,     a->dgate, a->dup,   a->dh};
+    void *bufs[] = {a->x,     a->x_mid,  a->ln1,    a->ln2,    a->rstd1,   a->rstd2,
+                    a->qkv,   a->att,    a->ao,     a->gu,     a->h,       a->lnf,
+                    a->rstdf, a->logits, a->losses, a->tokens, a->targets, a->dres,
+                    a->dln,   a->dqkv,   a->dao,    a->dgu,    a->dh};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->free(bufs[i]);
     memset(a, 0, sizeof *a);
@@ -165,13 +180,10 @@ void model_reserve(Model *M, int B, int T) {
     a->ln2 = be->alloc(Ls * BT * C * e);
     a->rstd1 = be->alloc(Ls * BT * 4);
     a->rstd2 = be->alloc(Ls * BT * 4);
-    a->q = be->alloc(Ls * BT * qd * e);
-    a->k = be->alloc(Ls * BT * kvd * e);
-    a->v = be->alloc(Ls * BT * kvd * e);
+    a->qkv = be->alloc(Ls * BT * (qd + 2 * kvd) * e);
     a->att = be->alloc(Ls * M->attn_state_per_layer);
     a->ao = be->alloc(Ls * BT * qd * e);
-    a->gate = be->alloc(Ls * BT * F * e);
-    a->up = be->alloc(Ls * BT * F * e);
+    a->gu = be->alloc(Ls * BT * 2 * F * e);
     a->h = be->alloc(Ls * BT * F * e);
     a->lnf = be->alloc(BT * C * e);
     a->rstdf = be->alloc(BT * 4);
@@ -185,12 +197,9 @@ void model_reserve(Model *M, int B, int T) {
     if (M->forward_only) return;
     a->dres = be->alloc(BT * C * e);
     a->dln = be->alloc(BT * C * e);
-    a->dq = be->alloc(BT * qd * e);
-    a->dk = be->alloc(BT * kvd * e);
-    a->dv = be->alloc(BT * kvd * e);
+    a->dqkv = be->alloc(BT * (qd + 2 * kvd) * e);
     a->dao = be->alloc(BT * qd * e);
-    a->dgate = be->alloc(BT * F * e);
-    a->dup = be->alloc(BT * F * e);
+    a->dgu = be->alloc(BT * 2 * F * e);
     a->dh = be->alloc(BT * F * e);
 }
 
@@ -254,48 +263,47 @@ static void layer_forward(Model *M, int l, int saved_only) {
     LayerActs la = layer_acts(M, l);
     void *x = la.x, *xmid = la.xmid, *xnext = la.xnext, *ln1 = la.ln1, *ln2 = la.ln2;
     float *rstd1 = la.rstd1, *rstd2 = la.rstd2;
-    void *q = la.q, *k = la.k, *v = la.v, *ao = la.ao, *att = la.att;
-    void *gate = la.gate, *up = la.up, *h = la.h;
-    void *wq = W(P_WQ), *wk = W(P_WK), *wv = W(P_WV), *wo = W(P_WO);
+    void *qkv = la.qkv, *ao = la.ao, *att = la.att, *gu = la.gu, *h = la.h;
+    int ld = qd + 2 * kvd;  // row stride of qkv: q, k, v are column blocks of it
+    void *q = qkv, *k = (char *)qkv + (size_t)qd * e, *v = (char *)k + (size_t)kvd * e;
+    void *wqkv = W(P_WQ), *wo = W(P_WO);  // Wq|Wk|Wv: one [qd+2kvd, C] matrix
     if (M->t.shared && M->t.shared->n_own[l] < nkv) {
         // Compact shared model, a layer with replaced units: assemble its full
-        // Wq [qd,C], Wk, Wv [kvd,C], Wo [C,qd] into the one-layer scratch.
-        wq = M->wscratch;
-        wk = (char *)wq + (size_t)qd * C * e;
-        wv = (char *)wk + (size_t)kvd * C * e;
+        // Wq [qd,C], Wk, Wv [kvd,C] (adjacent, as in a full layer), Wo [C,qd]
+        // into the one-layer scratch.
+        void *wq = M->wscratch;
+        void *wk = (char *)wq + (size_t)qd * C * e;
+        void *wv = (char *)wk + (size_t)kvd * C * e;
         wo = (char *)wv + (size_t)kvd * C * e;
         share_assemble_layer(&M->t, be, M->params, l, wq, wk, wv, wo);
+        wqkv = wq;
     }
 
     // attention block
     be->rmsnorm_fwd(ln1, rstd1, x, W(P_ATTN_NORM), BT, C, c->norm_eps);
-    be->matmul_fwd(q, ln1, wq, BT, C, qd);
-    be->matmul_fwd(k, ln1, wk, BT, C, kvd);
-    be->matmul_fwd(v, ln1, wv, BT, C, kvd);
+    be->matmul_fwd(qkv, ln1, wqkv, BT, C, ld);
+    // RoPE turns the q and k heads, the first nh + nkv heads of each row, in one call
     if (M->kv_active) {  // generation: new positions kv_len.., keys and values into the cache
         int p0 = M->kv_len, cap = M->kv_cap;
-        be->rope_fwd_at(q, M->inv_freq, B, T, nh, hd, p0);
-        be->rope_fwd_at(k, M->inv_freq, B, T, nkv, hd, p0);
+        be->rope_fwd_at(qkv, M->inv_freq, B, T, nh + nkv, hd, ld, p0);
         void *kc = slab(M->kv_k, l, (size_t)B * cap * kvd, e);
         void *vc = slab(M->kv_v, l, (size_t)B * cap * kvd, e);
         for (int b = 0; b < B; b++) {
-            size_t at = ((size_t)b * cap + p0) * kvd * e, from = (size_t)b * T * kvd * e;
-            be->copy2d((char *)kc + at, kvd, (char *)k + from, kvd, T, kvd);
-            be->copy2d((char *)vc + at, kvd, (char *)v + from, kvd, T, kvd);
+            size_t at = ((size_t)b * cap + p0) * kvd * e, from = (size_t)b * T * ld * e;
+            be->copy2d((char *)kc + at, kvd, (char *)k + from, ld, T, kvd);
+            be->copy2d((char *)vc + at, kvd, (char *)v + from, ld, T, kvd);
         }
-        be->attention_cached(ao, q, kc, vc, B, T, p0, cap, nh, nkv, hd);
+        be->attention_cached(ao, q, ld, kc, vc, B, T, p0, cap, nh, nkv, hd);
     } else {
-        be->rope_fwd(q, M->inv_freq, B, T, nh, hd);
-        be->rope_fwd(k, M->inv_freq, B, T, nkv, hd);
-        be->attention_fwd(ao, att, q, k, v, B, T, nh, nkv, hd);
+        be->rope_fwd(qkv, M->inv_freq, B, T, nh + nkv, hd, ld);
+        be->attention_fwd(ao, att, q, k, v, ld, ld, B, T, nh, nkv, hd);
     }
     be->matmul_fwd(xmid, ao, wo, BT, qd, C);
     be->add_inplace(xmid, x, (size_t)BT * C);  // x_mid = x + ao Wo^T
     // MLP block
     be->rmsnorm_fwd(ln2, rstd2, xmid, W(P_FFN_NORM), BT, C, c->norm_eps);
-    be->matmul_fwd(gate, ln2, W(P_W_GATE), BT, C, F);
-    be->matmul_fwd(up, ln2, W(P_W_UP), BT, C, F);
-    be->swiglu_fwd(h, gate, up, (size_t)BT * F);
+    be->matmul_fwd(gu, ln2, W(P_W_GATE), BT, C, 2 * F);  // Wgate|Wup: one [2F, C] matrix
+    be->swiglu_fwd(h, gu, BT, F);
     if (!saved_only) {
         be->matmul_fwd(xnext, h, W(P_W_DOWN), BT, F, C);
         be->add_inplace(xnext, xmid, (size_t)BT * C);  // x_next = x_mid + h Wdown^T
@@ -511,23 +519,23 @@ void model_backward(Model *M, float loss_scale) {
         LayerActs la = layer_acts(M, l);
         void *x = la.x, *xmid = la.xmid, *ln1 = la.ln1, *ln2 = la.ln2;
         float *rstd1 = la.rstd1, *rstd2 = la.rstd2;
-        void *q = la.q, *k = la.k, *v = la.v, *ao = la.ao, *att = la.att;
-        void *gate = la.gate, *up = la.up, *h = la.h;
+        void *qkv = la.qkv, *ao = la.ao, *att = la.att, *gu = la.gu, *h = la.h;
+        int ld = qd + 2 * kvd;  // qkv and dqkv: q | k | v per row
+        void *k = (char *)qkv + (size_t)qd * e, *v = (char *)k + (size_t)kvd * e;
+        void *dk = (char *)a->dqkv + (size_t)qd * e, *dv = (char *)dk + (size_t)kvd * e;
 
         // MLP block: dres holds d(x_next); it flows unchanged into d(x_mid) plus the norm path
         be->matmul_bwd(a->dh, G(P_W_DOWN), a->dres, h, W(P_W_DOWN), BT, F, C, 0);
-        be->swiglu_bwd(a->dgate, a->dup, a->dh, gate, up, (size_t)BT * F);
-        be->matmul_bwd(a->dln, G(P_W_GATE), a->dgate, ln2, W(P_W_GATE), BT, C, F, 0);
-        be->matmul_bwd(a->dln, G(P_W_UP), a->dup, ln2, W(P_W_UP), BT, C, F, 1);
+        be->swiglu_bwd(a->dgu, a->dh, gu, BT, F);
+        // Wgate|Wup as one [2F, C] matrix: dln = dgu Wgu, dWgu += dgu^T ln2
+        be->matmul_bwd(a->dln, G(P_W_GATE), a->dgu, ln2, W(P_W_GATE), BT, C, 2 * F, 0);
         be->rmsnorm_bwd(a->dres, G(P_FFN_NORM), a->dln, xmid, W(P_FFN_NORM), rstd2, BT, C);
         // attention block: dres now holds d(x_mid)
         be->matmul_bwd(a->dao, G(P_WO), a->dres, ao, W(P_WO), BT, qd, C, 0);
-        be->attention_bwd(a->dq, a->dk, a->dv, a->dao, att, q, k, v, B, T, nh, nkv, hd);
-        be->rope_bwd(a->dq, M->inv_freq, B, T, nh, hd);
-        be->rope_bwd(a->dk, M->inv_freq, B, T, nkv, hd);
-        be->matmul_bwd(a->dln, G(P_WQ), a->dq, ln1, W(P_WQ), BT, C, qd, 0);
-        be->matmul_bwd(a->dln, G(P_WK), a->dk, ln1, W(P_WK), BT, C, kvd, 1);
-        be->matmul_bwd(a->dln, G(P_WV), a->dv, ln1, W(P_WV), BT, C, kvd, 1);
+        be->attention_bwd(a->dqkv, dk, dv, a->dao, att, qkv, k, v, ld, ld, B, T, nh, nkv, hd);
+        be->rope_bwd(a->dqkv, M->inv_freq, B, T, nh + nkv, hd, ld);  // dq and dk
+        // Wq|Wk|Wv as one [qd+2kvd, C] matrix: dln = dqkv Wqkv, dWqkv += dqkv^T ln1
+        be->matmul_bwd(a->dln, G(P_WQ), a->dqkv, ln1, W(P_WQ), BT, C, ld, 0);
         be->rmsnorm_bwd(a->dres, G(P_ATTN_NORM), a->dln, x, W(P_ATTN_NORM), rstd1, BT, C);
 #undef W
 #undef G

@@ -14,31 +14,31 @@ typedef struct {
     void *x_mid;           // [L][BT,C]   residual after attention
     void *ln1, *ln2;       // [L][BT,C]   RMSNorm outputs
     float *rstd1, *rstd2;  // [L][BT] f32
-    void *q;               // [L][BT,nh*hd]  after RoPE
-    void *k, *v;           // [L][BT,nkv*hd] (k after RoPE)
+    void *qkv;             // [L][BT,qd+2kvd]  q | k | v per row (one GEMM; q, k after RoPE)
     void *att;             // [L][attn_state_bytes] backend-defined attention state
-    void *ao;              // [L][BT,nh*hd]  attention output before Wo
-    void *gate, *up, *h;   // [L][BT,F]  SwiGLU: h = silu(gate) * up
+    void *ao;              // [L][BT,qd]  attention output before Wo (qd = nh*hd, kvd = nkv*hd)
+    void *gu;              // [L][BT,2F]  gate | up per row (one GEMM)
+    void *h;               // [L][BT,F]   SwiGLU: h = silu(gate) * up
     void *lnf;             // [BT,C]
     float *rstdf;          // [BT] f32
     void *logits;          // [BT,V] (dlogits after the backward's first op)
     float *losses;         // [BT] f32
     int *tokens, *targets;  // [BT] int32
     // backward scratch (reused across layers)
-    void *dres;                // [BT,C] gradient of the residual stream
-    void *dln;                 // [BT,C]
-    void *dq, *dk, *dv, *dao;  // like q, k, v, ao (one layer)
-    void *dgate, *dup, *dh;    // [BT,F]
+    void *dres;        // [BT,C] gradient of the residual stream
+    void *dln;         // [BT,C]
+    void *dqkv, *dao;  // like qkv, ao (one layer)
+    void *dgu, *dh;    // [BT,2F], [BT,F]
 } Activations;
 
 typedef struct {
     const Backend *be;
     ParamTable t;  // layout of params and grads (and of master/m/v in the optimizer)
     LlamaConfig cfg;
-    void *params;    // [t.total] compute type
-    float *grads;    // [t.total] fp32, accumulated by backward (NULL when t.shared)
-    size_t n_alloc;  // elements params and grads hold: t.total, or more after model_pad
-    void *wscratch;  // compact shared models: one layer's full Wq|Wk|Wv|Wo, assembled per layer
+    void *params;     // [t.total] compute type
+    float *grads;     // [t.total] fp32, accumulated by backward (NULL when t.shared)
+    size_t n_alloc;   // elements params and grads hold: t.total, or more after model_pad
+    void *wscratch;   // compact shared models: one layer's full Wq|Wk|Wv|Wo, assembled per layer
     float *inv_freq;  // backend memory, fp32 [hd/2]: RoPE frequencies (rope_inv_freq)
     Activations a;
     size_t attn_state_per_layer;  // bytes

@@ -122,7 +122,9 @@ static void add(ParamTable *t, ParamKind kind, int layer, const char *name, int6
 }
 
 // Lay out every tensor; with a share layout, the attention tensors of layer l
-// hold only its n_own[l] owned units (ShareLayout in params.h).
+// hold only its n_own[l] owned units (ShareLayout in params.h). Wq, Wk, Wv and
+// Wgate, Wup stay adjacent and in this order: model.c runs each group as one
+// matrix (one GEMM for the output, dX and dW) and checks this.
 static void build(ParamTable *t, const LlamaConfig *cfg, ShareLayout *shared) {
     CHECK(llama_config_validate(cfg) == 0, "%s", ps_err_msg());
     memset(t, 0, sizeof *t);
