@@ -89,6 +89,48 @@ static int n_chars(const char *s) {
     return n;
 }
 
+// MMLU's stderr as lm-eval 0.4 aggregates the group mmlu: each category's stderr
+// pools its subjects' (pooled_sample_stderr), then the categories' are pooled.
+// Written out here from the formula, independently of taskeval.c.
+static double pool(const double *n, const double *se, int k) {
+    double num = 0, N = 0;
+    int used = 0;
+    for (int i = 0; i < k; i++)
+        if (n[i] > 0) num += (n[i] - 1) * n[i] * se[i] * se[i], N += n[i], used++;
+    return sqrt(num / (N - used) / N);
+}
+
+static void check_mmlu_stderr(const Task *T, const TaskResult *r, const double *acc) {
+    double cn[4], cse[4];
+    for (int c = 0; c < 4; c++) {
+        double gn[64], gse[64], sum_c = 0;
+        int k = 0;
+        for (int g = 0; g < T->n_groups; g++) {
+            if (T->group_cat[g] != c) continue;
+            double s = 0, s2 = 0, m = 0;
+            for (int d = 0; d < T->n_docs; d++)
+                if (T->docs[d].group == g) s += acc[d], s2 += acc[d] * acc[d], m++;
+            double var = m > 1 ? (s2 - s * s / m) / (m - 1) : 0;  // sample variance
+            gn[k] = m;
+            gse[k++] = m > 1 ? sqrt(var / m) : 0;
+            sum_c += s;
+        }
+        cn[c] = 0;
+        for (int i = 0; i < k; i++) cn[c] += gn[i];
+        cse[c] = cn[c] > 0 ? pool(gn, gse, k) : 0;
+        T_CHECK(r->cat_n[c] == (int)cn[c], "mmlu category %d: n %d, expected %g", c, r->cat_n[c],
+                cn[c]);
+        if (cn[c] > 0)
+            T_CHECK(fabs(r->cat_acc[c] - sum_c / cn[c]) < 1e-12 &&
+                        fabs(r->cat_acc_se[c] - cse[c]) < 1e-12,
+                    "mmlu category %d: acc %g se %g, expected %g %g", c, r->cat_acc[c],
+                    r->cat_acc_se[c], sum_c / cn[c], cse[c]);
+    }
+    double want = pool(cn, cse, 4);
+    T_CHECK(fabs(r->acc_se - want) < 1e-12, "mmlu: pooled stderr %.10f, expected %.10f", r->acc_se,
+            want);
+}
+
 // Score the task set, then check every document of every task against expect_ll.
 static void check_scores(Model *M, const Tokenizer *tok, TaskSet *s, const char *samples) {
     TaskEvalOpts o;
@@ -105,6 +147,7 @@ static void check_scores(Model *M, const Tokenizer *tok, TaskSet *s, const char 
     for (int t = 0; t < s->n_tasks; t++) {
         const Task *T = &s->tasks[t];
         double acc = 0, accn = 0;
+        double *line_acc = xcalloc((size_t)T->n_docs + 1, sizeof(double));
         for (int d = 0; d < T->n_docs; d++) {
             const TaskDoc *doc = &T->docs[d];
             char *nl = strchr(line, '\n');
@@ -128,7 +171,8 @@ static void check_scores(Model *M, const Tokenizer *tok, TaskSet *s, const char 
                 if (want / n_chars(choice) > bestn) bestn = want / n_chars(choice), predn = c;
                 if (c == 0) g0 = greedy;
             }
-            acc += T->def.fmt == TASK_FMT_LAMBADA ? g0 : pred == doc->gold;
+            line_acc[d] = T->def.fmt == TASK_FMT_LAMBADA ? g0 : pred == doc->gold;
+            acc += line_acc[d];
             accn += predn == doc->gold;
             cJSON_Delete(j);
         }
@@ -146,6 +190,9 @@ static void check_scores(Model *M, const Tokenizer *tok, TaskSet *s, const char 
         else if (T->n_groups == 1)
             T_CHECK(fabs(res[t].acc_se - se) < 1e-12, "%s: stderr %g, expected %g", T->def.name,
                     res[t].acc_se, se);
+        else
+            check_mmlu_stderr(T, &res[t], line_acc);
+        free(line_acc);
     }
     free(text);
     free(res);
@@ -166,6 +213,12 @@ int main(void) {
     char *cfg_path = ps_path_join(g_dir, "mine.json");
     T_CHECK(task_defs_load(cfg_path) == 0, "%s", ps_err_msg());
     EXPECT_FAIL(task_defs_load(cfg_path), "already defined");
+    // all or nothing: a good row before a bad one is not added
+    write_file("half.json", "[{\"name\": \"good1\", \"file\": \"mine.jsonl\"}, {\"name\": \"x\"}]");
+    char *half = ps_path_join(g_dir, "half.json");
+    EXPECT_FAIL(task_defs_load(half), "half.json", "needs \"name\" and \"file\"");
+    T_CHECK(task_find("good1") == NULL, "a row of a rejected task file was added");
+    free(half);
     free(cfg_path);
 
     // The built-in rows, pointed at the small files (same format, same prompt pieces).
@@ -207,7 +260,14 @@ int main(void) {
             "user task: %s", t[3].docs[0].context);
 
     T_CHECK(task_load(&mmlu, g_dir, 0, &t[4]) == 0, "%s", ps_err_msg());
-    T_CHECK(t[4].n_docs == 3 && t[4].n_groups == 2, "mmlu: %d docs", t[4].n_docs);
+    T_CHECK(t[4].n_docs == 6 && t[4].n_groups == 3, "mmlu: %d docs", t[4].n_docs);
+    T_CHECK(t[4].group_cat[0] == 0 && t[4].group_cat[1] == 0 && t[4].group_cat[2] == 3 &&
+                !strcmp(task_mmlu_category_names[3], "humanities"),
+            "mmlu categories: %d %d %d", t[4].group_cat[0], t[4].group_cat[1], t[4].group_cat[2]);
+    T_CHECK(task_mmlu_category("professional_law") == 3 && task_mmlu_category("virology") == 1 &&
+                task_mmlu_category("sociology") == 2 && task_mmlu_category("anatomy") == 0 &&
+                task_mmlu_category("cooking") == -1,
+            "mmlu category table");
     T_CHECK(!strcmp(t[4].docs[0].context,
                     "The following are multiple choice questions (with answers) about anatomy.\n\n"
                     "What is x?\nA. x1\nB. x2\nC. x3\nD. x4\nAnswer:"),
@@ -233,10 +293,35 @@ int main(void) {
             "mmlu dev quoting: %s", t[5].docs[1].context);
     Task bad;
     EXPECT_FAIL(task_load(&mmlu, g_dir, 3, &bad), "anatomy_dev.csv", "fewer than --num-fewshot 3");
+    {  // lying zips: a member claiming 2 GiB uncompressed; a name running past the end
+        size_t zl = 0;
+        unsigned char *z = (unsigned char *)ps_read_file(mmlu.file, &zl);
+        T_CHECK(z != NULL, "read %s", mmlu.file);
+        unsigned char *cd = NULL;
+        const char *member = "data/test/anatomy_test.csv";  // its central directory entry
+        for (size_t i = 0; i + 46 + strlen(member) <= zl && !cd; i++)
+            if (!memcmp(z + i, "PK\x01\x02", 4) && !memcmp(z + i + 46, member, strlen(member)))
+                cd = z + i;
+        T_CHECK(cd != NULL, "no central directory in the fixture zip");
+        TaskDef lie = mmlu;
+        snprintf(lie.file, sizeof lie.file, "%.900s/lie.zip", g_dir);
+        unsigned char save = cd[27];
+        cd[27] = 0x7f;  // uncompressed size (offset 24, little-endian) |= 0x7f000000
+        T_CHECK(ps_write_file_atomic(lie.file, z, zl) == 0, "write lie.zip");
+        EXPECT_FAIL(task_load(&lie, g_dir, 0, &bad), "lie.zip", "over the 64 MiB limit");
+        cd[27] = save;
+        cd[28] = 0xff, cd[29] = 0xff;  // name length 65535
+        T_CHECK(ps_write_file_atomic(lie.file, z, zl) == 0, "write lie.zip");
+        EXPECT_FAIL(task_load(&lie, g_dir, 0, &bad), "lie.zip", "runs past the end");
+        free(z);
+    }
     EXPECT_FAIL(task_load(&piqa, g_dir, 1, &bad), "only supported for mmlu");
     TaskDef badd = *task_find("mine");
     strcpy(badd.file, "bad.jsonl");
     EXPECT_FAIL(task_load(&badd, g_dir, 0, &bad), "bad.jsonl:2", "not valid JSON");
+    strcpy(badd.file, "nonstr.jsonl");  // a choice that is not a string (was a double free)
+    write_file("nonstr.jsonl", "{\"query\": \"q\", \"choices\": [\"a\", 2], \"gold\": 0}\n");
+    EXPECT_FAIL(task_load(&badd, g_dir, 0, &bad), "nonstr.jsonl:1", "\"choices\": [str, ...]");
     strcpy(badd.file, "dup.jsonl");
     EXPECT_FAIL(task_load(&badd, g_dir, 0, &bad), "dup.jsonl:1", "duplicate key");
     strcpy(badd.file, "arr.jsonl");
@@ -248,7 +333,9 @@ int main(void) {
     Task sub;
     T_CHECK(task_load(&mmlu, g_dir, 0, &sub) == 0, "%s", ps_err_msg());
     task_subset(&sub, 1, 0);
-    T_CHECK(sub.n_docs == 2 && sub.docs[0].index == 0 && sub.docs[1].group == 1, "mmlu limit");
+    T_CHECK(sub.n_docs == 3 && sub.docs[0].index == 0 && sub.docs[1].group == 1 &&
+                sub.docs[2].group == 2,
+            "mmlu limit");
     task_free(&sub);
     T_CHECK(task_load(&mmlu, g_dir, 0, &sub) == 0, "%s", ps_err_msg());
     int picked[2] = {0, 0};

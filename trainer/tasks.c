@@ -79,7 +79,7 @@ int task_defs_load(const char *path) {
         cJSON_Delete(root);
         return ps_err_set("%s: expected a JSON list of task objects", path);
     }
-    int rc = 0, i = 0;
+    int rc = 0, i = 0, n0 = g_n_user;  // all or nothing: a bad row drops the file's rows
     const cJSON *o;
     cJSON_ArrayForEach(o, root) {
         TaskDef d = {0};
@@ -141,7 +141,14 @@ int task_defs_load(const char *path) {
         i++;
     }
     cJSON_Delete(root);
+    if (rc) g_n_user = n0;
     return rc;
+}
+
+void task_defs_reset(void) {
+    free(g_user);
+    g_user = NULL;
+    g_n_user = 0;
 }
 
 // ---------------------------------------------------------------------------
@@ -273,6 +280,7 @@ static int jstr_list(const cJSON *a, char ***out) {
     cJSON_ArrayForEach(e, a) {
         if (!cJSON_IsString(e)) {
             free(*out);
+            *out = NULL;  // the caller frees *out on every path
             return -1;
         }
         (*out)[i++] = e->valuestring;
@@ -468,6 +476,8 @@ static uint32_t rd32(const unsigned char *p) {
     return rd16(p) | rd16(p + 2) << 16;
 }
 
+enum { ZIP_MAX_MEMBER = 64 << 20 };
+
 // The central directory of a zip held in memory; -1 with ps_err when malformed.
 static int zip_list(const unsigned char *z, size_t len, const char *path, ZipEntry **out, int *n) {
     *out = NULL;
@@ -489,6 +499,14 @@ static int zip_list(const unsigned char *z, size_t len, const char *path, ZipEnt
             return ps_err_set("%s: corrupt zip central directory (entry %d)", path, i);
         }
         size_t nl = rd16(z + p + 28), xl = rd16(z + p + 30), cl = rd16(z + p + 32);
+        if (p + 46 + nl > len) {
+            for (int k = 0; k < i; k++) free(e[k].name);
+            free(e);
+            return ps_err_set(
+                "%s: corrupt zip central directory (entry %d: its name runs past "
+                "the end of the file)",
+                path, i);
+        }
         e[i].method = (int)rd16(z + p + 10);
         e[i].csize = rd32(z + p + 20);
         e[i].usize = rd32(z + p + 24);
@@ -511,6 +529,13 @@ static char *zip_read(const unsigned char *z, size_t len, const ZipEntry *e, con
     size_t data = e->off + 30 + rd16(z + e->off + 26) + rd16(z + e->off + 28);
     if (data + e->csize > len) {
         ps_err_set("%s: %s: truncated", path, e->name);
+        return NULL;
+    }
+    // The size is the file's word: bound it before allocating (the largest MMLU CSV is
+    // under 1 MiB; a member claiming more is a zip bomb or a lie).
+    if (e->usize > ZIP_MAX_MEMBER) {
+        ps_err_set("%s: %s: uncompressed size %zu bytes is over the %d MiB limit for a task file",
+                   path, e->name, e->usize, ZIP_MAX_MEMBER >> 20);
         return NULL;
     }
     char *out = xmalloc(e->usize + 1);
@@ -559,7 +584,7 @@ static int csv_rows(const char *raw, const char *what, char ***cells_out) {
     char **cells = NULL;
     int n_cells = 0, cap = 0, row_fields = 0, rows = 0;
     const char *p = text;
-    while (*p) {
+    while (*p || row_fields > 0) {  // a ',' at the very end still opens one (empty) field
         // one field
         f.n = 0;
         str_addn(&f, "", 0);
@@ -629,6 +654,79 @@ static char *mmlu_question(const TaskDef *def, char **row) {
     char *out = make_prompt(def, str_take(&b));
     free(b.s);
     return out;
+}
+
+// MMLU subject -> category, from the "tag" of each lm_eval/tasks/mmlu/default/mmlu_<subject>.yaml
+// (lm-eval 0.4.13; the categorization of Hendrycks et al.).
+const char *const task_mmlu_category_names[TASK_MMLU_CATEGORIES] = {
+    "stem", "other", "social_sciences", "humanities"};
+static const struct {
+    const char *subject;
+    int cat;
+} MMLU_CATS[] = {
+    {"abstract_algebra", 0},
+    {"anatomy", 0},
+    {"astronomy", 0},
+    {"business_ethics", 1},
+    {"clinical_knowledge", 1},
+    {"college_biology", 0},
+    {"college_chemistry", 0},
+    {"college_computer_science", 0},
+    {"college_mathematics", 0},
+    {"college_medicine", 1},
+    {"college_physics", 0},
+    {"computer_security", 0},
+    {"conceptual_physics", 0},
+    {"econometrics", 2},
+    {"electrical_engineering", 0},
+    {"elementary_mathematics", 0},
+    {"formal_logic", 3},
+    {"global_facts", 1},
+    {"high_school_biology", 0},
+    {"high_school_chemistry", 0},
+    {"high_school_computer_science", 0},
+    {"high_school_european_history", 3},
+    {"high_school_geography", 2},
+    {"high_school_government_and_politics", 2},
+    {"high_school_macroeconomics", 2},
+    {"high_school_mathematics", 0},
+    {"high_school_microeconomics", 2},
+    {"high_school_physics", 0},
+    {"high_school_psychology", 2},
+    {"high_school_statistics", 0},
+    {"high_school_us_history", 3},
+    {"high_school_world_history", 3},
+    {"human_aging", 1},
+    {"human_sexuality", 2},
+    {"international_law", 3},
+    {"jurisprudence", 3},
+    {"logical_fallacies", 3},
+    {"machine_learning", 0},
+    {"management", 1},
+    {"marketing", 1},
+    {"medical_genetics", 1},
+    {"miscellaneous", 1},
+    {"moral_disputes", 3},
+    {"moral_scenarios", 3},
+    {"nutrition", 1},
+    {"philosophy", 3},
+    {"prehistory", 3},
+    {"professional_accounting", 1},
+    {"professional_law", 3},
+    {"professional_medicine", 1},
+    {"professional_psychology", 2},
+    {"public_relations", 2},
+    {"security_studies", 2},
+    {"sociology", 2},
+    {"us_foreign_policy", 2},
+    {"virology", 1},
+    {"world_religions", 3},
+};
+
+int task_mmlu_category(const char *subject) {
+    for (size_t i = 0; i < sizeof MMLU_CATS / sizeof MMLU_CATS[0]; i++)
+        if (!strcmp(MMLU_CATS[i].subject, subject)) return MMLU_CATS[i].cat;
+    return -1;
 }
 
 static int load_mmlu(const TaskDef *def, const char *dir, int shots, Task *t) {
@@ -701,9 +799,20 @@ static int load_mmlu(const TaskDef *def, const char *dir, int shots, Task *t) {
             rc = -1;
             break;
         }
+        int cat = task_mmlu_category(subject);
+        if (cat < 0) {
+            free(head.s);
+            for (int k = 0; k < rows * 6; k++) free(cells[k]);
+            free(cells);
+            rc = ps_err_set("%s: %s: '%s' is not one of MMLU's 57 subjects", path, e[i].name,
+                            subject);
+            break;
+        }
         int g = t->n_groups++;
         t->group_names = xrealloc(t->group_names, sizeof(char *) * (size_t)t->n_groups);
+        t->group_cat = xrealloc(t->group_cat, sizeof(int) * (size_t)t->n_groups);
         t->group_names[g] = xstrdup(subject);
+        t->group_cat[g] = cat;
         for (int r = 0; r < rows && !rc; r++) {
             char **row = cells + r * 6;
             const char *ans = row[5];
@@ -751,6 +860,7 @@ int task_load(const TaskDef *def, const char *data_dir, int num_fewshot, Task *t
         t->n_groups = 1;
         t->group_names = xmalloc(sizeof(char *));
         t->group_names[0] = xstrdup(def->name);
+        t->group_cat = xcalloc(1, sizeof(int));
         rc = load_jsonl(def, data_dir, t);
     }
     if (rc) task_free(t);
@@ -800,5 +910,6 @@ void task_free(Task *t) {
     free(t->docs);
     for (int g = 0; g < t->n_groups; g++) free(t->group_names[g]);
     free(t->group_names);
+    free(t->group_cat);
     memset(t, 0, sizeof *t);
 }

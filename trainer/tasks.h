@@ -55,7 +55,15 @@ typedef struct {
     TaskDoc *docs;
     int n_groups;        // mmlu: 57 subjects; 1 otherwise
     char **group_names;  // [n_groups]
+    int *group_cat;      // [n_groups] mmlu: the subject's category (task_mmlu_categories), else 0
 } Task;
+
+// MMLU's four categories as lm-eval 0.4 nests its subjects (the groups mmlu_stem,
+// mmlu_other, mmlu_social_sciences, mmlu_humanities of lm_eval/tasks/mmlu/default):
+// the names, and the category of a subject (-1: not an MMLU subject).
+enum { TASK_MMLU_CATEGORIES = 4 };
+extern const char *const task_mmlu_category_names[TASK_MMLU_CATEGORIES];
+int task_mmlu_category(const char *subject);
 
 // The built-in table plus the user rows loaded so far.
 int task_count(void);
@@ -65,8 +73,11 @@ const TaskDef *task_find(const char *name);
 // Add the rows of a JSON file: a list of objects with "name", "file" and
 // optionally "format" (jsonl only), "prefix", "suffix", "strip", "delim",
 // "metrics" (list of "acc", "acc_norm"). A row may not reuse a built-in name.
-// Returns 0, or -1 with ps_err naming the file and the problem.
+// Returns 0, or -1 with ps_err naming the file and the problem (and no row of
+// the file added).
 int task_defs_load(const char *path);
+// Forget the user rows (the built-in table stays).
+void task_defs_reset(void);
 
 // Read a task's documents from data_dir. num_fewshot > 0 is allowed only for
 // mmlu (examples from the dev split, first n, as lm-eval's first_n sampler).

@@ -8,7 +8,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 build="$(cd "${1:?usage: make_seeds.sh BUILD_DIR}" && pwd)"
 c="$here/corpus"
-mkdir -p "$c"/{safetensors,config,index,plan,job,shard,llama2c,tokbin,spm,ckpt}
+mkdir -p "$c"/{safetensors,config,index,plan,job,shard,llama2c,tokbin,spm,ckpt,tasks}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -33,7 +33,7 @@ cp "$tmp"/sh/s_train_000000.bin "$c/shard/byte.bin"
 PS_FUZZ_WRITE_SEED="$c/ckpt/tiny.h5" "$build/fuzz_ckpt"
 PS_FUZZ_SEED_PLAN='{"x": 1}' PS_FUZZ_WRITE_SEED="$c/ckpt/tiny_plan.h5" "$build/fuzz_ckpt"
 
-python3 - "$c" <<'PY'
+python3 - "$c" "$root" <<'PY'
 import json, struct, sys
 c = sys.argv[1]
 # safetensors: three small tensors of the dtypes we read
@@ -86,5 +86,19 @@ for i, (p, s) in enumerate(pieces):
 m += field(2, 2, field(3, 0, varint(2)) + field(40, 0, varint(0)) + field(41, 0, varint(1)) + field(42, 0, varint(2)))
 m += field(3, 2, field(1, 2, b"identity") + field(3, 0, varint(1)))
 open(f"{c}/spm/tiny.model", "wb").write(m)
+# tasks: the first byte picks the reader (fuzz_tasks.c); the fixtures of tests/fixtures/tasks
+# and rows in each format of tests/test_tasks.c
+fx = sys.argv[2] + "/tests/fixtures/tasks"
+def seed(name, sel, body):
+    open(f"{c}/tasks/{name}", "wb").write(bytes([sel]) + body)
+seed("piqa", 0, open(f"{fx}/piqa/valid.jsonl", "rb").read() + b"\0" + open(f"{fx}/piqa/valid-labels.lst", "rb").read())
+seed("hellaswag", 1, b'{"activity_label": "Removing ice", "ctx_a": "A man [header] stands.", "ctx_b": '
+     b'"THE man", "endings": ["  scrapes [title] the car.", "x  y", "z [a] [b]c", "w"], "label": 2}\n')
+seed("lambada", 2, b'{"text": "He said hello to Bob"}\n{"text": "aaaa aaaa"}\n')
+seed("user", 3, b'{"query": "Q: sky", "choices": ["blue", "green"], "gold": 0}\n\n'
+     b'{"query": "x", "choices": ["yes", "no"], "gold": 1}\n')
+seed("mmlu", 4, open(f"{fx}/mmlu/mmlu.zip", "rb").read())
+seed("defs", 5, b'[{"name": "mine", "file": "mine.jsonl", "strip": "Q: ", "prefix": "<", '
+     b'"suffix": ">", "metrics": ["acc", "acc_norm"]}]')
 PY
 ls -la "$c"/*
