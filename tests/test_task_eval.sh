@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_task_eval.sh: task evaluation through the command line and in jobs, on the
-# fixture task data (tests/fixtures/tasks: piqa and a two-subject mmlu):
+# fixture task data (tests/fixtures/tasks: piqa and a three-subject mmlu):
 #   - a PostShare job (configs/tiny.yaml, ratio 0.5) with eval.tasks scores every
 #     model of its results table: results.json rows have the tasks, results.md
 #     and the printed table their columns;
@@ -44,7 +44,7 @@ for tm in "piqa acc" "piqa acc_norm" "mmlu acc" "mmlu acc_stderr"; do
   a=$(value_of "$RUN/results.json" postshare $tm 2>&1); b=$(value_of "$TMP/ev.json" - $tm 2>&1)
   check '[ -n "$a" ] && [ "$a" = "$b" ]' "$tm (value n): the hand-off has $a, eval --tasks on shared/ $b"
 done
-check '[ "$(wc -l < "$TMP/ev.jsonl")" = 7 ] && grep -q "^| mmlu | 3 | 0 |" "$TMP/ev.md"' \
+check '[ "$(wc -l < "$TMP/ev.jsonl")" = 10 ] && grep -q "^| mmlu | 6 | 0 |" "$TMP/ev.md" && grep -q "^| - stem | 3 | 0 |" "$TMP/ev.md" && grep -q "^| - humanities | 3 | 0 |" "$TMP/ev.md"' \
   "eval --out/--samples: $(cat "$TMP/ev.md" 2>&1) $(wc -l < "$TMP/ev.jsonl" 2>&1) samples"
 "$PS" train "$SRC/configs/tiny.yaml" "${SETS[@]}" --set run.name=plain > "$TMP/plain.log" 2>&1 \
   || { bad "plain run with eval.tasks failed"; tail "$TMP/plain.log" >&2; }

@@ -266,6 +266,58 @@ static double ppl_bootstrap_stderr(const double *ll, int n, int iters) {
     return se;
 }
 
+// lm-eval's pooled_sample_stderr of groups of sizes n[g] with stderrs se[g]:
+// sqrt(sum (n_g - 1) n_g se_g^2 / (N - G) / N). Groups with n_g = 0 are skipped.
+static double pooled_stderr(const int *n, const double *se, int G) {
+    double num = 0;
+    long N = 0;
+    int used = 0;
+    for (int g = 0; g < G; g++) {
+        if (n[g] == 0) continue;
+        num += (double)(n[g] - 1) * (isnan(se[g]) ? 0 : se[g] * se[g]) * n[g];
+        N += n[g];
+        used++;
+    }
+    return N > used ? sqrt(num / (double)(N - used) / (double)N) : NAN;
+}
+
+// MMLU as lm-eval aggregates it: acc is the mean over all questions (weight_by_size);
+// its stderr pools the subjects' stderrs within each category (mmlu_stem, ...),
+// then pools the four categories' (the group mmlu's aggregation of its subgroups).
+static void pool_mmlu_stderr(const Task *T, const double *acc, TaskResult *r) {
+    int n = T->n_docs, G = T->n_groups;
+    double *x = xmalloc(sizeof(double) * (size_t)(n + 1));
+    int *gn = xcalloc((size_t)G, sizeof(int));
+    double *gse = xmalloc(sizeof(double) * (size_t)G);
+    for (int g = 0; g < G; g++) {
+        int m = 0;
+        for (int d = 0; d < n; d++)
+            if (T->docs[d].group == g) x[m++] = acc[d];
+        gn[g] = m;
+        gse[g] = mean_stderr(x, m);
+    }
+    int cn[TASK_MMLU_CATEGORIES] = {0};
+    double cse[TASK_MMLU_CATEGORIES];
+    for (int c = 0; c < TASK_MMLU_CATEGORIES; c++) {
+        int m = 0;
+        for (int d = 0; d < n; d++)
+            if (T->group_cat[T->docs[d].group] == c) x[m++] = acc[d];
+        // the category's subjects: their sizes and stderrs (others masked to size 0)
+        int *sn = xcalloc((size_t)G, sizeof(int));
+        for (int g = 0; g < G; g++) sn[g] = T->group_cat[g] == c ? gn[g] : 0;
+        cn[c] = m;
+        cse[c] = pooled_stderr(sn, gse, G);
+        r->cat_n[c] = m;
+        r->cat_acc[c] = m ? mean_of(x, m) : NAN;
+        r->cat_acc_se[c] = cse[c];
+        free(sn);
+    }
+    r->acc_se = pooled_stderr(cn, cse, TASK_MMLU_CATEGORIES);
+    free(x);
+    free(gn);
+    free(gse);
+}
+
 int task_set_eval(Model *M, const Tokenizer *tok, const TaskSet *s, const TaskEvalOpts *o,
                   TaskResult *res, TaskEvalStats *st_out) {
     TaskEvalStats st = {0};
@@ -354,22 +406,7 @@ int task_set_eval(Model *M, const Tokenizer *tok, const TaskSet *s, const TaskEv
             r->ppl = exp(-m);
             r->ppl_se = ppl_bootstrap_stderr(ll1, n, 100000);
         }
-        if (T->n_groups > 1) {  // mmlu: lm-eval's pooled stderr over the subjects
-            double num = 0;
-            int ng = 0;
-            double *x = xmalloc(sizeof(double) * (size_t)(n + 1));
-            for (int g = 0; g < T->n_groups; g++) {
-                int m = 0;
-                for (int d = 0; d < n; d++)
-                    if (T->docs[d].group == g) x[m++] = acc[d];
-                if (m == 0) continue;
-                double se = mean_stderr(x, m);
-                num += (m - 1) * (isnan(se) ? 0 : se * se) * m;
-                ng++;
-            }
-            r->acc_se = n > ng ? sqrt(num / (n - ng) / n) : NAN;
-            free(x);
-        }
+        if (T->def.fmt == TASK_FMT_MMLU) pool_mmlu_stderr(T, acc, r);
         free(acc);
         free(accn);
         free(ll1);
@@ -410,6 +447,17 @@ cJSON *task_results_json(const TaskResult *r, int n) {
             json_num(o, "perplexity", r[i].ppl);
             json_num(o, "perplexity_stderr", r[i].ppl_se);
         }
+        int has_cat = 0;
+        for (int c = 0; c < TASK_MMLU_CATEGORIES; c++) has_cat |= r[i].cat_n[c] > 0;
+        if (has_cat) {  // mmlu: lm-eval's mmlu_stem, mmlu_other, ... rows
+            cJSON *cats = cJSON_AddObjectToObject(o, "categories");
+            for (int c = 0; c < TASK_MMLU_CATEGORIES; c++) {
+                cJSON *co = cJSON_AddObjectToObject(cats, task_mmlu_category_names[c]);
+                cJSON_AddNumberToObject(co, "n", r[i].cat_n[c]);
+                json_num(co, "acc", r[i].cat_acc[c]);
+                json_num(co, "acc_stderr", r[i].cat_acc_se[c]);
+            }
+        }
         cJSON_AddItemToArray(a, o);
     }
     return a;
@@ -434,6 +482,11 @@ void task_results_md(FILE *f, const TaskResult *r, int n) {
             task_fmt_value(b, sizeof b, r[i].acc_norm, r[i].acc_norm_se);
         if (r[i].metrics & TASK_M_PPL) task_fmt_value(c, sizeof c, r[i].ppl, r[i].ppl_se);
         fprintf(f, "| %s | %d | %d | %s | %s | %s |\n", r[i].name, r[i].n, r[i].shots, a, b, c);
+        for (int k = 0; k < TASK_MMLU_CATEGORIES; k++)  // mmlu: its categories, as lm-eval prints
+            if (r[i].cat_n[k] > 0)
+                fprintf(f, "| - %s | %d | %d | %s | | |\n", task_mmlu_category_names[k],
+                        r[i].cat_n[k], r[i].shots,
+                        task_fmt_value(a, sizeof a, r[i].cat_acc[k], r[i].cat_acc_se[k]));
     }
 }
 

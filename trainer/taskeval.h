@@ -14,7 +14,8 @@
 // Metrics: acc (argmax of ll), acc_norm (argmax of ll / characters of the choice),
 // lambada's acc (greedy) and perplexity exp(-mean ll); standard errors as lm-eval:
 // sample stddev / sqrt(n) for means, bootstrap for perplexity, and MMLU's pooled
-// stderr over subjects.
+// stderr: over the subjects of each category, then over the categories (lm-eval's
+// two-level group mmlu -> mmlu_stem/... -> subjects).
 #pragma once
 
 #include <stdint.h>
@@ -30,6 +31,9 @@ typedef struct {
     int shots;                                               // few-shot examples in each prompt
     int metrics;                                             // TASK_M_* bits present below
     double acc, acc_se, acc_norm, acc_norm_se, ppl, ppl_se;  // se: NAN when n < 2
+    // mmlu: acc per category (task_mmlu_category_names), as lm-eval's mmlu_stem etc.
+    int cat_n[TASK_MMLU_CATEGORIES];
+    double cat_acc[TASK_MMLU_CATEGORIES], cat_acc_se[TASK_MMLU_CATEGORIES];
 } TaskResult;
 
 typedef struct {
