@@ -9,7 +9,7 @@ local JSON files (dataset_path: json + data_files), the files holding the same
 documents as ../shared/data/eval converted to the fields the YAML expects. MMLU
 becomes 57 subject tasks under one group (flat, weight_by_size).
 
-usage: compare_lm_eval.py --model HF_DIR --ours SAMPLES.jsonl[,...] --tasks LIST
+usage: compare_lm_eval.py --model HF_DIR [--gguf FILE] --ours SAMPLES.jsonl[,...] --tasks LIST
            --limit N [--mmlu-limit N] [--num-fewshot K] --work DIR [--batch-size B]
 Writes DIR/lm_eval_<tag>.json (metrics, timing) and prints the comparison.
 """
@@ -112,6 +112,7 @@ def make_mmlu(data, work):
                       if n.startswith("data/test/") and n.endswith("_test.csv"))
     os.makedirs(os.path.join(work, "mmlu"), exist_ok=True)
     names = []
+    cats = {}  # lm-eval's category of each subject: the "tag" of its own mmlu_<subject>.yaml
     for s in subjects:
         files = {}
         for split in ("test", "dev"):
@@ -125,8 +126,16 @@ def make_mmlu(data, work):
                    description=f"The following are multiple choice questions (with answers) about {s.replace('_', ' ')}.\n\n")
         open(os.path.join(work, "mmlu", f"ps_mmlu_{s}.yaml"), "w").write(yaml.safe_dump(cfg, sort_keys=False))
         names.append(f"ps_mmlu_{s}")
-    group = {"group": "ps_mmlu", "task": names,
-             "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}], "metadata": {"version": 2}}
+        tag = yaml.safe_load(open(os.path.join(LM_TASKS, f"mmlu/default/mmlu_{s}.yaml")))["tag"]
+        cats.setdefault(tag[len("mmlu_"):-len("_tasks")], []).append(f"ps_mmlu_{s}")
+    # two levels, as lm_eval/tasks/mmlu/default/_mmlu.yaml: mmlu -> its 4 categories -> subjects
+    agg = [{"metric": "acc", "weight_by_size": True}]
+    for c, tasks in cats.items():
+        group = {"group": f"ps_mmlucat_{c}", "task": tasks, "aggregate_metric_list": agg,
+                 "metadata": {"version": 2}}
+        open(os.path.join(work, "mmlu", f"ps_mmlucat_{c}.yaml"), "w").write(yaml.safe_dump(group, sort_keys=False))
+    group = {"group": "ps_mmlu", "task": [f"ps_mmlucat_{c}" for c in cats], "aggregate_metric_list": agg,
+             "metadata": {"version": 2}}
     open(os.path.join(work, "mmlu", "ps_mmlu.yaml"), "w").write(yaml.safe_dump(group, sort_keys=False))
 
 
@@ -168,7 +177,9 @@ def compare_saved(a):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", required=True, help="HF model folder (with --gguf: the GGUF's folder)")
+    ap.add_argument("--gguf", help="a GGUF file name inside --model: transformers loads it itself "
+                    "(its own dequantization and tokenizer), as lm-eval's gguf_file= does")
     ap.add_argument("--ours", required=True, help="postshare eval --samples files, comma-separated")
     ap.add_argument("--tasks", required=True)
     ap.add_argument("--limit", type=int, required=True)
@@ -176,6 +187,8 @@ def main():
     ap.add_argument("--data", default="../shared/data/eval")
     ap.add_argument("--work", required=True)
     ap.add_argument("--tag", default="run")
+    ap.add_argument("--ours-summary", help="postshare eval --out PREFIX.json: compare its metrics and "
+                    "standard errors with lm-eval's")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="float32", help="lm-eval's model dtype (float64: a reference)")
@@ -198,7 +211,8 @@ def main():
             make_mmlu(a.data, a.work)
         else:
             make_yaml(t, a.data, a.work)
-    lm = HFLM(pretrained=a.model, dtype=a.dtype, device="cpu", batch_size=a.batch_size)
+    lm = HFLM(pretrained=a.model, dtype=a.dtype, device="cpu", batch_size=a.batch_size,
+              gguf_file=a.gguf)
     timing = {"seconds": 0.0, "requests": 0}
     orig = lm.loglikelihood
 
@@ -264,6 +278,22 @@ def main():
         r = report["tasks"][t]
         print(f"{t:12s} {n:5d} {dmax:10.2e} {rmax:9.1e} {tmax:10.1e} {r['ours_acc']:.4f}/{r['lm_acc']:.4f} "
               f"{r['ours_acc_norm']:.4f}/{r['lm_acc_norm']:.4f} {acc_diff}")
+    if a.ours_summary:  # summary metrics and their standard errors, task by task
+        summ = {r["task"]: r for r in json.load(open(a.ours_summary))}
+        print(f"{'task':12s} {'metric':18s} {'postshare':>12s} {'lm-eval':>12s}")
+        for t in tasks:
+            met = res["results"].get(f"ps_{t}", {})
+            for m in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "perplexity", "perplexity_stderr"):
+                lm_key = m.replace("_stderr", "_stderr,none") if m.endswith("_stderr") else f"{m},none"
+                if m in summ.get(t, {}) and isinstance(met.get(lm_key), (int, float)):
+                    x, y = summ[t][m], met[lm_key]
+                    report["tasks"][t].setdefault("summary", {})[m] = [x, y]
+                    print(f"{t:12s} {m:18s} {x:12.6g} {y:12.6g}")
+            for c, v in summ.get(t, {}).get("categories", {}).items():  # mmlu's categories
+                lm = res["results"].get(f"ps_mmlucat_{c}", {})
+                if isinstance(lm.get("acc,none"), (int, float)):
+                    print(f"{t + '_' + c:12s} {'acc / stderr':18s} {v['acc']:.4f}/{v['acc_stderr']:.5f} "
+                          f"{lm['acc,none']:.4f}/{lm['acc_stderr,none']:.5f}")
     print(f"lm-eval loglikelihood time {timing['seconds']:.1f} s for {timing['requests']} requests")
     json.dump(report, open(os.path.join(a.work, f"lm_eval_{a.tag}.json"), "w"), indent=1, default=str)
     bad = [t for t, r in report["tasks"].items() if r["max_abs_dll"] > 1e-4 or r["docs_with_metric_diff"]]
