@@ -224,7 +224,6 @@ static void fill_table(Backend *b) {
     b->attention_fwd = cuda_attention_fwd;
     b->attn_state_bytes = cuda_attn_state_bytes;
     b->swiglu_fwd = cuda_swiglu_fwd;
-    b->add_inplace = cuda_add_inplace;
     b->crossentropy_fwd = cuda_crossentropy_fwd;
     b->crossentropy_bwd = cuda_crossentropy_bwd;
     b->matmul_bwd = cuda_matmul_bwd;

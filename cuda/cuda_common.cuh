@@ -136,7 +136,8 @@ cudaStream_t cuda_stream(void);
 // ---------------------------------------------------------------- ops
 
 // cuda_matmul.cu
-void cuda_matmul_fwd(void *out, const void *inp, const void *W, int N, int IC, int OC);
+void cuda_matmul_fwd(void *out, const void *inp, const void *W, int N, int IC, int OC,
+                     const void *res);
 // dW is fp32 (parameter gradients, backend.h).
 void cuda_matmul_bwd(void *dinp, void *dW, const void *dout, const void *inp, const void *W, int N,
                      int IC, int OC, int accumulate);
@@ -155,7 +156,6 @@ void cuda_rope_fwd(void *x, const float *inv_freq, int B, int T, int nheads, int
 void cuda_rope_bwd(void *dx, const float *inv_freq, int B, int T, int nheads, int hd, int ld);
 void cuda_swiglu_fwd(void *out, const void *gu, int N, int F);
 void cuda_swiglu_bwd(void *dgu, const void *dout, const void *gu, int N, int F);
-void cuda_add_inplace(void *a, const void *b, size_t n);
 void cuda_crossentropy_fwd(float *losses, const void *logits, const int *targets, int BT, int V);
 void cuda_crossentropy_bwd(void *logits, const int *targets, int BT, int V, float scale);
 void cuda_classifier_fwd(float *losses, void *dlnf, void *dWh, const void *lnf, const void *Wh,

@@ -149,11 +149,14 @@ static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
     if (cuda_sync_each_launch) CUDA_CHECK(cudaDeviceSynchronize());
 }
 
-// out[N,OC] = inp[N,IC] @ W[OC,IC]^T.
+// out[N,OC] = inp[N,IC] @ W[OC,IC]^T (+ res: copied into out, then beta 1).
 // Column-major: out^T[OC,N] = W[OC,IC] inp^T[IC,N]; W's buffer read column-major
 // is W^T [IC,OC] (ld IC), so A = W with op T; inp's buffer is inp^T [IC,N] (ld IC).
-void cuda_matmul_fwd(void *out, const void *inp, const void *W, int N, int IC, int OC) {
-    gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, W, IC, inp, IC, out, OC, 0, 0.0f);
+void cuda_matmul_fwd(void *out, const void *inp, const void *W, int N, int IC, int OC,
+                     const void *res) {
+    if (res && res != out)
+        CUDA_CHECK(cudaMemcpy(out, res, (size_t)N * OC * sizeof(bf16), cudaMemcpyDeviceToDevice));
+    gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, W, IC, inp, IC, out, OC, 0, res ? 1.0f : 0.0f);
 }
 
 // dinp[N,IC] (= or +=) dout[N,OC] @ W[OC,IC]: column-major dinp^T[IC,N] =

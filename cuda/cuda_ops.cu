@@ -1,5 +1,5 @@
 // cuda_ops.cu: the CUDA backend's non-matmul, non-attention ops: embedding
-// forward/backward, RMSNorm forward/backward, RoPE, SwiGLU, residual add,
+// forward/backward, RMSNorm forward/backward, RoPE, SwiGLU,
 // cross-entropy, the fused (chunked) classifier, the gradient sum of squares
 // and AdamW. Each kernel mirrors its fp32 reference in trainer/cpu_ops.c.
 //
@@ -236,7 +236,7 @@ void cuda_rope_bwd(void *dx, const float *inv_freq, int B, int T, int nheads, in
     rope_apply(dx, inv_freq, B, T, nheads, hd, ld, -1.0f);
 }
 
-// ---------------------------------------------------------------- SwiGLU, residual
+// ---------------------------------------------------------------- SwiGLU
 
 // One thread per element i = r*F + c of out [N, F]; gu [N, 2F] holds gate at
 // r*2F + c and up at r*2F + F + c.
@@ -270,16 +270,6 @@ void cuda_swiglu_bwd(void *dgu, const void *dout, const void *gu, int N, int F) 
     swiglu_bwd_kernel<<<blocks_for(n), NT>>>((bf16 *)dgu, (const bf16 *)dout, (const bf16 *)gu,
                                              (size_t)F, n);
     KERNEL_CHECK("swiglu_bwd");
-}
-
-__global__ void add_inplace_kernel(bf16 *a, const bf16 *b, size_t n) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) a[i] = f2b(b2f(a[i]) + b2f(b[i]));
-}
-
-void cuda_add_inplace(void *a, const void *b, size_t n) {
-    add_inplace_kernel<<<blocks_for(n), NT>>>((bf16 *)a, (const bf16 *)b, n);
-    KERNEL_CHECK("add_inplace");
 }
 
 // ---------------------------------------------------------------- cross-entropy
@@ -360,7 +350,7 @@ void cuda_classifier_fwd(float *losses, void *dlnf, void *dWh, const void *lnf, 
     for (int r0 = 0; r0 < BT; r0 += R) {
         int rows = BT - r0 < R ? BT - r0 : R;
         const bf16 *x = (const bf16 *)lnf + (size_t)r0 * C;
-        cuda_matmul_fwd(lg, x, Wh, rows, C, V);
+        cuda_matmul_fwd(lg, x, Wh, rows, C, V, NULL);
         cuda_crossentropy_fwd(losses + r0, lg, targets + r0, rows, V);
         if (dlnf) {
             cuda_crossentropy_bwd(lg, targets + r0, rows, V, scale);

@@ -137,6 +137,26 @@ static void test_rope_strided(int B, int T, int nheads, int hd, int extra) {
     free(inv), free(x), free(x0), free(d);
 }
 
+// matmul_fwd with a residual (into another buffer, and in place) against the
+// plain product plus an add; the output's old contents must not leak in.
+static void test_matmul_res(int N, int IC, int OC) {
+    const Backend *be = backend_cpu();
+    size_t n = (size_t)N * OC;
+    float *x = randn((size_t)N * IC, 1.0f), *W = randn((size_t)OC * IC, 0.5f);
+    float *res = randn(n, 1.0f), *out = randn(n, 1e3f), *ref = xmalloc(sizeof(float) * n);
+    be->matmul_fwd(ref, x, W, N, IC, OC, NULL);
+    for (size_t i = 0; i < n; i++) ref[i] += res[i];
+    be->matmul_fwd(out, x, W, N, IC, OC, res);
+    double e1 = t_rel_err(out, ref, n);
+    be->matmul_fwd(res, x, W, N, IC, OC, res);  // in place
+    double e2 = t_rel_err(res, ref, n);
+    T_CHECK(e1 <= 1e-6 && e2 <= 1e-6, "matmul_fwd + res N %d IC %d OC %d: %.2e, in place %.2e", N,
+            IC, OC, e1, e2);
+    printf("matmul_fwd + res N %3d IC %3d OC %3d: rel err %.1e, in place %.1e\n", N, IC, OC, e1,
+           e2);
+    free(x), free(W), free(res), free(out), free(ref);
+}
+
 // The fused classifier against the unfused ops (matmul + cross-entropy), with
 // ignored rows; V large enough for several row chunks when chunked is set.
 static void test_classifier(int BT, int C, int V) {
@@ -147,7 +167,7 @@ static void test_classifier(int BT, int C, int V) {
     float *loss = xmalloc(sizeof(float) * BT), *loss_r = xmalloc(sizeof(float) * BT);
     float *lg = xmalloc(sizeof(float) * (size_t)BT * V);
     be->classifier_fwd(loss, NULL, NULL, x, W, tg, BT, C, V, 0.0f);  // losses only
-    be->matmul_fwd(lg, x, W, BT, C, V);
+    be->matmul_fwd(lg, x, W, BT, C, V, NULL);
     be->crossentropy_fwd(loss_r, lg, tg, BT, V);
     float scale = 1.0f / BT;
     float *dx = randn((size_t)BT * C, 1.0f), *dx_r = xcalloc((size_t)BT * C, 4);  // dx: =
@@ -282,6 +302,8 @@ int main(void) {
         int hd = 2 * (1 + (int)(rng_uniform(&rng) * 40));
         test_attention(B, T, nkv * group, nkv, hd, 1.0f);
     }
+    test_matmul_res(1, 1, 1);
+    test_matmul_res(70, 48, 130);
     test_swiglu(1, 1);
     test_swiglu(37, 143);
     test_swiglu(300, 352);  // several row chunks

@@ -51,8 +51,11 @@ typedef struct Backend {
     // out[BT,C] = inp * rstd * w; rstd[BT] (fp32) saved for backward.
     void (*rmsnorm_fwd)(void *out, float *rstd, const void *inp, const void *w, int BT, int C,
                         float eps);
-    // out[N,OC] = inp[N,IC] @ W[OC,IC]^T
-    void (*matmul_fwd)(void *out, const void *inp, const void *W, int N, int IC, int OC);
+    // out[N,OC] = inp[N,IC] @ W[OC,IC]^T, + res[N,OC] when res != NULL (res may
+    // be out itself: out +=). The residual goes into the GEMM's accumulator
+    // (beta 1), so no separate zeroing or add pass runs over out.
+    void (*matmul_fwd)(void *out, const void *inp, const void *W, int N, int IC, int OC,
+                       const void *res);
     // RoPE (HF rotate_half convention) in place on the first nheads heads of
     // each row of x: row (b, t) starts at x + (b*T + t)*ld (elements; ld >=
     // nheads*hd), head h at + h*hd. Positions 0..T-1: pair (i, i + hd/2) at
@@ -71,8 +74,6 @@ typedef struct Backend {
     // SwiGLU on the fused gate|up projection: gu [N, 2F] holds gate in columns
     // 0..F-1 and up in F..2F-1; out [N, F] = silu(gate) * up.
     void (*swiglu_fwd)(void *out, const void *gu, int N, int F);
-    // a += b, n elements (residual stream)
-    void (*add_inplace)(void *a, const void *b, size_t n);
     // Cross-entropy per row of logits[BT,V] against targets[BT] (target < 0 is
     // ignored: loss 0) into losses[BT] (fp32 backend buffer). tokens and
     // targets are int32 backend buffers.

@@ -145,12 +145,12 @@ void cpu_attention_bwd(void *dq_, void *dk_, void *dv_, const void *dout_, const
                 const float *vb = v + (size_t)b * T * ks + (size_t)kh * hd;
                 float *dkb = dk + (size_t)b * T * ks + (size_t)kh * hd;
                 float *dvb = dv + (size_t)b * T * ks + (size_t)kh * hd;
-                for (int s = 0; s < T; s++) {
-                    memset(dkb + (size_t)s * ks, 0, sizeof(float) * hd);
-                    memset(dvb + (size_t)s * ks, 0, sizeof(float) * hd);
-                }
+                // Tiles from the last: the first GEMMs into dK and dV (the group's
+                // first head, the last tile: keys 0..T-1) write every row with
+                // beta 0, the rest add (beta 1): no zeroing pass before them.
                 for (int h = kh * group; h < (kh + 1) * group; h++)
-                    for (int tile = 0; tile < ntiles; tile++) {
+                    for (int tile = ntiles - 1; tile >= 0; tile--) {
+                        float beta = h == kh * group && tile == ntiles - 1 ? 0.0f : 1.0f;
                         int t0 = tile * ATT_TILE;
                         int t1 = t0 + ATT_TILE < T ? t0 + ATT_TILE : T, rows = t1 - t0;
                         size_t ro = ((size_t)b * T + t0) * qs + (size_t)h * hd;
@@ -162,15 +162,15 @@ void cpu_attention_bwd(void *dq_, void *dk_, void *dv_, const void *dout_, const
                         // dP = dO V^T
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, t1, hd, 1.0f, go,
                                     os, vb, ks, 0.0f, dP, t1);
-                        // dV[0:t1] += P^T dO
+                        // dV[0:t1] (=, then +=) P^T dO
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hd, rows, 1.0f, P,
-                                    t1, go, os, 1.0f, dvb, ks);
+                                    t1, go, os, beta, dvb, ks);
                         softmax_bwd_rows(dP, P, rows, t1, scale);
-                        // dQ = dS K ; dK[0:t1] += dS^T Q
+                        // dQ = dS K ; dK[0:t1] (=, then +=) dS^T Q
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, t1, 1.0f,
                                     dP, t1, kb, ks, 0.0f, dq + ro, qs);
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hd, rows, 1.0f, dP,
-                                    t1, qt, qs, 1.0f, dkb, ks);
+                                    t1, qt, qs, beta, dkb, ks);
                     }
             }
         free(P);

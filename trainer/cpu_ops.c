@@ -74,10 +74,14 @@ static void cpu_rmsnorm_fwd(void *out_, float *rstd, const void *inp_, const voi
     }
 }
 
-static void cpu_matmul_fwd(void *out, const void *inp, const void *W, int N, int IC, int OC) {
-    // out[N,OC] = inp[N,IC] @ W[OC,IC]^T
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, W, IC, 0.0f, out,
-                OC);
+static void cpu_matmul_fwd(void *out, const void *inp, const void *W, int N, int IC, int OC,
+                           const void *res) {
+    // out[N,OC] = inp[N,IC] @ W[OC,IC]^T (+ res): the residual is copied in and
+    // the GEMM accumulates onto it (beta 1; OpenBLAS runs a separate pass over C
+    // for any beta != 1, zeroing it for beta 0)
+    if (res && res != out) memcpy(out, res, sizeof(float) * (size_t)N * OC);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, W, IC,
+                res ? 1.0f : 0.0f, out, OC);
 }
 
 // cos/sin of position pos0 + t and frequency i (inv_freq from rope_inv_freq), in
@@ -166,15 +170,6 @@ PS_CLONES static void swiglu_fwd_k(float *out, const float *gu, size_t F, size_t
 
 static void cpu_swiglu_fwd(void *out, const void *gu, int N, int F) {
     ROWS_PARALLEL(N, F, swiglu_fwd_k(out, gu, (size_t)F, lo, hi));
-}
-
-PS_CLONES static void add_k(float *a, const float *b, size_t lo, size_t hi) {
-#pragma omp simd
-    for (size_t i = lo; i < hi; i++) a[i] += b[i];
-}
-
-static void cpu_add_inplace(void *a, const void *b, size_t n) {
-    EW_PARALLEL(n, add_k(a, b, lo, hi));
 }
 
 static void cpu_crossentropy_fwd(float *losses, const void *logits_, const int *targets, int BT,
@@ -347,7 +342,7 @@ static void cpu_classifier_fwd(float *losses, void *dlnf, void *dWh, const void 
     for (int r0 = 0; r0 < BT; r0 += R) {
         int rows = BT - r0 < R ? BT - r0 : R;
         const float *x = (const float *)lnf + (size_t)r0 * C;
-        cpu_matmul_fwd(lg, x, Wh, rows, C, V);
+        cpu_matmul_fwd(lg, x, Wh, rows, C, V, NULL);
 #pragma omp parallel for
         for (int i = 0; i < rows; i++) {
             int t = targets[r0 + i];
@@ -433,7 +428,6 @@ static const Backend CPU = {
     .attention_fwd = cpu_attention_fwd,
     .attn_state_bytes = cpu_attn_state_bytes,
     .swiglu_fwd = cpu_swiglu_fwd,
-    .add_inplace = cpu_add_inplace,
     .crossentropy_fwd = cpu_crossentropy_fwd,
     .crossentropy_bwd = cpu_crossentropy_bwd,
     .matmul_bwd = cpu_matmul_bwd,

@@ -281,7 +281,7 @@ static void layer_forward(Model *M, int l, int saved_only) {
 
     // attention block
     be->rmsnorm_fwd(ln1, rstd1, x, W(P_ATTN_NORM), BT, C, c->norm_eps);
-    be->matmul_fwd(qkv, ln1, wqkv, BT, C, ld);
+    be->matmul_fwd(qkv, ln1, wqkv, BT, C, ld, NULL);
     // RoPE turns the q and k heads, the first nh + nkv heads of each row, in one call
     if (M->kv_active) {  // generation: new positions kv_len.., keys and values into the cache
         int p0 = M->kv_len, cap = M->kv_cap;
@@ -298,15 +298,13 @@ static void layer_forward(Model *M, int l, int saved_only) {
         be->rope_fwd(qkv, M->inv_freq, B, T, nh + nkv, hd, ld);
         be->attention_fwd(ao, att, q, k, v, ld, ld, B, T, nh, nkv, hd);
     }
-    be->matmul_fwd(xmid, ao, wo, BT, qd, C);
-    be->add_inplace(xmid, x, (size_t)BT * C);  // x_mid = x + ao Wo^T
+    be->matmul_fwd(xmid, ao, wo, BT, qd, C, x);  // x_mid = x + ao Wo^T
     // MLP block
     be->rmsnorm_fwd(ln2, rstd2, xmid, W(P_FFN_NORM), BT, C, c->norm_eps);
-    be->matmul_fwd(gu, ln2, W(P_W_GATE), BT, C, 2 * F);  // Wgate|Wup: one [2F, C] matrix
+    be->matmul_fwd(gu, ln2, W(P_W_GATE), BT, C, 2 * F, NULL);  // Wgate|Wup: one [2F, C] matrix
     be->swiglu_fwd(h, gu, BT, F);
     if (!saved_only) {
-        be->matmul_fwd(xnext, h, W(P_W_DOWN), BT, F, C);
-        be->add_inplace(xnext, xmid, (size_t)BT * C);  // x_next = x_mid + h Wdown^T
+        be->matmul_fwd(xnext, h, W(P_W_DOWN), BT, F, C, xmid);  // x_next = x_mid + h Wdown^T
     }
 #undef W
 }
@@ -357,7 +355,7 @@ static void forward(Model *M, const int *tokens, const int *targets, int B, int 
     M->fused_loss = targets && be->classifier_fwd;
     if (!M->fused_loss) {
         if (!a->logits) a->logits = be->alloc(capBT * V * e);
-        be->matmul_fwd(a->logits, a->lnf, head, BT, C, V);
+        be->matmul_fwd(a->logits, a->lnf, head, BT, C, V, NULL);
     }
 
     M->n_valid = 0;
