@@ -7,12 +7,12 @@
 # usage: experiments/smollm2/run.sh          (from the repository root, after a build)
 # env:   WORK (default experiments/smollm2/work), EVAL_TOKENS (default 20480: the
 #        first tokens of valid.txt), CALIB_TOKENS (default 4096: the first of the
-#        last 8192 tokens of valid.txt, disjoint from the evaluated ones), SEQ (512),
+#        last 13,349 tokens of valid.txt, disjoint from the evaluated ones), SEQ (512),
 #        THREADS (2),
 #        RATIOS ("0.05 0.1 0.2 0.3"), VARIANTS (default: all, in the order below),
 #        SKIP_BASE (set: no unshared evaluation), NO_TABLE (set: no table at the end),
-#        PY (a Python with torch, transformers, gguf, accelerate, tokenizers: only
-#        for the GGUF -> HF conversion and the tokenization).
+#        PY (optional: a Python with torch, transformers, gguf, accelerate,
+#        tokenizers; set, the conversion and tokenization are cross-checked once).
 # Results: WORK/results.csv (one line per evaluated variant; a variant already
 # there is skipped, so an interrupted run resumes), then results.md and
 # ppl.png beside this script (make_table.sh).
@@ -20,33 +20,43 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 P=${P:-build/postshare}
 WORK=${WORK:-experiments/smollm2/work}
-EVAL_TOKENS=${EVAL_TOKENS:-20480}  # at most 20480 (the eval shard)
+EVAL_TOKENS=${EVAL_TOKENS:-20480}
 CALIB_TOKENS=${CALIB_TOKENS:-4096}
 SEQ=${SEQ:-512}
 THREADS=${THREADS:-2}
 RATIOS=${RATIOS:-0.05 0.1 0.2 0.3}
-PY=${PY:-python3}
 GGUF_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/postshare/smollm2
 GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 VALID=../shared/data/text/wikitext-2-raw/valid.txt
 mkdir -p "$WORK"
 
-# 1. The model as an fp32 HF folder and the token shards.
+# 1. The model as an fp32 HF folder and the token shards, by postshare itself:
+# `convert` dequantizes the GGUF (q/k rows back in HF order), `prepare` tokenizes
+# valid.txt with the GGUF's own tokenizer. --val-fraction 0.05 puts the last 5%
+# (13,349 tokens) in wt2_val_*: the calibration tokens; the evaluation reads the
+# first EVAL_TOKENS of wt2_train_* (253,632 tokens), so the two never overlap.
 if [ ! -f "$WORK/hf/config.json" ]; then
-    mkdir -p "$WORK/hf"
-    "$PY" experiments/smollm2/convert_gguf.py "$GGUF_DIR" "$GGUF" "$WORK/hf"
+    $P convert "gguf:$GGUF_DIR/$GGUF" -o "$WORK/hf"
 fi
-if [ ! -f "$WORK/data/wt2_eval_000.bin" ]; then
-    mkdir -p "$WORK/data"
-    "$PY" experiments/smollm2/tokenize_wikitext.py "$WORK/hf" "$VALID" "$WORK/data" \
-        20480 8192
+if [ ! -f "$WORK/data/wt2_val_000000.bin" ]; then
+    $P prepare --tokenizer "gguf:$GGUF_DIR/$GGUF" --out "$WORK/data" --prefix wt2 \
+        --val-fraction 0.05 "$VALID"
+fi
+# Optional cross-check (PY set: a Python with torch, transformers, gguf, accelerate,
+# tokenizers): the same weights and token ids as transformers + tokenizers give.
+if [ -n "${PY:-}" ] && [ ! -f "$WORK/crosscheck.ok" ]; then
+    rm -rf "$WORK/pyref" && mkdir -p "$WORK/pyref/hf" "$WORK/pyref/data"
+    "$PY" experiments/smollm2/convert_gguf.py "$GGUF_DIR" "$GGUF" "$WORK/pyref/hf"
+    "$PY" experiments/smollm2/tokenize_wikitext.py "$WORK/pyref/hf" "$VALID" \
+        "$WORK/pyref/data" 20480 8192
+    "$PY" experiments/smollm2/crosscheck.py "$WORK" && touch "$WORK/crosscheck.ok"
 fi
 M=hf:$WORK/hf
-EVAL=(--data "$WORK/data/wt2_eval_*.bin" --seq-len "$SEQ" --batch-size 1
+EVAL=(--data "$WORK/data/wt2_train_*.bin" --seq-len "$SEQ" --batch-size 1
       --batches $((EVAL_TOKENS / SEQ)) --threads "$THREADS" --backend cpu)
 
 # 2. Calibration Grams (one forward pass over CALIB_TOKENS tokens).
-[ -f "$WORK/calib.bin" ] || $P calibrate "$M" --data "$WORK/data/wt2_calib_*.bin" \
+[ -f "$WORK/calib.bin" ] || $P calibrate "$M" --data "$WORK/data/wt2_val_*.bin" \
     --tokens "$CALIB_TOKENS" --seq-len "$SEQ" --threads "$THREADS" -o "$WORK/calib.bin"
 
 CSV=$WORK/results.csv
