@@ -5,8 +5,9 @@
 //     logits unchanged and has circuit similarity 1 with the original, while
 //     a quarter-turn transform has plain cosine 0; the circuit similarity
 //     equals an explicit float64 computation with C x C circuits;
-//   - align moves a transformed copy back onto its source (distance -> 0) and
-//     changes no logit;
+//   - align moves a transformed copy (orthogonal or general value map) back onto
+//     its source (distance -> 0) and changes no logit; the output Grams it
+//     transforms equal those collected again from the aligned model;
 //   - the calibration Grams of layer 0 equal a direct computation (T = 1, so
 //     attention is the identity on v); the calibration score equals a direct
 //     float64 computation; the merge solves its normal equations, and with
@@ -187,29 +188,32 @@ static void test_circuit_values(void) {
     host_weights_free(&w);
 }
 
-static void test_align(void) {
+// A target made from its source by a random function-preserving transform
+// (orthogonal value map or not) comes back onto it; no logit changes.
+static void test_align(int orthogonal) {
     LlamaConfig c = cfg_of(3, 6, 2, 48);
-    int U = c.n_kv_heads;
     HostWeights w;
     make_model(&w, &c, 17);
     copy_unit(&w, 2, 1, 0, 0);
     const int perm[3] = {1, 2, 0};
-    random_transform(&w, 2, 1, 9, 1, perm);
+    random_transform(&w, 2, 1, 9, orthogonal, perm);
     float *before = logits_of(&w, 2, 7);
     ShareEntry e[2] = {{1, 0, 0, 1, 0}, {2, 1, 0, 0, 0}};
     SharePlan p = {.cfg = c, .match = MATCH_CIRCUIT, .n = 2, .e = e};
     double d0, d1;
-    align_plan(&w, &p, &d0, &d1);
+    double dtr = align_pair_distance(&w, 2, 1, 0, 0);
+    align_plan(&w, &p, NULL, &d0, &d1);
     float *after = logits_of(&w, 2, 7);
     double err = t_rel_err(after, before, (size_t)2 * 7 * c.vocab_size);
     double dcopy = align_pair_distance(&w, 2, 1, 0, 0), drand = align_pair_distance(&w, 1, 0, 0, 1);
-    printf("align: mean distance %.4f -> %.4f; transformed copy %.2g after; logits rel err %.2g\n",
-           d0, d1, dcopy, err);
+    printf(
+        "align (%s value map): mean distance %.4f -> %.4f; transformed copy %.3f -> %.2g; "
+        "logits rel err %.2g\n",
+        orthogonal ? "orthogonal" : "general", d0, d1, dtr, dcopy, err);
     T_CHECK(err < 1e-5, "align changed the logits: rel err %.3g", err);
     T_CHECK(dcopy < 1e-4, "align: the transformed copy is %.3g from its source", dcopy);
     T_CHECK(d1 < d0 && drand < d0, "align: distance %.4f -> %.4f (random pair %.4f)", d0, d1,
             drand);
-    (void)U;
     free(before);
     free(after);
     host_weights_free(&w);
@@ -294,6 +298,36 @@ static void test_grams(void) {
     free(gin);
     free(gout);
     calib_free(&g);
+    host_weights_free(&w);
+}
+
+// align_plan with Grams transforms the targets' output Grams into those of the
+// aligned model: equal to Grams collected again from it.
+static void test_align_grams(void) {
+    LlamaConfig c = cfg_of(3, 6, 2, 48);
+    int U = c.n_kv_heads, W = c.n_heads / U * cfg_head_dim(&c);
+    HostWeights w;
+    make_model(&w, &c, 31);
+    random_transform(&w, 2, 1, 4, 0, (const int[3]){2, 0, 1});
+    int n = 200;
+    const char *path = random_shard(n + 1, c.vocab_size, 5);
+    Loader *ld = loader_open(path, 8, c.vocab_size, 0, 0);
+    CHECK(ld, "%s", ps_err_msg());
+    CalibGrams g, h;
+    CHECK(calib_collect(&w, ld, n, &g) == 0, "%s", ps_err_msg());
+    ShareEntry e[2] = {{1, 0, 0, 1, 0}, {2, 1, 1, 1, 0}};
+    SharePlan p = {.cfg = c, .match = MATCH_CIRCUIT, .n = 2, .e = e};
+    align_plan(&w, &p, &g, NULL, NULL);
+    CHECK(calib_collect(&w, ld, n, &h) == 0, "%s", ps_err_msg());
+    double err = 0, scale = 0;
+    for (size_t i = 0; i < (size_t)c.n_layers * U * W * W; i++)
+        err = fmax(err, fabs(g.gout[i] - h.gout[i])), scale = fmax(scale, fabs(h.gout[i]));
+    printf("aligned output Grams vs recollected: max err %.3g of %.3g\n", err, scale);
+    T_CHECK(err < 1e-4 * scale, "aligned output Grams: max err %.3g of %.3g", err, scale);
+    unlink(path);
+    loader_close(ld);
+    calib_free(&g);
+    calib_free(&h);
     host_weights_free(&w);
 }
 
@@ -513,8 +547,10 @@ static void test_random_plans(void) {
 int main(void) {
     test_transform_invariance();
     test_circuit_values();
-    test_align();
+    test_align(1);
+    test_align(0);
     test_grams();
+    test_align_grams();
     test_calib_score();
     test_merge(1);
     test_merge(0);

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "calib.h"
 #include "common.h"
 
 // ---------------------------------------------------------------------------
@@ -359,8 +360,106 @@ double align_pair_distance(const HostWeights *w, int tl, int tu, int sl, int su)
     return n > 0 ? sqrt(d / n) : 0;
 }
 
-// Transform unit (tl, tu) toward (sl, su).
-static void align_unit(HostWeights *w, int tl, int tu, int sl, int su) {
+// The value-map problem of one pair: J(M) = |M V_t - V_s|^2 + sum_g |O_tg M^-1 - O_sg|^2
+// (V a unit's [hd, C] Wv rows, O_g its query head g's [C, hd] Wo columns), from the
+// hd x hd blocks P = V_t V_t^T, Q = V_s V_t^T, R = sum_g O_tg^T O_tg, S = sum_g O_tg^T O_sg:
+//   J(M) = <M P, M> - 2 <M, Q> + <N, R N> - 2 <N, S> + c,   N = M^-1.
+typedef struct {
+    int n;
+    const double *P, *Q, *R, *S;
+    double c;
+} VoProblem;
+
+// C = op(A) op(B) for n x n row-major A, B.
+static void mm(const double *A, int ta, const double *B, int tb, int n, double *C) {
+    cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, n, n,
+                n, 1.0, A, n, B, n, 0.0, C, n);
+}
+
+static double dot(const double *a, const double *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+// J(M); grad (if not NULL) = dJ/dM = 2 (M P - Q) - N^T 2 (R N - S) N^T. INFINITY when M is
+// singular. t1, t2, N: n x n scratch.
+static double vo_cost(const VoProblem *p, const double *M, double *grad, double *N, double *t1,
+                      double *t2) {
+    int n = p->n;
+    size_t nn = (size_t)n * n;
+    if (mat_inverse(M, n, N) != 0) return INFINITY;
+    mm(M, 0, p->P, 0, n, t1);  // M P
+    mm(p->R, 0, N, 0, n, t2);  // R N
+    double J = dot(t1, M, nn) - 2 * dot(M, p->Q, nn) + dot(N, t2, nn) - 2 * dot(N, p->S, nn) + p->c;
+    if (grad) {
+        for (size_t i = 0; i < nn; i++) t2[i] = 2 * (t2[i] - p->S[i]);
+        mm(N, 1, t2, 0, n, grad);  // N^T (2 (R N - S))
+        mm(grad, 0, N, 1, n, t2);  // ... N^T
+        for (size_t i = 0; i < nn; i++) grad[i] = 2 * (t1[i] - p->Q[i]) - t2[i];
+    }
+    return J;
+}
+
+// The least-squares value map: the invertible M of least J(M). Starts from the best of
+// three closed forms (M0, an orthogonal guess; the V-only solution Q P^-1; the inverse
+// of the Wo-only solution R^-1 S), then gradient descent with backtracking (J never
+// increases). Writes M and returns J(M).
+static double vo_solve(const VoProblem *p, const double *M0, double *M) {
+    int n = p->n;
+    size_t nn = (size_t)n * n, sz = sizeof(double) * nn;
+    double *cand = xmalloc(sz), *g = xmalloc(sz), *N = xmalloc(sz), *t1 = xmalloc(sz),
+           *t2 = xmalloc(sz), *X = xmalloc(sz);
+    memcpy(M, M0, sz);
+    double J = vo_cost(p, M, NULL, N, t1, t2);
+    for (int k = 0; k < 2; k++) {
+        // k = 0: Q P^-1 (P with a tiny ridge); k = 1: (R^-1 S)^-1.
+        const double *A = k == 0 ? p->P : p->R;
+        double tr = 0;
+        for (int i = 0; i < n; i++) tr += A[i * n + i];
+        memcpy(X, A, sz);
+        for (int i = 0; i < n; i++) X[i * n + i] += 1e-12 * tr / n + 1e-300;
+        if (mat_inverse(X, n, t1) != 0) continue;
+        if (k == 0)
+            mm(p->Q, 0, t1, 0, n, cand);
+        else {
+            mm(t1, 0, p->S, 0, n, t2);
+            if (mat_inverse(t2, n, cand) != 0) continue;
+        }
+        double Jc = vo_cost(p, cand, NULL, N, t1, t2);
+        if (Jc < J) J = Jc, memcpy(M, cand, sz);
+    }
+    double Jg = vo_cost(p, M, g, N, t1, t2), gn = sqrt(dot(g, g, nn));
+    double eta = gn > 0 ? 1e-3 * sqrt(dot(M, M, nn)) / gn : 0;
+    for (int it = 0; it < 2000 && gn > 0 && eta > 0; it++) {
+        double Jn = INFINITY;
+        int tries = 0;
+        for (; tries < 60; tries++, eta *= 0.5) {
+            for (size_t i = 0; i < nn; i++) cand[i] = M[i] - eta * g[i];
+            Jn = vo_cost(p, cand, NULL, N, t1, t2);
+            if (Jn <= Jg - 1e-4 * eta * gn * gn) break;
+        }
+        if (tries == 60) break;
+        memcpy(M, cand, sz);
+        double drop = Jg - Jn;
+        Jg = vo_cost(p, M, g, N, t1, t2);
+        gn = sqrt(dot(g, g, nn));
+        eta *= 2;
+        if (drop <= 1e-13 * (fabs(Jg) + p->c)) break;
+    }
+    free(cand);
+    free(g);
+    free(N);
+    free(t1);
+    free(t2);
+    free(X);
+    return Jg;
+}
+
+// Transform unit (tl, tu) toward (sl, su); the permutation applied goes to perm_out[G],
+// the value map to M_out[hd*hd].
+static void align_unit(HostWeights *w, int tl, int tu, int sl, int su, int *perm_out,
+                       double *M_out) {
     const LlamaConfig *c = &w->t.cfg;
     int C = c->dim, hd = cfg_head_dim(c), h2 = hd / 2, G = c->n_heads / c->n_kv_heads;
     int qd = c->n_heads * hd;
@@ -412,43 +511,104 @@ static void align_unit(HostWeights *w, int tl, int tu, int sl, int su) {
     UnitTransform x = {.perm = perm, .theta = theta};
     align_apply(w, tl, tu, &x);
 
-    // Value map: the orthogonal M maximizing <M V_t, V_s> + sum_g <Wo_tg M^T, Wo_sg>,
-    // the polar factor of B = V_s V_t^T + sum_g Wo_sg^T Wo_tg.
-    double *B = xcalloc((size_t)hd * hd, sizeof(double)),
-           *M = xmalloc(sizeof(double) * (size_t)hd * hd);
-    double *Mt = xmalloc(sizeof(double) * (size_t)hd * hd);
+    // Value map: the least-squares M of vo_solve, started from the orthogonal M0
+    // maximizing <M V_t, V_s> + sum_g <Wo_tg M^T, Wo_sg> (the polar factor of
+    // B = V_s V_t^T + sum_g Wo_sg^T Wo_tg).
+    size_t nn = (size_t)hd * hd;
+    double *B = xcalloc(nn, sizeof(double)), *M0 = xmalloc(sizeof(double) * nn);
+    double *P = xcalloc(nn, sizeof(double)), *R = xcalloc(nn, sizeof(double)),
+           *S = xcalloc(nn, sizeof(double)), *Mi = xmalloc(sizeof(double) * nn);
     const float *Vt = wrow(w, tl, P_WV, (size_t)tu * hd), *Vs = wrow(w, sl, P_WV, (size_t)su * hd);
-    for (int i = 0; i < hd; i++)
-        for (int j = 0; j < hd; j++)
+    double cst = 0;
+    for (int i = 0; i < hd; i++) {
+        cst += cblas_dsdot(C, Vs + (size_t)i * C, 1, Vs + (size_t)i * C, 1);
+        for (int j = 0; j < hd; j++) {
             B[i * hd + j] = cblas_dsdot(C, Vs + (size_t)i * C, 1, Vt + (size_t)j * C, 1);
+            P[i * hd + j] = cblas_dsdot(C, Vt + (size_t)i * C, 1, Vt + (size_t)j * C, 1);
+        }
+    }
+    double *Q = xmalloc(sizeof(double) * nn);
+    memcpy(Q, B, sizeof(double) * nn);
     const float *Ot = w->params + param_layer(&w->t, tl, P_WO)->offset + (size_t)tu * G * hd;
     const float *Os = w->params + param_layer(&w->t, sl, P_WO)->offset + (size_t)su * G * hd;
     for (int g = 0; g < G; g++)
-        for (int i = 0; i < hd; i++)
-            for (int j = 0; j < hd; j++)
-                B[i * hd + j] += cblas_dsdot(C, Os + g * hd + i, qd, Ot + g * hd + j, qd);
-    polar_factor(B, hd, M);
-    for (int i = 0; i < hd; i++)
-        for (int j = 0; j < hd; j++) Mt[i * hd + j] = M[j * hd + i];
-    UnitTransform y = {.M = M, .Minv = Mt};
+        for (int i = 0; i < hd; i++) {
+            cst += cblas_dsdot(C, Os + g * hd + i, qd, Os + g * hd + i, qd);
+            for (int j = 0; j < hd; j++) {
+                double sij = cblas_dsdot(C, Ot + g * hd + i, qd, Os + g * hd + j, qd);
+                B[j * hd + i] += sij;
+                S[i * hd + j] += sij;
+                R[i * hd + j] += cblas_dsdot(C, Ot + g * hd + i, qd, Ot + g * hd + j, qd);
+            }
+        }
+    polar_factor(B, hd, M0);
+    VoProblem vp = {hd, P, Q, R, S, cst};
+    vo_solve(&vp, M0, M_out);
+    CHECK(mat_inverse(M_out, hd, Mi) == 0, "align: singular value map");
+    UnitTransform y = {.M = M_out, .Minv = Mi};
     align_apply(w, tl, tu, &y);
+    memcpy(perm_out, perm, sizeof(int) * (size_t)G);
     free(B);
-    free(M);
-    free(Mt);
+    free(M0);
+    free(P);
+    free(Q);
+    free(R);
+    free(S);
+    free(Mi);
     free(theta);
     free(zq);
     free(zk);
 }
 
-void align_plan(HostWeights *w, const SharePlan *plan, double *before, double *after) {
+// H <- T H T^T for a unit's output Gram [W, W] (W = G*hd), T = blockdiag(M) Perm: the
+// output of aligned query head g is M times the old output of head perm[g].
+static void transform_gram(double *H, int G, int hd, const int *perm, const double *M) {
+    int W = G * hd;
+    double *X = xmalloc(sizeof(double) * (size_t)W * W),
+           *Y = xmalloc(sizeof(double) * (size_t)W * W);
+    for (int g = 0; g < G; g++)  // permute rows and columns
+        for (int h = 0; h < G; h++)
+            for (int i = 0; i < hd; i++)
+                memcpy(X + ((size_t)g * hd + i) * W + (size_t)h * hd,
+                       H + ((size_t)perm[g] * hd + i) * W + (size_t)perm[h] * hd,
+                       sizeof(double) * (size_t)hd);
+    for (int r = 0; r < W; r++)  // Y = X blockdiag(M)^T
+        for (int h = 0; h < G; h++)
+            for (int j = 0; j < hd; j++) {
+                double t = 0;
+                for (int k = 0; k < hd; k++) t += X[(size_t)r * W + h * hd + k] * M[j * hd + k];
+                Y[(size_t)r * W + h * hd + j] = t;
+            }
+    for (int g = 0; g < G; g++)  // H = blockdiag(M) Y
+        for (int i = 0; i < hd; i++)
+            for (int c = 0; c < W; c++) {
+                double t = 0;
+                for (int k = 0; k < hd; k++) t += M[i * hd + k] * Y[((size_t)g * hd + k) * W + c];
+                H[((size_t)g * hd + i) * W + c] = t;
+            }
+    free(X);
+    free(Y);
+}
+
+void align_plan(HostWeights *w, const SharePlan *plan, CalibGrams *g, double *before,
+                double *after) {
     CHECK(!w->t.shared, "alignment needs a full model");
-    double b = 0, a = 0;
+    const LlamaConfig *c = &w->t.cfg;
+    int hd = cfg_head_dim(c), U = c->n_kv_heads, G = c->n_heads / U;
+    CHECK(!g || (g->L == c->n_layers && g->U == U && g->W == G * hd),
+          "calibration Grams of another model shape");
+    double b = 0, a = 0, *M = xmalloc(sizeof(double) * (size_t)hd * hd);
+    int perm[64];
     for (int k = 0; k < plan->n; k++) {
         const ShareEntry *e = &plan->e[k];
         b += align_pair_distance(w, e->layer, e->unit, e->src_layer, e->src_unit);
-        align_unit(w, e->layer, e->unit, e->src_layer, e->src_unit);
+        align_unit(w, e->layer, e->unit, e->src_layer, e->src_unit, perm, M);
+        if (g)
+            transform_gram(g->gout + ((size_t)e->layer * U + e->unit) * G * hd * G * hd, G, hd,
+                           perm, M);
         a += align_pair_distance(w, e->layer, e->unit, e->src_layer, e->src_unit);
     }
+    free(M);
     if (before) *before = plan->n ? b / plan->n : 0;
     if (after) *after = plan->n ? a / plan->n : 0;
 }

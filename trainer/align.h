@@ -38,11 +38,17 @@ void align_match_circuit(const LlamaConfig *cfg, const ShareLayerView *views, Sh
 // Move every target of the plan to the function-preserving transform of itself
 // closest to its source: the query-head permutation and per-plane rotations
 // that maximize the summed Wq, Wk inner products (closed form per plane), then
-// the orthogonal value map that maximizes the Wv and Wo inner products
-// (orthogonal Procrustes). Changes no output of w. before/after (may be NULL):
-// mean over the plan's pairs of |target - source| / |source| over the unit's
-// Wq, Wk, Wv rows and Wo columns.
-void align_plan(HostWeights *w, const SharePlan *plan, double *before, double *after);
+// the invertible value map M of least |M V_t - V_s|^2 + sum_g |Wo_tg M^-1 - Wo_sg|^2
+// (least squares: the best of the orthogonal Procrustes solution and the two
+// one-sided closed forms, refined by gradient descent). Changes no output of w.
+// g (may be NULL): calibration Grams of w, whose targets' output Grams are
+// transformed with them (H -> T H T^T, T the permutation and value map), so that
+// they stay the Grams of the aligned model. before/after (may be NULL): mean over
+// the plan's pairs of |target - source| / |source| over the unit's Wq, Wk, Wv rows
+// and Wo columns.
+struct CalibGrams;
+void align_plan(HostWeights *w, const SharePlan *plan, struct CalibGrams *g, double *before,
+                double *after);
 
 // |target - source| / |source| of one pair of units (all four slices).
 double align_pair_distance(const HostWeights *w, int tl, int tu, int sl, int su);

@@ -650,7 +650,7 @@ int sharecmd_main(int argc, char **argv) {
         ps_die("share: --calib: %s", ps_err_msg());
     if (align) {
         double before, after;
-        align_plan(&full, &plan, &before, &after);
+        align_plan(&full, &plan, calib ? &g : NULL, &before, &after);
         printf(
             "share: aligned %d targets to their sources: mean |target - source| / |source| "
             "%.4f -> %.4f\n",
