@@ -12,6 +12,8 @@
 //     attention is the identity on v); the calibration score equals a direct
 //     float64 computation; the merge solves its normal equations, and with
 //     diagonal Grams is the closed-form per-column weighted mean;
+//   - head importance equals the loss of the model with the unit removed, and
+//     the importance score its formula against float64;
 //   - random plans are reproducible, valid and reach every count; pruning
 //     takes the units of lowest output energy; the calibration file round-trips
 //     and rejects a truncated copy.
@@ -334,8 +336,13 @@ static void test_align_grams(void) {
 // Random SPD Grams: gin[l] = X^T X + I, gout[i] = Y^T Y + I (X, Y random).
 static void random_grams(const LlamaConfig *c, uint64_t seed, int diagonal, CalibGrams *g) {
     int L = c->n_layers, U = c->n_kv_heads, C = c->dim, W = c->n_heads / U * cfg_head_dim(c);
-    *g = (CalibGrams){L,  U, C, W, xcalloc((size_t)L * C * C, 8), xcalloc((size_t)L * U * W * W, 8),
-                      100};
+    *g = (CalibGrams){.L = L,
+                      .U = U,
+                      .C = C,
+                      .W = W,
+                      .gin = xcalloc((size_t)L * C * C, 8),
+                      .gout = xcalloc((size_t)L * U * W * W, 8),
+                      .tokens = 100};
     Rng r;
     rng_seed(&r, seed);
     for (int m = 0; m < L + L * U; m++) {
@@ -355,6 +362,75 @@ static void random_grams(const LlamaConfig *c, uint64_t seed, int diagonal, Cali
             }
         free(X);
     }
+}
+
+// Head importance: every unit of layers >= 1 equals the loss increase of a copy of
+// the model with that unit removed (computed separately); a dead unit (Wo columns
+// already zero) scores exactly 0; the calibration file keeps the values.
+static void test_importance(void) {
+    LlamaConfig c = cfg_of(3, 4, 2, 16);
+    int C = c.dim, U = c.n_kv_heads, N = c.n_layers * U, W = c.n_heads / U * cfg_head_dim(&c);
+    int qd = c.n_heads * cfg_head_dim(&c);
+    HostWeights w, w2;
+    make_model(&w, &c, 41);
+    make_model(&w2, &c, 41);
+    float *wo = w.params + param_layer(&w.t, 2, P_WO)->offset;  // unit 2.1 dead
+    for (int r = 0; r < C; r++) memset(wo + (size_t)r * qd + W, 0, sizeof(float) * (size_t)W);
+    const char *path = random_shard(40, c.vocab_size, 6);
+    Loader *ld = loader_open(path, 8, c.vocab_size, 0, 0);
+    CHECK(ld, "%s", ps_err_msg());
+    CalibGrams g = {0}, h;
+    T_CHECK(calib_importance(&w, ld, 24, 0, &g) == 0 && g.imp_tokens == 24, "importance: %s",
+            ps_err_msg());
+    int in[24], tg[24];
+    loader_read_batch(ld, 0, 3, in, tg);
+    double worst = 0, base = 0;
+    for (int i = -1; i < N; i++) {
+        if (i >= 0 && i < U) continue;
+        memcpy(w2.params, w.params, sizeof(float) * w.t.total);
+        if (i >= 0) {
+            float *o = w2.params + param_layer(&w2.t, i / U, P_WO)->offset + (size_t)(i % U) * W;
+            for (int r = 0; r < C; r++) memset(o + (size_t)r * qd, 0, sizeof(float) * (size_t)W);
+        }
+        Model M;
+        model_init_table(&M, backend_cpu(), &w2.t);
+        model_set_params(&M, w2.params);
+        model_reserve(&M, 3, 8);
+        double loss = model_forward(&M, in, tg, 3, 8);
+        model_free(&M);
+        if (i < 0)
+            base = loss;
+        else
+            worst = fmax(worst, fabs(g.imp[i] - (loss - base)));
+    }
+    printf(
+        "importance: base %.6f (direct %.6f); units 1.0 .. 2.1: +%.5f +%.5f +%.5f +%.5f, max "
+        "err vs direct %.2g\n",
+        g.imp_base, base, g.imp[2], g.imp[3], g.imp[4], g.imp[5], worst);
+    T_CHECK(fabs(g.imp_base - base) < 1e-5 && worst < 1e-5,
+            "importance vs direct: base %.6f vs %.6f, max err %.3g", g.imp_base, base, worst);
+    T_CHECK(g.imp[5] == 0 && g.imp[0] == 0 && g.imp[2] != 0, "importance: dead unit %.3g",
+            g.imp[5]);
+    // the file keeps it (with Grams of the same shape)
+    random_grams(&c, 7, 0, &h);
+    h.imp = g.imp, h.imp_base = g.imp_base, h.imp_tokens = g.imp_tokens;
+    char fpath[80];
+    snprintf(fpath, sizeof fpath, "/tmp/ps_calib_imp_%d.grams", (int)getpid());
+    T_CHECK(calib_write(fpath, &h) == 0, "write: %s", ps_err_msg());
+    h.imp = NULL;
+    calib_free(&h);
+    T_CHECK(calib_read(fpath, &c, &h) == 0 && h.imp && !memcmp(h.imp, g.imp, 8 * (size_t)N) &&
+                h.imp_base == g.imp_base && h.imp_tokens == 24,
+            "importance round trip: %s", ps_err_msg());
+    calib_free(&h);
+    T_CHECK(truncate(fpath, 500) == 0, "truncate");
+    EXPECT_FAIL(calib_read(fpath, &c, &h), fpath, "truncated");
+    unlink(fpath);
+    unlink(path);
+    loader_close(ld);
+    calib_free(&g);
+    host_weights_free(&w);
+    host_weights_free(&w2);
 }
 
 // A unit's slice k (0..3) as a dense [rows, cols] float64 copy (Wo: its columns).
@@ -392,7 +468,8 @@ static void test_calib_score(void) {
     random_grams(&c, 4, 0, &g);
     ShareSim s;
     T_CHECK(share_sim_compute(&w, MATCH_CALIB, &g, 0, &s) == 0, "calib: %s", ps_err_msg());
-    double worst = 0;
+    double worst = 0, *dd = xcalloc((size_t)N * N, sizeof(double)),
+           *d0 = xcalloc((size_t)N, sizeof(double));
     for (int t = U; t < N; t++)
         for (int j = 0; j < (t / U) * U; j++) {
             double d = 0;
@@ -414,13 +491,47 @@ static void test_calib_score(void) {
                     k < 3 ? g.gin + (size_t)(t / U) * C * C : g.gout + (size_t)t * W * W;
                 e = weighted_err(b, a, G, rows, cols);
                 d += e / mean / 4;
+                if (j == 0) {  // d(t, 0): the error if the source were all zeros
+                    double *z = xcalloc((size_t)rows * cols, sizeof(double));
+                    d0[t] += weighted_err(z, a, G, rows, cols) / mean / 4;
+                    free(z);
+                }
                 free(a);
                 free(b);
             }
             double err = fabs(1 / (1 + d) - s.sim[(size_t)t * N + j]);
             if (err > worst) worst = err;
+            dd[(size_t)t * N + j] = d;
         }
     T_CHECK(worst < 1e-5, "calib score vs float64: max err %.3g", worst);
+    // importance: 1 / (1 + imp+(t) d(t, s) / d(t, 0) / mean imp+), imp+ = max(imp, 1e-3 mean |imp|)
+    share_sim_free(&s);
+    EXPECT_FAIL(share_sim_compute(&w, MATCH_IMPORTANCE, &g, 0, &s), "needs head importance");
+    g.imp = xcalloc((size_t)N, sizeof(double));
+    const double imps[4] = {0.3, -0.05, 0.02, 1.5};  // one negative: removing it helps
+    double ma = 0, mp = 0;
+    for (int t = U; t < N; t++) g.imp[t] = imps[t - U], ma += fabs(imps[t - U]) / (N - U);
+    for (int t = U; t < N; t++) mp += fmax(g.imp[t], 1e-3 * ma) / (N - U);
+    T_CHECK(share_sim_compute(&w, MATCH_IMPORTANCE, &g, 0, &s) == 0, "importance: %s",
+            ps_err_msg());
+    worst = 0;
+    for (int t = U; t < N; t++)
+        for (int j = 0; j < (t / U) * U; j++) {
+            double D = fmax(g.imp[t], 1e-3 * ma) * dd[(size_t)t * N + j] / d0[t] / mp;
+            worst = fmax(worst, fabs(1 / (1 + D) - s.sim[(size_t)t * N + j]));
+        }
+    T_CHECK(worst < 1e-5, "importance score vs float64: max err %.3g", worst);
+    SharePlan pi;
+    ShareMakeOpts oi = {.fn = MATCH_IMPORTANCE, .ratio = 0.17, .grams = &g};
+    T_CHECK(share_plan_make_opts(&w, &oi, &pi, NULL, NULL) == 0 && pi.n == 1 &&
+                pi.e[0].layer == 1 && pi.e[0].unit == 1,
+            "importance: the unit whose removal helps is replaced first (%d.%d)", pi.e[0].layer,
+            pi.e[0].unit);
+    share_plan_free(&pi);
+    free(g.imp);
+    g.imp = NULL;
+    free(dd);
+    free(d0);
     // an exact copy scores 1 and is every target's best
     copy_unit(&w, 2, 0, 0, 1);
     share_sim_free(&s);
@@ -551,6 +662,7 @@ int main(void) {
     test_align(0);
     test_grams();
     test_align_grams();
+    test_importance();
     test_calib_score();
     test_merge(1);
     test_merge(0);

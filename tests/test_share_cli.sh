@@ -108,6 +108,12 @@ done
 expect_fail "merge without calib" "merge needs --calib" "$PS" share "$GQA" --plan "$TMP/c/calib.json" --combine merge -o "$TMP/c/x"
 expect_fail "calib without data" "needs calibration data" "$PS" match "$GQA" --match calib -o "$TMP/x.json"
 expect_fail "calib of another shape" "cal.bin.*calibration for 6 layers" "$PS" match "$MHA" --match calib --calib "$TMP/cal.bin" -o "$TMP/x.json"
+expect_fail "importance without it in the file" "needs head importance.*--importance-tokens" "$PS" match "$GQA" --match importance --calib "$TMP/cal.bin" -o "$TMP/x.json"
+# head importance: calibrate --importance-tokens, match --match importance
+"$PS" calibrate "$GQA" --data "$TMP/data/t_val_*.bin" --tokens 256 --importance-tokens 64 --seq-len 32 -o "$TMP/cali.bin" > "$TMP/cali.log" 2>&1 || bad "calibrate --importance-tokens: $(cat "$TMP/cali.log")"
+check 'grep -q "head importance of .* units on 64 tokens" "$TMP/cali.log"' "importance report: $(cat "$TMP/cali.log")"
+"$PS" match "$GQA" --match importance --calib "$TMP/cali.bin" --ratio 0.4 --no-plot -o "$TMP/c/imp.json" > "$TMP/c.log" 2>&1 || bad "match importance: $(cat "$TMP/c.log")"
+check 'grep -q "\"match\":[[:space:]]*\"importance\"" "$TMP/c/imp.json"' "importance plan"
 
 # bad plans and bad runs leave the earlier output untouched
 sum_before=$(cat "$TMP/compact"/* | md5sum)

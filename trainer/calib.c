@@ -72,9 +72,72 @@ int calib_collect(const HostWeights *w, Loader *ld, long max_tokens, CalibGrams 
     return 0;
 }
 
+int calib_importance(const HostWeights *w, Loader *ld, long max_tokens, int verbose,
+                     CalibGrams *g) {
+    CHECK(!w->t.shared, "head importance needs a full model");
+    const LlamaConfig *c = &w->t.cfg;
+    int L = c->n_layers, U = c->n_kv_heads, C = c->dim, hd = cfg_head_dim(c),
+        T = loader_seq_len(ld);
+    int W = c->n_heads / U * hd, qd = c->n_heads * hd;
+    long nwin = (long)loader_num_windows(ld), want = (max_tokens + T - 1) / T;
+    if (want > nwin) want = nwin;
+    if (want < 1) return ps_err_set("head importance: no window of %d tokens in the data", T);
+    const Backend *be = backend_cpu();
+    Model M;
+    model_init_table(&M, be, &w->t);
+    model_set_params(&M, w->params);
+    int B = (int)(1024 / T) < 1 ? 1 : (int)(1024 / T);
+    model_reserve(&M, B, T);
+    int *inp = xmalloc(sizeof(int) * (size_t)want * T),
+        *tgt = xmalloc(sizeof(int) * (size_t)want * T);
+    for (long k = 0; k < want; k++)
+        loader_read_batch(ld, (uint64_t)k, 1, inp + (size_t)k * T, tgt + (size_t)k * T);
+    long counted = model_count_targets(tgt, (int)(want * T));
+    free(g->imp);
+    g->imp = xcalloc((size_t)L * U, sizeof(double));
+    g->imp_tokens = want * T;
+    double base = 0;
+    float *wo = xmalloc(sizeof(float) * (size_t)C * qd);
+    for (int i = -1; i < L * U; i++) {
+        int l = i < 0 ? 0 : i / U, u = i < 0 ? 0 : i % U;
+        if (i >= 0 && l == 0) continue;  // layer 0 is never replaced
+        size_t off = param_layer(&w->t, l, P_WO)->offset;
+        if (i >= 0) {  // the unit removed: its Wo columns zeroed (uploaded: that tensor only)
+            memcpy(wo, w->params + off, sizeof(float) * (size_t)C * qd);
+            for (int r = 0; r < C; r++)
+                memset(wo + (size_t)r * qd + (size_t)u * W, 0, 4 * (size_t)W);
+            be->upload_f32((char *)M.params + off * be->act_bytes, wo, (size_t)C * qd);
+        }
+        double sum = 0;  // loss summed over counted targets
+        for (long k0 = 0; k0 < want; k0 += B) {
+            int b = (int)(want - k0 < B ? want - k0 : B);
+            const int *tg = tgt + (size_t)k0 * T;
+            int cnt = model_count_targets(tg, b * T);
+            if (cnt) sum += (double)model_forward(&M, inp + (size_t)k0 * T, tg, b, T) * cnt;
+        }
+        double loss = counted ? sum / (double)counted : 0;
+        if (i < 0)
+            base = loss;
+        else {
+            g->imp[i] = loss - base;
+            be->upload_f32((char *)M.params + off * be->act_bytes, w->params + off, (size_t)C * qd);
+            if (verbose)
+                fprintf(stderr, "importance: layer %d unit %d: loss %.5f (+%.5f)\n", l, u, loss,
+                        loss - base);
+        }
+    }
+    g->imp_base = base;
+    free(wo);
+    free(inp);
+    free(tgt);
+    model_free(&M);
+    return 0;
+}
+
 void calib_free(CalibGrams *g) {
     free(g->gin);
     free(g->gout);
+    free(g->imp);
     memset(g, 0, sizeof *g);
 }
 
@@ -191,14 +254,15 @@ static void slice_errors(const LlamaConfig *cfg, const ShareLayerView *views, co
 }
 
 void calib_match(const LlamaConfig *cfg, const ShareLayerView *views, const CalibGrams *g,
-                 ShareSim *out) {
+                 int importance, ShareSim *out) {
     int L = cfg->n_layers, U = cfg->n_kv_heads, N = L * U, C = cfg->dim;
     CHECK(g->L == L && g->U == U && g->C == C, "calibration Grams of another model shape");
-    share_views_need_all(views, L, "match 'calib'");
+    CHECK(!importance || g->imp, "match 'importance' without head importance");
+    share_views_need_all(views, L, importance ? "match 'importance'" : "match 'calib'");
     share_sim_alloc(cfg, out);
     double *d = xcalloc((size_t)N * N, sizeof(double)),
            *e = xmalloc(sizeof(double) * (size_t)N * N);
-    double *own = xmalloc(sizeof(double) * (size_t)N);
+    double *own = xmalloc(sizeof(double) * (size_t)N), *d0 = xcalloc((size_t)N, sizeof(double));
     float *gl = to_float(g->gin, (size_t)L * C * C);
     float *H = to_float(g->gout, (size_t)N * g->W * g->W);
     for (int k = 0; k < 4; k++) {
@@ -209,20 +273,34 @@ void calib_match(const LlamaConfig *cfg, const ShareLayerView *views, const Cali
             double mean = 0;
             for (int u = 0; u < U; u++) mean += own[l * U + u] / U;
             if (!(mean > 0)) mean = 1;
-            for (int t = l * U; t < (l + 1) * U; t++)
+            for (int t = l * U; t < (l + 1) * U; t++) {
+                d0[t] += own[t] / mean / 4;
                 for (int s = 0; s < l * U; s++)
                     d[(size_t)t * N + s] += e[(size_t)t * N + s] / mean / 4;
+            }
         }
+    }
+    // importance: predicted loss increase imp+(t) * d(t, s) / d(t, 0), imp+ = max(imp, eps),
+    // reported as 1 / (1 + increase / mean imp+).
+    double eps = 0, mimp = 0;
+    if (importance) {
+        for (int t = U; t < N; t++) mimp += fabs(g->imp[t]) / (N - U);
+        eps = 1e-3 * mimp + 1e-30;
+        mimp = 0;
+        for (int t = U; t < N; t++) mimp += fmax(g->imp[t], eps) / (N - U);
     }
     for (int t = U; t < N; t++)
         for (int s = 0; s < (t / U) * U; s++) {
             double v = d[(size_t)t * N + s];
-            out->sim[(size_t)t * N + s] = (float)(1.0 / (1.0 + (v > 0 ? v : 0)));
+            v = v > 0 ? v : 0;
+            if (importance) v = fmax(g->imp[t], eps) * v / (d0[t] > 0 ? d0[t] : 1) / mimp;
+            out->sim[(size_t)t * N + s] = (float)(1.0 / (1.0 + v));
         }
     share_sim_best(out);
     free(gl);
     free(H);
     free(d);
+    free(d0);
     free(e);
     free(own);
 }
@@ -355,16 +433,25 @@ void calib_merge(HostWeights *w, const SharePlan *plan, const CalibGrams *g) {
 // file
 
 static const char k_calib_magic[8] = {'P', 'S', 'C', 'A', 'L', 'I', 'B', '1'};
+static const char k_imp_magic[8] = {'P', 'S', 'I', 'M', 'P', '0', '0', '1'};
 
 int calib_write(const char *path, const CalibGrams *g) {
     size_t nin = (size_t)g->L * g->C * g->C, nout = (size_t)g->L * g->U * g->W * g->W;
-    size_t n = 8 + 5 * 8 + 8 * (nin + nout);
+    size_t n0 = 8 + 5 * 8 + 8 * (nin + nout), nimp = (size_t)g->L * g->U;
+    size_t n = n0 + (g->imp ? 24 + 8 * nimp : 0);
     char *buf = xmalloc(n);
     memcpy(buf, k_calib_magic, 8);
     int64_t h[5] = {g->L, g->U, g->C, g->W, g->tokens};
     memcpy(buf + 8, h, sizeof h);
     memcpy(buf + 48, g->gin, 8 * nin);
     memcpy(buf + 48 + 8 * nin, g->gout, 8 * nout);
+    if (g->imp) {
+        int64_t it = g->imp_tokens;
+        memcpy(buf + n0, k_imp_magic, 8);
+        memcpy(buf + n0 + 8, &it, 8);
+        memcpy(buf + n0 + 16, &g->imp_base, 8);
+        memcpy(buf + n0 + 24, g->imp, 8 * nimp);
+    }
     int rc = ps_write_file_atomic(path, buf, n);
     free(buf);
     return rc;
@@ -388,10 +475,14 @@ int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g) {
         return ps_err_set("%s: bad calibration header", path);
     }
     size_t nin = (size_t)h[0] * h[2] * h[2], nout = (size_t)h[0] * h[1] * h[3] * h[3];
-    if (len != 48 + 8 * (nin + nout)) {
+    size_t n0 = 48 + 8 * (nin + nout), nimp = (size_t)h[0] * h[1];
+    int has_imp = len == n0 + 24 + 8 * nimp && !memcmp(buf + n0, k_imp_magic, 8);
+    if (len != n0 && !has_imp) {
         free(buf);
-        return ps_err_set("%s: %zu bytes, but its header implies %zu (truncated?)", path, len,
-                          48 + 8 * (nin + nout));
+        return ps_err_set(
+            "%s: %zu bytes, but its header implies %zu, or %zu with head importance "
+            "(truncated?)",
+            path, len, n0, n0 + 24 + 8 * nimp);
     }
     if (cfg) {
         int hd = cfg_head_dim(cfg), W = cfg->n_heads / cfg->n_kv_heads * hd;
@@ -409,6 +500,14 @@ int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g) {
     g->gout = xmalloc(8 * nout);
     memcpy(g->gin, buf + 48, 8 * nin);
     memcpy(g->gout, buf + 48 + 8 * nin, 8 * nout);
+    if (has_imp) {
+        int64_t it;
+        memcpy(&it, buf + n0 + 8, 8);
+        memcpy(&g->imp_base, buf + n0 + 16, 8);
+        g->imp_tokens = (long)it;
+        g->imp = xmalloc(8 * nimp);
+        memcpy(g->imp, buf + n0 + 24, 8 * nimp);
+    }
     free(buf);
     return 0;
 }

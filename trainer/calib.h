@@ -15,12 +15,15 @@
 #include "share.h"
 
 typedef struct CalibGrams {
-    int L, U, C, W;  // layers, units per layer, model dim, unit width G*hd
-    double *gin;     // [L][C*C]: sum over tokens of x x^T, x = the attention input
-                     // (after the layer's RMSNorm): the input Gram of Wq, Wk, Wv
-    double *gout;    // [L*U][W*W]: sum over tokens of a a^T, a = the unit's attention
-                     // output (the input of its Wo columns)
-    long tokens;     // tokens seen
+    int L, U, C, W;   // layers, units per layer, model dim, unit width G*hd
+    double *gin;      // [L][C*C]: sum over tokens of x x^T, x = the attention input
+                      // (after the layer's RMSNorm): the input Gram of Wq, Wk, Wv
+    double *gout;     // [L*U][W*W]: sum over tokens of a a^T, a = the unit's attention
+                      // output (the input of its Wo columns)
+    long tokens;      // tokens seen
+    double *imp;      // [L*U] or NULL: head importance (calib_importance), 0 for layer 0
+    double imp_base;  // the intact model's mean loss on the importance tokens
+    long imp_tokens;  // tokens the importance was measured on
 } CalibGrams;
 
 // Run the full model w (on the CPU backend) over the loader's first windows
@@ -28,6 +31,14 @@ typedef struct CalibGrams {
 // ends), summing the Grams in fp64. 0, or -1 with ps_err set (no window).
 int calib_collect(const HostWeights *w, Loader *ld, long max_tokens, CalibGrams *g);
 void calib_free(CalibGrams *g);
+
+// Head importance: for every unit of layers >= 1, the increase of the mean loss on
+// the loader's first windows (max_tokens tokens, at least one window) when the unit
+// is removed (its Wo columns zeroed: it adds nothing to the residual), one forward
+// per unit (CPU backend), all on the same tokens. Fills g->imp (allocated),
+// g->imp_base, g->imp_tokens. verbose: one line per unit on stderr.
+// 0, or -1 with ps_err set (no window).
+int calib_importance(const HostWeights *w, Loader *ld, long max_tokens, int verbose, CalibGrams *g);
 
 // Calibration-aware similarities: for a target unit t (layer >= 1) and a unit s
 // of an earlier layer, the output error of t's slices if they were s's,
@@ -37,8 +48,13 @@ void calib_free(CalibGrams *g);
 // t's layer, d = mean over the 4 slices, and sim = 1 / (1 + d): 1 for
 // identical slices, about 1/3 for unrelated ones of equal size. All pairs from
 // Gram blocks (cblas_sgemm) and per-unit products; views need wq, wk, wv, wo.
+// importance (needs g->imp): the predicted loss increase of replacing t by s,
+//   D(t, s) = imp+(t) * d(t, s) / d(t, 0),   imp+ = max(imp, 1e-3 * mean |imp|),
+// the target's measured loss increase when removed times the part of its removal
+// error that s leaves (d(t, 0): t's own slice energies relative to its layer's
+// mean, i.e. the error if s were all zeros); sim = 1 / (1 + D / mean imp+).
 void calib_match(const LlamaConfig *cfg, const ShareLayerView *views, const CalibGrams *g,
-                 ShareSim *out);
+                 int importance, ShareSim *out);
 
 // Output energy of every unit per calibration token, energy[L*U]:
 // tr(Wo_u H_u Wo_u^T) / tokens, the mean squared norm it adds to the residual.
@@ -60,8 +76,9 @@ void calib_merge(HostWeights *w, const SharePlan *plan, const CalibGrams *g);
 int calib_spd_solve(double *A, int n, double *B, int m);
 
 // Calibration file (postshare calibrate): the 8 bytes "PSCALIB1", then int64
-// L, U, C, W, tokens (little-endian), then gin and gout as float64. Written
-// atomically. calib_read checks the header, the size and (cfg != NULL) the
-// model shape. 0, or -1 with ps_err naming the file.
+// L, U, C, W, tokens (little-endian), then gin and gout as float64; with head
+// importance, then the 8 bytes "PSIMP001", int64 imp_tokens, float64 imp_base
+// and imp[L*U] as float64. Written atomically. calib_read checks the header, the size and (cfg !=
+// NULL) the model shape. 0, or -1 with ps_err naming the file.
 int calib_write(const char *path, const CalibGrams *g);
 int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g);

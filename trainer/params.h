@@ -108,7 +108,8 @@ typedef struct {
 // Match functions: which slices of a unit make its match vector.
 // MATCH_QK..MATCH_QKV: cosine of concatenated slices; MATCH_CIRCUIT: the
 // symmetry-aware circuit similarity (align.h); MATCH_CALIB: the calibration-aware
-// output-error score (calib.h).
+// output-error score (calib.h); MATCH_IMPORTANCE: that error scaled by the
+// target's measured head importance (calib.h).
 typedef enum {
     MATCH_QK = 0,
     MATCH_Q,
@@ -116,7 +117,8 @@ typedef enum {
     MATCH_V,
     MATCH_QKV,
     MATCH_CIRCUIT,
-    MATCH_CALIB
+    MATCH_CALIB,
+    MATCH_IMPORTANCE
 } ShareMatchFn;
 
 // One replaced unit: (layer, unit) uses the weights of (src_layer, src_unit).

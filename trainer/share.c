@@ -19,7 +19,7 @@
 // ---------------------------------------------------------------------------
 // match functions
 
-static const char *k_match_names[] = {"qk", "q", "k", "v", "qkv", "circuit", "calib"};
+static const char *k_match_names[] = {"qk", "q", "k", "v", "qkv", "circuit", "calib", "importance"};
 
 const char *share_match_name(ShareMatchFn fn) {
     return k_match_names[fn];
@@ -393,13 +393,18 @@ int share_select_parse(const char *s, ShareSelect *sel) {
 int share_sim_compute(const HostWeights *w, ShareMatchFn fn, const CalibGrams *grams, int verbose,
                       ShareSim *s) {
     const ParamTable *t = &w->t;
-    if (fn == MATCH_CALIB && !grams)
+    if ((fn == MATCH_CALIB || fn == MATCH_IMPORTANCE) && !grams)
         return ps_err_set(
-            "match 'calib' needs calibration data (postshare match --match calib --calib GLOB)");
+            "match '%s' needs calibration data (postshare match --match %s --calib FILE)",
+            share_match_name(fn), share_match_name(fn));
+    if (fn == MATCH_IMPORTANCE && !grams->imp)
+        return ps_err_set(
+            "match 'importance' needs head importance in the calibration file (postshare "
+            "calibrate --importance-tokens N)");
     ShareLayerView *views = xcalloc((size_t)t->cfg.n_layers, sizeof *views);
     share_layer_views(t, w->params, views);
-    if (fn == MATCH_CALIB)
-        calib_match(&t->cfg, views, grams, s);
+    if (fn == MATCH_CALIB || fn == MATCH_IMPORTANCE)
+        calib_match(&t->cfg, views, grams, fn == MATCH_IMPORTANCE, s);
     else if (fn == MATCH_CIRCUIT)
         align_match_circuit(&t->cfg, views, s);
     else

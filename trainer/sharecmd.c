@@ -109,7 +109,7 @@ static void write_summary(FILE *f, const char *model, const LlamaConfig *c, cons
         qsort(bs, (size_t)nb, sizeof(float), cmp_float);
         fprintf(f, "best-match similarity over layers 1..%d: min %.4f, median %.4f, max %.4f\n",
                 L - 1, bs[0], bs[nb / 2], bs[nb - 1]);
-        if (p->match != MATCH_CALIB && bs[nb - 1] < 0.1f)
+        if (p->match < MATCH_CALIB && bs[nb - 1] < 0.1f)
             fprintf(f,
                     "NOTE: every similarity is near zero (max %.4f < 0.1): no unit resembles "
                     "an earlier one under '%s', so the chosen pairs are little better than "
@@ -338,7 +338,9 @@ static void match_usage(FILE *f) {
             "                     PLAN.chosen.dat, PLAN.gp\n"
             "  --match F          how a pair is scored: cosine of qk (default), q, k, v, qkv;\n"
             "                     circuit (QK and OV circuits, symmetry-aware); calib (the\n"
-            "                     output error on calibration data: needs --calib)\n"
+            "                     output error on calibration data: needs --calib);\n"
+            "                     importance (that error times the target's measured head\n"
+            "                     importance: needs --calib from calibrate --importance-tokens)\n"
             "  --calib FILE       calibration Grams from postshare calibrate\n"
             "  --select S         greedy (default: the selection rule), random (a baseline,\n"
             "                     --seed), prune (the units of lowest calibrated output energy,\n"
@@ -460,13 +462,17 @@ static void calib_usage(FILE *f) {
             "  --data GLOB        token shards to run the model on (required)\n"
             "  -o FILE            the calibration Grams to write (required)\n"
             "  --tokens N         tokens to use (default 4096)\n"
+            "  --importance-tokens N  also measure head importance (for match --match\n"
+            "                     importance): the loss increase when each unit of layers >= 1\n"
+            "                     is removed, on the first N of these tokens, one forward pass\n"
+            "                     per unit (default 0: none)\n"
             "  --seq-len T        tokens per sequence (default: min(256, max_seq_len))\n"
             "  --threads N        CPU threads (default: all)\n");
 }
 
 int calibcmd_main(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *data = NULL;
-    long tokens = 4096;
+    long tokens = 4096, imp_tokens = 0;
     int threads = 0, T = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -480,6 +486,8 @@ int calibcmd_main(int argc, char **argv) {
             data = argv[++i];
         } else if (!strcmp(a, "--tokens") && has_next) {
             tokens = cli_int("calibrate", a, argv[++i], 1, 1L << 40);
+        } else if (!strcmp(a, "--importance-tokens") && has_next) {
+            imp_tokens = cli_int("calibrate", a, argv[++i], 0, 1L << 40);
         } else if (!strcmp(a, "--seq-len") && has_next) {
             T = (int)cli_int("calibrate", a, argv[++i], 1, 1 << 20);
         } else if (!strcmp(a, "--threads") && has_next) {
@@ -505,11 +513,22 @@ int calibcmd_main(int argc, char **argv) {
     double t0 = ps_now();
     CalibGrams g;
     if (calib_collect(&w, ld, tokens, &g) != 0) ps_die("calibrate: %s", ps_err_msg());
+    double t1 = ps_now();
+    if (imp_tokens > 0) {
+        if (calib_importance(&w, ld, imp_tokens, 1, &g) != 0) ps_die("calibrate: %s", ps_err_msg());
+        int L = c->n_layers, U = c->n_kv_heads;
+        double lo = INFINITY, hi = -INFINITY;
+        for (int i = U; i < L * U; i++) lo = fmin(lo, g.imp[i]), hi = fmax(hi, g.imp[i]);
+        printf(
+            "calibrate: head importance of %d units on %ld tokens (loss %.4f): loss increase "
+            "%.5f .. %.5f, in %.1f s\n",
+            (L - 1) * U, g.imp_tokens, g.imp_base, lo, hi, ps_now() - t1);
+    }
     if (calib_write(out, &g) != 0) ps_die("calibrate: %s", ps_err_msg());
     printf(
         "calibrate: %s on %ld tokens of %s (%d x %d): layer input and unit output Grams in "
         "%.1f s -> %s\n",
-        model, g.tokens, data, (int)(g.tokens / T), T, ps_now() - t0, out);
+        model, g.tokens, data, (int)(g.tokens / T), T, t1 - t0, out);
     calib_free(&g);
     loader_close(ld);
     host_weights_free(&w);

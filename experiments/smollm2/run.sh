@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # DirectShare on SmolLM2-135M-Instruct: WikiText-2 validation perplexity at 5,
 # 10, 20 and 30% of the KV groups replaced, for random plans (3 seeds), head
-# pruning, and pairs chosen by cosine (qk), by circuit and by the calibration
-# score, each applied by copy, align + copy and merge (and align + merge).
+# pruning, and pairs chosen by cosine (qk), by circuit, by the calibration score
+# and by that score times the measured head importance, each applied by copy,
+# merge and align + merge (align + copy once, as a check: the same as copy).
 #
 # usage: experiments/smollm2/run.sh          (from the repository root, after a build)
 # env:   WORK (default experiments/smollm2/work), EVAL_TOKENS (default 20480: the
 #        first tokens of valid.txt), CALIB_TOKENS (default 4096: the first of the
-#        last 13,349 tokens of valid.txt, disjoint from the evaluated ones), SEQ (512),
+#        last 13,349 tokens of valid.txt, disjoint from the evaluated ones),
+#        IMP_TOKENS (default 1024: the first calibration tokens, for head importance), SEQ (512),
 #        THREADS (2),
 #        RATIOS ("0.05 0.1 0.2 0.3"), VARIANTS (default: all, in the order below),
 #        SKIP_BASE (set: no unshared evaluation), NO_TABLE (set: no table at the end),
@@ -22,6 +24,7 @@ P=${P:-build/postshare}
 WORK=${WORK:-experiments/smollm2/work}
 EVAL_TOKENS=${EVAL_TOKENS:-20480}
 CALIB_TOKENS=${CALIB_TOKENS:-4096}
+IMP_TOKENS=${IMP_TOKENS:-1024}
 SEQ=${SEQ:-512}
 THREADS=${THREADS:-2}
 RATIOS=${RATIOS:-0.05 0.1 0.2 0.3}
@@ -55,9 +58,12 @@ M=hf:$WORK/hf
 EVAL=(--data "$WORK/data/wt2_train_*.bin" --seq-len "$SEQ" --batch-size 1
       --batches $((EVAL_TOKENS / SEQ)) --threads "$THREADS" --backend cpu)
 
-# 2. Calibration Grams (one forward pass over CALIB_TOKENS tokens).
+# 2. Calibration Grams (one forward pass over CALIB_TOKENS tokens) and head importance
+# (the loss increase when each unit is removed, on the first IMP_TOKENS of them: one
+# forward pass per unit of layers >= 1, 87 on SmolLM2).
 [ -f "$WORK/calib.bin" ] || $P calibrate "$M" --data "$WORK/data/wt2_val_*.bin" \
-    --tokens "$CALIB_TOKENS" --seq-len "$SEQ" --threads "$THREADS" -o "$WORK/calib.bin"
+    --tokens "$CALIB_TOKENS" --importance-tokens "$IMP_TOKENS" --seq-len "$SEQ" \
+    --threads "$THREADS" -o "$WORK/calib.bin" 2> "$WORK/importance.log"
 
 CSV=$WORK/results.csv
 [ -f "$CSV" ] || echo "ratio,selection,combine,replaced,ppl,loss,tokens" > "$CSV"
@@ -75,7 +81,7 @@ evaluate() {  # ratio selection combine model-spec replaced
 
 [ -n "${SKIP_BASE:-}" ] || done_already 0 none none || evaluate 0 none none "$M" 0
 
-# One variant: SELECTION is random1..3, prune, qk, circuit or calib; COMBINE is
+# One variant: SELECTION is random1..3, prune, qk, circuit, calib or importance; COMBINE is
 # copy, align-copy, merge, align-merge or prune.
 variant() {  # ratio selection combine
     local r=$1 sel=$2 comb=$3
@@ -88,7 +94,7 @@ variant() {  # ratio selection combine
                      --no-plot -o "$d/plan.json" > "$d/match.log" ;;
         prune) $P match "$M" --ratio "$r" --select prune --calib "$WORK/calib.bin" \
                    --no-plot -o "$d/plan.json" > "$d/match.log" ;;
-        calib) $P match "$M" --ratio "$r" --match calib --calib "$WORK/calib.bin" \
+        calib | importance) $P match "$M" --ratio "$r" --match "$sel" --calib "$WORK/calib.bin" \
                    -o "$d/plan.json" > "$d/match.log" ;;
         *) $P match "$M" --ratio "$r" --match "$sel" -o "$d/plan.json" > "$d/match.log" ;;
         esac
@@ -109,9 +115,10 @@ variant() {  # ratio selection combine
     rm -rf "$out"
 }
 
-DEFAULT_VARIANTS="random1:copy calib:copy prune:prune calib:merge qk:copy circuit:copy
-calib:align-merge random2:copy random3:copy qk:merge circuit:merge circuit:align-merge
-qk:align-merge calib:align-copy"
+# In order of what the verdict needs first (a run cut short still answers it).
+DEFAULT_VARIANTS="random1:copy prune:prune calib:copy importance:copy random2:copy random3:copy
+calib:align-merge importance:align-merge calib:merge qk:copy circuit:copy importance:merge
+qk:merge circuit:merge qk:align-merge circuit:align-merge calib:align-copy"
 for v in ${VARIANTS:-$DEFAULT_VARIANTS}; do
     for r in $RATIOS; do variant "$r" "${v%%:*}" "${v##*:}"; done
 done
