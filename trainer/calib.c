@@ -22,25 +22,36 @@ static void add_sym(double *dst, const float *tmp, int n) {
         }
 }
 
+// The windows to use (the loader's first ones, max_tokens tokens rounded up to
+// whole windows) and a CPU model of w reserved for batches of *B of them. The
+// number of windows, or -1 with ps_err set (what: the caller, for the message).
+static long open_model(const HostWeights *w, Loader *ld, long max_tokens, const char *what,
+                       Model *M, int *B) {
+    int T = loader_seq_len(ld);
+    long nwin = (long)loader_num_windows(ld), want = (max_tokens + T - 1) / T;
+    if (want > nwin) want = nwin;
+    if (want < 1) return ps_err_set("%s: no window of %d tokens in the data", what, T);
+    model_init_table(M, backend_cpu(), &w->t);
+    model_set_params(M, w->params);
+    *B = (int)(1024 / T) < 1 ? 1 : (int)(1024 / T);
+    model_reserve(M, *B, T);
+    return want;
+}
+
 int calib_collect(const HostWeights *w, Loader *ld, long max_tokens, CalibGrams *g) {
     CHECK(!w->t.shared, "calibration needs a full model");
     const LlamaConfig *c = &w->t.cfg;
     int L = c->n_layers, U = c->n_kv_heads, C = c->dim, hd = cfg_head_dim(c);
     int W = c->n_heads / U * hd, qd = c->n_heads * hd, T = loader_seq_len(ld);
-    long nwin = (long)loader_num_windows(ld), want = (max_tokens + T - 1) / T;
-    if (want > nwin) want = nwin;
-    if (want < 1) return ps_err_set("calibration: no window of %d tokens in the data", T);
+    Model M;
+    int B = 1;
+    long want = open_model(w, ld, max_tokens, "calibration", &M, &B);
+    if (want < 0) return -1;
     memset(g, 0, sizeof *g);
     g->L = L, g->U = U, g->C = C, g->W = W;
     g->gin = xcalloc((size_t)L * C * C, sizeof(double));
     g->gout = xcalloc((size_t)L * U * W * W, sizeof(double));
-
     const Backend *be = backend_cpu();
-    Model M;
-    model_init_table(&M, be, &w->t);
-    model_set_params(&M, w->params);
-    int B = (int)(1024 / T) < 1 ? 1 : (int)(1024 / T);
-    model_reserve(&M, B, T);
     size_t cap = (size_t)M.a.B * M.a.T;
     int *inp = xmalloc(sizeof(int) * (size_t)B * T), *tgt = xmalloc(sizeof(int) * (size_t)B * T);
     float *x = xmalloc(sizeof(float) * (size_t)B * T * (C > qd ? C : qd));
@@ -79,15 +90,11 @@ int calib_importance(const HostWeights *w, Loader *ld, long max_tokens, int verb
     int L = c->n_layers, U = c->n_kv_heads, C = c->dim, hd = cfg_head_dim(c),
         T = loader_seq_len(ld);
     int W = c->n_heads / U * hd, qd = c->n_heads * hd;
-    long nwin = (long)loader_num_windows(ld), want = (max_tokens + T - 1) / T;
-    if (want > nwin) want = nwin;
-    if (want < 1) return ps_err_set("head importance: no window of %d tokens in the data", T);
-    const Backend *be = backend_cpu();
     Model M;
-    model_init_table(&M, be, &w->t);
-    model_set_params(&M, w->params);
-    int B = (int)(1024 / T) < 1 ? 1 : (int)(1024 / T);
-    model_reserve(&M, B, T);
+    int B = 1;
+    long want = open_model(w, ld, max_tokens, "head importance", &M, &B);
+    if (want < 0) return -1;
+    const Backend *be = backend_cpu();
     int *inp = xmalloc(sizeof(int) * (size_t)want * T),
         *tgt = xmalloc(sizeof(int) * (size_t)want * T);
     for (long k = 0; k < want; k++)
