@@ -59,3 +59,11 @@ Tokenizer *tok_open_tiktoken(const char *path);
 #include "gguf.h"
 Tokenizer *tok_from_gguf(const GgufFile *g, const char *path);
 Tokenizer *tok_open_gguf(const char *path);
+
+// tokexport.c / tokgguf.c: a GGUF tokenizer's HF files (tok_export_hf); t is
+// the tokenizer opened from g. 1 written, 0 no HF form (note), -1 error.
+int tok_gguf_export_hf(const GgufFile *g, const char *path, const Tokenizer *t, const char *dir,
+                       int ids[3], char *note, size_t note_cap);
+// tokexport.c: write tokenizer_config.json and special_tokens_map.json for t's
+// special tokens (bos/eos/unk/pad ids, -1 none); extra: more tokenizer_config keys (taken).
+int tok_write_hf_side(const Tokenizer *t, const char *dir, const int ids[3], cJSON *extra);

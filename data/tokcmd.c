@@ -1,6 +1,7 @@
 // tokcmd.c: `postshare tokenize --tokenizer SPEC [--lines] [--bos] FILE...`:
 // the ids of each file (or of each line, without its '\n'), one line of
 // space-separated ids per file or line; the speed goes to stderr.
+// `--export DIR`: the tokenizer's HF files into DIR instead (tok_export_hf).
 #define _POSIX_C_SOURCE 200809L
 #include "tokcmd.h"
 
@@ -13,11 +14,13 @@
 
 static const char *k_usage =
     "usage: postshare tokenize --tokenizer SPEC [--lines] [--bos] [--quiet] FILE...\n"
+    "       postshare tokenize --tokenizer SPEC --export DIR\n"
     "\n"
     "Print the token ids of each FILE ('-' = stdin) as one line of space-separated ids;\n"
     "with --lines, one line of ids per line of text (the '\\n' excluded). --bos adds the\n"
     "tokenizer's BOS where it adds one; --quiet prints only the counts and the speed\n"
-    "(stderr).\n";
+    "(stderr). --export writes the tokenizer's HF files (tokenizer.json ..., what model\n"
+    "exports carry) into DIR.\n";
 
 static void print_ids(const int *ids, size_t n, FILE *f) {
     char buf[16];
@@ -28,8 +31,25 @@ static void print_ids(const int *ids, size_t n, FILE *f) {
     fputc('\n', f);
 }
 
+static int export_main(const char *spec, const char *dir) {
+    int ids[3];
+    char note[512];
+    int rc = ps_mkdirs(dir) == 0 ? tok_export_hf(spec, dir, ids, note, sizeof note) : -1;
+    if (rc < 0) {
+        fprintf(stderr, "postshare tokenize: error: %s\n", ps_err_msg());
+        return 1;
+    }
+    if (rc == 0) {
+        fprintf(stderr, "postshare tokenize: error: nothing written: %s\n", note);
+        return 1;
+    }
+    printf("wrote the HF files of tokenizer %s into %s (bos %d, eos %d, pad %d)\n", spec, dir,
+           ids[0], ids[1], ids[2]);
+    return 0;
+}
+
 int tokenize_main(int argc, char **argv) {
-    const char *spec = NULL;
+    const char *spec = NULL, *export_dir = NULL;
     int lines = 0, bos = 0, quiet = 0, nfiles = 0;
     const char **files = xcalloc((size_t)argc + 1, sizeof(char *));
     for (int i = 0; i < argc; i++) {
@@ -39,6 +59,8 @@ int tokenize_main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) {
             spec = argv[++i];
+        } else if (!strcmp(argv[i], "--export") && i + 1 < argc) {
+            export_dir = argv[++i];
         } else if (!strcmp(argv[i], "--lines")) {
             lines = 1;
         } else if (!strcmp(argv[i], "--bos")) {
@@ -53,8 +75,14 @@ int tokenize_main(int argc, char **argv) {
             files[nfiles++] = argv[i];
         }
     }
-    if (!spec || nfiles == 0) {
-        fprintf(stderr, "postshare tokenize: error: --tokenizer and a FILE are required\n%s",
+    if (spec && export_dir && nfiles == 0) {
+        free(files);
+        return export_main(spec, export_dir);
+    }
+    if (!spec || nfiles == 0 || export_dir) {
+        fprintf(stderr,
+                "postshare tokenize: error: --tokenizer and a FILE (or --export DIR alone) are "
+                "required\n%s",
                 k_usage);
         free(files);
         return 2;

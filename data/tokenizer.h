@@ -108,3 +108,25 @@ const char *tok_decode(const Tokenizer *t, int prev_token, int token, size_t *le
 // no text, and the leading space of the first piece and of a piece after BOS
 // is dropped, so decode(encode(s)) == s for normalized text.
 char *tok_decode_all(const Tokenizer *t, const int *ids, size_t n, size_t *len);
+
+// The HF files of the tokenizer `spec` (tok_open's specs), written into dir for
+// a model export (hf_io.h's hf_save_export), so that transformers'
+// AutoTokenizer loads it from the model folder:
+//   byte            tokenizer.json: byte-level BPE, 256 tokens (id = byte), no merges
+//   an HF folder or tokenizer.json: tokenizer.json, tokenizer_config.json,
+//                   special_tokens_map.json, tokenizer.model, added_tokens.json,
+//                   vocab.json, merges.txt that are there, copied byte for byte
+//   GGUF            byte-level BPE (tokenizer.ggml.model gpt2): tokenizer.json
+//                   written from the metadata (tokgguf.c), tokenizer_config.json,
+//                   special_tokens_map.json; sentencepiece GGUFs (llama): none
+//   sentencepiece   tokenizer.model copied (from sp:/*.model, or the .model beside a
+//                   llama2.c tokenizer.bin), tokenizer_config.json (LlamaTokenizer)
+//                   and special_tokens_map.json; a tokenizer.bin alone: none
+//   tiktoken alone  none (pass the model folder that holds its tokenizer.json)
+// ids: the tokenizer's bos, eos and pad ids (-1: none). Returns 1 when the files
+// were written, 0 when this tokenizer has no HF form here (note says why), -1
+// with ps_err set (an unreadable tokenizer, a failed write).
+int tok_export_hf(const char *spec, const char *dir, int ids[3], char *note, size_t note_cap);
+// 0 when the tokenizer `spec` opens and its ids fit a model of model_vocab
+// tokens; -1 with ps_err set otherwise.
+int tok_check_vocab(const char *spec, int model_vocab);

@@ -21,6 +21,7 @@
 #include "bpe.h"
 #include "common.h"
 #include "gguf.h"
+#include "jsonio.h"
 #include "tok_internal.h"
 
 enum { MAX_TOKENS = 1 << 22 };
@@ -204,4 +205,168 @@ Tokenizer *tok_open_gguf(const char *path) {
     Tokenizer *t = tok_from_gguf(&g, path);
     gguf_close(&g);
     return t;
+}
+
+// ---------------------------------------------------------------------------
+// export: tokenizer.json from the metadata (tok_export_hf)
+
+static cJSON *byte_level(int use_regex) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "ByteLevel");
+    cJSON_AddBoolToObject(o, "add_prefix_space", 0);
+    cJSON_AddBoolToObject(o, "trim_offsets", 1);
+    cJSON_AddBoolToObject(o, "use_regex", use_regex);
+    return o;
+}
+
+// The pre-tokenizer of a PRE row, as HF writes it for those models: GPT-2
+// (ByteLevel with its regex), SmolLM (Digits individual, then that), Llama 3
+// (a Split by its regex, then ByteLevel without one).
+static cJSON *pre_json(const PreKind *pk) {
+    if (!pk->digits && !pk->llama3) return byte_level(1);
+    cJSON *seq = cJSON_CreateObject(), *arr;
+    cJSON_AddStringToObject(seq, "type", "Sequence");
+    arr = cJSON_AddArrayToObject(seq, "pretokenizers");
+    cJSON *first = cJSON_CreateObject();
+    if (pk->digits) {
+        cJSON_AddStringToObject(first, "type", "Digits");
+        cJSON_AddBoolToObject(first, "individual_digits", 1);
+    } else {
+        cJSON_AddStringToObject(first, "type", "Split");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(first, "pattern"), "Regex",
+                                BPE_LLAMA3_REGEX);
+        cJSON_AddStringToObject(first, "behavior", "Isolated");
+        cJSON_AddBoolToObject(first, "invert", 0);
+    }
+    cJSON_AddItemToArray(arr, first);
+    cJSON_AddItemToArray(arr, byte_level(pk->digits));
+    return seq;
+}
+
+// post_processor: BOS first when the tokenizer adds it.
+static cJSON *bos_template(const char *bos, int bos_id) {
+    cJSON *pp = cJSON_CreateObject();
+    cJSON_AddStringToObject(pp, "type", "TemplateProcessing");
+    const char *lists[2] = {"single", "pair"};
+    for (int l = 0; l < 2; l++) {
+        cJSON *a = cJSON_AddArrayToObject(pp, lists[l]);
+        for (int k = 0; k <= l; k++) {
+            cJSON *s = cJSON_CreateObject(), *q = cJSON_CreateObject();
+            cJSON *st = cJSON_AddObjectToObject(s, "SpecialToken");
+            cJSON_AddStringToObject(st, "id", bos);
+            cJSON_AddNumberToObject(st, "type_id", k);
+            cJSON *sq = cJSON_AddObjectToObject(q, "Sequence");
+            cJSON_AddStringToObject(sq, "id", k ? "B" : "A");
+            cJSON_AddNumberToObject(sq, "type_id", k);
+            cJSON_AddItemToArray(a, s);
+            cJSON_AddItemToArray(a, q);
+        }
+    }
+    cJSON *sp = cJSON_AddObjectToObject(cJSON_AddObjectToObject(pp, "special_tokens"), bos);
+    cJSON_AddStringToObject(sp, "id", bos);
+    cJSON_AddItemToObject(sp, "ids", cJSON_CreateIntArray(&bos_id, 1));
+    cJSON_AddItemToObject(sp, "tokens", cJSON_CreateStringArray(&bos, 1));
+    return pp;
+}
+
+static cJSON *added_json(const Tokenizer *t, int id, int with_id) {
+    cJSON *o = cJSON_CreateObject();
+    if (with_id) cJSON_AddNumberToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "content", t->piece[id]);
+    cJSON_AddBoolToObject(o, "single_word", 0);
+    cJSON_AddBoolToObject(o, "lstrip", 0);
+    cJSON_AddBoolToObject(o, "rstrip", 0);
+    cJSON_AddBoolToObject(o, "normalized", 0);
+    cJSON_AddBoolToObject(o, "special", t->type[id] == TOK_PIECE_CONTROL);
+    return o;
+}
+
+int tok_gguf_export_hf(const GgufFile *g, const char *path, const Tokenizer *t, const char *dir,
+                       int ids[3], char *note, size_t note_cap) {
+    ids[2] = opt_id(g, "tokenizer.ggml.padding_token_id", t->vocab_size);
+    if (t->kind != TOK_BPE) {
+        snprintf(note, note_cap,
+                 "%s: its sentencepiece tokenizer (tokenizer.ggml.model llama) has no HF export "
+                 "yet; only byte-level BPE (gpt2) GGUF tokenizers are written as tokenizer.json",
+                 path);
+        return 0;
+    }
+    // from_bpe has accepted everything read here
+    char *pre = NULL;
+    const PreKind *pk = NULL;
+    if (gguf_get_str(g, "tokenizer.ggml.pre", &pre) != 0) return -1;
+    for (size_t i = 0; i < sizeof PRE / sizeof PRE[0]; i++)
+        if (!strcmp(pre, PRE[i].name)) pk = &PRE[i];
+    free(pre);
+    GgufStr *tok = NULL, *mg = NULL;
+    uint64_t n = 0, nm = 0;
+    if (!pk || gguf_get_arr_str(g, "tokenizer.ggml.tokens", &tok, &n) != 0) return -1;
+    if (gguf_get_arr_str(g, "tokenizer.ggml.merges", &mg, &nm) != 0) {
+        free(tok);
+        return -1;
+    }
+    int adds_bos = opt_bool(g, "tokenizer.ggml.add_bos_token", pk->llama3) && t->bos_id >= 0;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "version", "1.0");
+    cJSON_AddNullToObject(root, "truncation");
+    cJSON_AddNullToObject(root, "padding");
+    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
+    cJSON *extra = cJSON_CreateObject(), *dec = cJSON_CreateObject();
+    cJSON_AddStringToObject(extra, "tokenizer_class", "PreTrainedTokenizerFast");
+    cJSON_AddBoolToObject(extra, "add_bos_token", adds_bos);
+    cJSON_AddBoolToObject(extra, "add_eos_token", 0);
+    for (int i = 0; i < t->vocab_size; i++)
+        if (t->type[i] == TOK_PIECE_CONTROL || t->type[i] == TOK_PIECE_USER) {
+            char key[16];
+            snprintf(key, sizeof key, "%d", i);
+            cJSON_AddItemToArray(added, added_json(t, i, 1));
+            cJSON_AddItemToObject(dec, key, added_json(t, i, 0));
+        }
+    cJSON_AddItemToObject(extra, "added_tokens_decoder", dec);
+    cJSON_AddNullToObject(root, "normalizer");
+    cJSON_AddItemToObject(root, "pre_tokenizer", pre_json(pk));
+    if (adds_bos)
+        cJSON_AddItemToObject(root, "post_processor", bos_template(t->piece[t->bos_id], t->bos_id));
+    else
+        cJSON_AddNullToObject(root, "post_processor");
+    cJSON_AddItemToObject(root, "decoder", byte_level(1));
+    cJSON *m = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(m, "type", "BPE");
+    cJSON_AddNullToObject(m, "dropout");
+    cJSON_AddNullToObject(m, "unk_token");
+    cJSON_AddNullToObject(m, "continuing_subword_prefix");
+    cJSON_AddNullToObject(m, "end_of_word_suffix");
+    cJSON_AddBoolToObject(m, "fuse_unk", 0);
+    cJSON_AddBoolToObject(m, "byte_fallback", 0);
+    cJSON_AddBoolToObject(m, "ignore_merges", pk->llama3);
+    cJSON *vocab = cJSON_AddObjectToObject(m, "vocab"),
+          *merges = cJSON_AddArrayToObject(m, "merges");
+    char *s = NULL;
+    size_t cap = 0;
+    for (uint64_t i = 0; i < n + nm; i++) {  // the GGUF strings are the byte-level ones HF stores
+        const GgufStr *x = i < n ? &tok[i] : &mg[i - n];
+        if (x->len + 1 > cap) s = xrealloc(s, cap = 2 * x->len + 64);
+        memcpy(s, x->p, x->len);
+        s[x->len] = 0;
+        if (i < n)
+            cJSON_AddNumberToObject(vocab, s, (double)i);
+        else
+            cJSON_AddItemToArray(merges, cJSON_CreateString(s));
+    }
+    free(s);
+    free(tok);
+    free(mg);
+    char *chat = NULL;
+    if (gguf_find(g, "tokenizer.chat_template") &&
+        gguf_get_str(g, "tokenizer.chat_template", &chat) == 0) {
+        cJSON_AddStringToObject(extra, "chat_template", chat);
+        free(chat);
+    }
+    char *p = ps_path_join(dir, "tokenizer.json");
+    int rc = ps_json_write(p, root);
+    free(p);
+    cJSON_Delete(root);
+    if (rc == 0) return tok_write_hf_side(t, dir, ids, extra) ? -1 : 1;
+    cJSON_Delete(extra);
+    return -1;
 }

@@ -17,11 +17,14 @@
 #include "common.h"
 #include "gguf_build.h"
 #include "gguf_llama.h"
+#include "hf_io.h"
+#include "jsonio.h"
 #include "model.h"
 #include "modelsrc.h"
 #include "safetensors.h"
 #include "test.h"
 #include "test_ref.h"
+#include "tokenizer.h"
 
 static char g_dir[] = "/tmp/test_gguf_model_XXXXXX";
 
@@ -74,12 +77,54 @@ static void test_fixture(void) {
 // A hand-made F32 llama GGUF: C 8, 1 layer, 2 heads (hd 4), 1 KV head, F 16, V 5.
 // Every value of row r of a q/k tensor is 1000*kind + r in the GGUF's (interleaved)
 // row order; other tensors hold 0.5. Options damage it.
-enum { O_NONE = 0, O_ARCH, O_MISSING, O_EXTRA, O_SHAPE, O_Q4K, O_ROPE_FREQS, O_PARTIAL, O_TRUNC };
+// O_TOK: no damage, V 12 and a byte-level BPE tokenizer in the metadata.
+enum {
+    O_NONE = 0,
+    O_ARCH,
+    O_MISSING,
+    O_EXTRA,
+    O_SHAPE,
+    O_Q4K,
+    O_ROPE_FREQS,
+    O_PARTIAL,
+    O_TRUNC,
+    O_TOK
+};
+
+// O_TOK's tokenizer: byte-level strings (Ġ space, Ċ newline), types (3 control,
+// 4 user-defined), bos 2, eos 1, pad 0 (not llama's 1/2), BOS added.
+static const char *const TOK_STR[12] = {"<|pad|>",
+                                        "<|eos|>",
+                                        "<|bos|>",
+                                        "a",
+                                        "b",
+                                        "\xc4\xa0",
+                                        "ab",
+                                        "\xc4\xa0"
+                                        "a",
+                                        "1",
+                                        "2",
+                                        "\xc4\x8a",
+                                        "<|user|>"};
+static const int32_t TOK_TYPE[12] = {3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4};
+static const char *const TOK_MERGES[2] = {"a b", "\xc4\xa0 a"};
+
+static void tok_meta(GB *b) {
+    gb_kv_str(b, "tokenizer.ggml.model", "gpt2");
+    gb_kv_str(b, "tokenizer.ggml.pre", "smollm");
+    gb_kv_arr_str(b, "tokenizer.ggml.tokens", 12, TOK_STR);
+    gb_kv_arr_i32(b, "tokenizer.ggml.token_type", 12, TOK_TYPE);
+    gb_kv_arr_str(b, "tokenizer.ggml.merges", 2, TOK_MERGES);
+    gb_kv_u32(b, "tokenizer.ggml.bos_token_id", 2);
+    gb_kv_u32(b, "tokenizer.ggml.eos_token_id", 1);
+    gb_kv_u32(b, "tokenizer.ggml.padding_token_id", 0);
+    gb_kv_bool(b, "tokenizer.ggml.add_bos_token", 1);
+}
 
 static const char *make(int opt) {
     static char path[256];
     snprintf(path, sizeof path, "%s/m%d.gguf", g_dir, opt);
-    const int C = 8, F = 16, V = 5, HD = 4;
+    const int C = 8, F = 16, V = opt == O_TOK ? 12 : 5, HD = 4;
     struct {
         const char *name;
         uint64_t ne0, ne1;  // ne1 0: a vector
@@ -95,7 +140,8 @@ static const char *make(int opt) {
     if (opt == O_SHAPE) ts[9].ne0 = F + 32;
     GB b;
     memset(&b, 0, sizeof b);
-    gb_header(&b, 3, (uint64_t)n, 10);
+    gb_header(&b, 3, (uint64_t)n, opt == O_TOK ? 19 : 10);
+    if (opt == O_TOK) tok_meta(&b);
     gb_kv_str(&b, "general.architecture", opt == O_ARCH ? "qwen2" : "llama");
     gb_kv_u32(&b, "llama.context_length", 32);
     gb_kv_u32(&b, "llama.embedding_length", C);
@@ -177,16 +223,87 @@ static void test_handmade(void) {
     char spec[300];
     snprintf(spec, sizeof spec, "gguf:%s/nope.gguf", g_dir);
     EXPECT_FAIL(model_load_any(spec, &w), "nope.gguf", "cannot open");
-    int bos, eos;
-    T_CHECK(gguf_special_ids(make(O_NONE), &bos, &eos) == 0 && bos == -1 && eos == -1,
+    int bos, eos, pad;
+    T_CHECK(gguf_special_ids(make(O_NONE), &bos, &eos, &pad) == 0 && bos == -1 && eos == -1 &&
+                pad == -1,
             "no special ids in the metadata");
+}
+
+// config.json / generation_config.json: key holds the number want.
+static void check_id(const char *dir, const char *file, const char *key, int want) {
+    char *p = ps_path_join(dir, file);
+    size_t len;
+    char *txt = ps_read_file(p, &len);
+    cJSON *j = txt ? ps_json_parse(txt, len, p) : NULL;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    T_CHECK(cJSON_IsNumber(v) && v->valueint == want, "%s: %s is not %d", p, key, want);
+    cJSON_Delete(j);
+    free(txt);
+    free(p);
+}
+
+// An export of a GGUF model carries its tokenizer and its special ids: the
+// tokenizer.json written from the metadata encodes as the GGUF tokenizer does.
+static void test_export(void) {
+    char spec[300], dir[300];
+    snprintf(spec, sizeof spec, "gguf:%s", make(O_TOK));
+    snprintf(dir, sizeof dir, "%s/export", g_dir);
+    HfExport x;
+    HostWeights w;
+    T_CHECK(model_export_info(spec, NULL, &x) == 0 && x.bos_id == 2 && x.n_eos == 1 &&
+                x.eos_id[0] == 1 && x.pad_id == 0 && !strcmp(x.tokenizer, spec),
+            "export info of %s: %s", spec, ps_err_msg());
+    int rc = model_load_any(spec, &w);
+    T_CHECK(rc == 0, "%s", ps_err_msg());
+    if (rc) return;
+    T_CHECK(hf_save_export(dir, &w, "float32", &x) == 0, "export: %s", ps_err_msg());
+    host_weights_free(&w);
+    const char *files[2] = {"config.json", "generation_config.json"};
+    for (int f = 0; f < 2; f++) {
+        check_id(dir, files[f], "bos_token_id", 2);
+        check_id(dir, files[f], "eos_token_id", 1);
+        check_id(dir, files[f], "pad_token_id", 0);
+    }
+    Tokenizer *a = tok_open(spec), *b = tok_open(dir);
+    T_CHECK(a && b, "tokenizers: %s", ps_err_msg());
+    if (!a || !b) return;
+    T_CHECK(b->bos_id == 2 && b->eos_id == 1, "export's tokenizer: bos %d eos %d", b->bos_id,
+            b->eos_id);
+    const char *texts[] = {"ab a\n12 <|user|>ba", "<|bos|>aab<|eos|> 21", "", "  a\n\nb"};
+    for (int i = 0; i < 4; i++) {
+        size_t na, nb;
+        int *ia = tok_encode(a, texts[i], strlen(texts[i]), 1, &na);
+        int *ib = tok_encode(b, texts[i], strlen(texts[i]), 1, &nb);
+        T_CHECK(na == nb && !memcmp(ia, ib, na * sizeof(int)) && na > 0 && ia[0] == 2,
+                "'%s': %zu ids from the GGUF, %zu from the export", texts[i], na, nb);
+        free(ia);
+        free(ib);
+    }
+    tok_free(a);
+    tok_free(b);
+    // a llama2.c model has no tokenizer of its own: the export says so and
+    // carries llama2.c's ids; a sentencepiece GGUF tokenizer is not exported
+    char note[512];
+    int ids[3];
+    char spm[4200];
+    snprintf(spm, sizeof spm, "%s/../shared/data/tokenizers/llama2/ggml-vocab-llama-spm.gguf",
+             PS_SOURCE_DIR);
+    if (ps_is_file(spm)) {
+        T_CHECK(
+            tok_export_hf(spm, dir, ids, note, sizeof note) == 0 && strstr(note, "sentencepiece"),
+            "sentencepiece GGUF: %s", note);
+    } else {
+        printf("SKIP: %s is absent: the sentencepiece GGUF case is skipped\n", spm);
+    }
+    ps_remove_tree(dir);
 }
 
 int main(void) {
     CHECK(mkdtemp(g_dir), "mkdtemp");
     test_fixture();
     test_handmade();
-    for (int i = O_NONE; i <= O_TRUNC; i++) {
+    test_export();
+    for (int i = O_NONE; i <= O_TOK; i++) {
         char p[300];
         snprintf(p, sizeof p, "%s/m%d.gguf", g_dir, i);
         unlink(p);

@@ -187,14 +187,15 @@ done:
     return rc;
 }
 
-int gguf_special_ids(const char *path, int *bos, int *eos) {
+int gguf_special_ids(const char *path, int *bos, int *eos, int *pad) {
     GgufFile g;
     if (gguf_open(path, &g)) return -1;
-    const char *keys[2] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"};
-    int *out[2] = {bos, eos}, rc = 0;
-    for (int k = 0; k < 2; k++) {
+    const char *keys[3] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                           "tokenizer.ggml.padding_token_id"};
+    int *out[3] = {bos, eos, pad}, rc = 0;
+    for (int k = 0; k < 3; k++) *out[k] = -1;
+    for (int k = 0; k < 3; k++) {
         uint32_t v;
-        *out[k] = -1;
         if (!gguf_find(&g, keys[k])) continue;
         if (gguf_get_u32(&g, keys[k], &v) || v > INT32_MAX) {
             rc = -1;

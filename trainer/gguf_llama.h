@@ -22,6 +22,6 @@
 // 0, or -1 with ps_err naming the file and the problem (w is then empty).
 int gguf_load_llama(const char *path, HostWeights *w);
 
-// The tokenizer's special ids from the metadata (tokenizer.ggml.bos_token_id /
-// eos_token_id); -1 when absent. 0, or -1 with ps_err set.
-int gguf_special_ids(const char *path, int *bos, int *eos);
+// The tokenizer's special ids from the metadata (tokenizer.ggml.bos_token_id,
+// eos_token_id, padding_token_id); -1 when absent. 0, or -1 with ps_err set.
+int gguf_special_ids(const char *path, int *bos, int *eos, int *pad);

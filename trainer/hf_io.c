@@ -21,6 +21,7 @@
 #include "jsonio.h"
 #include "safetensors.h"
 #include "share.h"
+#include "tokenizer.h"
 
 // ---------------------------------------------------------------------------
 // config.json
@@ -616,8 +617,119 @@ int hf_load_shared(const char *dir, HostWeights *w) {
 // ---------------------------------------------------------------------------
 // saving
 
+void hf_export_init(HfExport *x) {
+    memset(x, 0, sizeof *x);
+    x->bos_id = x->pad_id = -1;
+}
+
+// config.json's value of key: a non-negative id, or a list of them (eos).
+static int json_ids(const cJSON *v, int *out, int cap) {
+    int n = 0;
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= INT32_MAX)
+        out[n++] = (int)v->valuedouble;
+    const cJSON *e;
+    if (cJSON_IsArray(v))
+        cJSON_ArrayForEach(e, v) if (n < cap && cJSON_IsNumber(e) && e->valuedouble >= 0 &&
+                                     e->valuedouble <= INT32_MAX) out[n++] = (int)e->valuedouble;
+    return n;
+}
+
+int hf_export_info(const char *dir, HfExport *x) {
+    hf_export_init(x);
+    snprintf(x->from, sizeof x->from, "%s/config.json", dir);
+    size_t len;
+    char *txt = ps_read_file(x->from, &len);
+    cJSON *root = txt ? ps_json_parse(txt, len, x->from) : NULL;
+    free(txt);
+    if (!root) return -1;
+    json_ids(cJSON_GetObjectItemCaseSensitive(root, "bos_token_id"), &x->bos_id, 1);
+    json_ids(cJSON_GetObjectItemCaseSensitive(root, "pad_token_id"), &x->pad_id, 1);
+    x->n_eos =
+        json_ids(cJSON_GetObjectItemCaseSensitive(root, "eos_token_id"), x->eos_id, HF_MAX_EOS);
+    cJSON_Delete(root);
+    char *p = ps_path_join(dir, "generation_config.json");
+    if (ps_is_file(p)) snprintf(x->gen_config, sizeof x->gen_config, "%s", p);
+    free(p);
+    const char *tok_files[] = {"tokenizer.json", "tokenizer.model"};
+    for (int i = 0; i < 2 && !x->tokenizer[0]; i++) {
+        p = ps_path_join(dir, tok_files[i]);
+        if (ps_is_file(p)) snprintf(x->tokenizer, sizeof x->tokenizer, "hf:%s", dir);
+        free(p);
+    }
+    return 0;
+}
+
+static void add_id(cJSON *o, const char *key, int id) {
+    if (id >= 0)
+        cJSON_AddNumberToObject(o, key, id);
+    else
+        cJSON_AddNullToObject(o, key);
+}
+
+static void add_eos(cJSON *o, const int *eos, int n) {
+    if (n == 1) {
+        add_id(o, "eos_token_id", eos[0]);
+    } else if (n == 0) {
+        cJSON_AddNullToObject(o, "eos_token_id");
+    } else {
+        cJSON *a = cJSON_AddArrayToObject(o, "eos_token_id");
+        for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(eos[i]));
+    }
+}
+
+// The ids an export writes (x's, else the tokenizer's), its tokenizer files and
+// generation_config.json, into the fresh directory dir.
+static int write_export_extras(const char *dir, const HfExport *x, HfExport *ids) {
+    hf_export_init(ids);
+    if (!x) return 0;
+    *ids = *x;
+    int tok[3] = {-1, -1, -1};
+    if (x->tokenizer[0]) {
+        char note[512] = "";
+        int r = tok_export_hf(x->tokenizer, dir, tok, note, sizeof note);
+        if (r < 0)
+            fprintf(stderr,
+                    "postshare: warning: the export %s has no tokenizer: exporting tokenizer "
+                    "'%s' failed: %s\n",
+                    dir, x->tokenizer, ps_err_msg());
+        else if (r == 0)
+            fprintf(stderr, "postshare: warning: the export %s has no tokenizer: %s\n", dir, note);
+    } else {
+        fprintf(stderr,
+                "postshare: warning: the export %s has no tokenizer (none is known for its "
+                "source %s; convert and share take --tokenizer)\n",
+                dir, x->from[0] ? x->from : "(unknown)");
+    }
+    // the model's ids first; the tokenizer's where the model has none
+    if (ids->bos_id < 0) ids->bos_id = tok[0];
+    if (ids->n_eos == 0 && tok[1] >= 0) ids->eos_id[ids->n_eos++] = tok[1];
+    if (ids->pad_id < 0) ids->pad_id = tok[2];
+    if (tok[0] >= 0 && ids->bos_id != tok[0])
+        fprintf(stderr, "postshare: warning: %s: bos_token_id %d, but the tokenizer's BOS is %d\n",
+                dir, ids->bos_id, tok[0]);
+    char *gp = ps_path_join(dir, "generation_config.json");
+    int rc = 0;
+    if (x->gen_config[0]) {
+        size_t n;
+        char *g = ps_read_file(x->gen_config, &n);
+        rc = g ? ps_write_file_atomic(gp, g, n) : -1;
+        free(g);
+    } else {
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddBoolToObject(root, "_from_model_config", 1);
+        add_id(root, "bos_token_id", ids->bos_id);
+        add_eos(root, ids->eos_id, ids->n_eos);
+        if (ids->pad_id >= 0) cJSON_AddNumberToObject(root, "pad_token_id", ids->pad_id);
+        rc = ps_json_write(gp, root);
+        cJSON_Delete(root);
+    }
+    free(gp);
+    return rc;
+}
+
 // Write a complete export into the fresh directory dir (hf_save below).
-static int write_export(const char *dir, const HostWeights *w, const char *dtype) {
+static int write_export(const char *dir, const HostWeights *w, const char *dtype,
+                        const HfExport *x) {
     StDtype dt;
     const char *torch_dtype;
     if (!strcmp(dtype, "float32") || !strcmp(dtype, "f32") || !strcmp(dtype, "fp32")) {
@@ -634,7 +746,6 @@ static int write_export(const char *dir, const HostWeights *w, const char *dtype
     char *st_path = ps_path_join(dir, "model.safetensors");
     int rc = -1;
     cJSON *root = NULL;
-    char *txt = NULL;
     const ParamTable *t = &w->t;
     StWriteTensor *wt = xcalloc((size_t)t->n, sizeof *wt);
     hf_tensor_list(w, dt, wt);
@@ -647,6 +758,9 @@ static int write_export(const char *dir, const HostWeights *w, const char *dtype
         free(plan_path);
         if (r != 0) goto done;
     }
+
+    HfExport ids;
+    if (write_export_extras(dir, x, &ids) != 0) goto done;
 
     const LlamaConfig *c = &t->cfg;
     root = cJSON_CreateObject();
@@ -674,8 +788,9 @@ static int write_export(const char *dir, const HostWeights *w, const char *dtype
     cJSON_AddBoolToObject(root, "attention_bias", 0);
     cJSON_AddItemToObject(root, "attention_dropout", hf_json_float(0.0f));
     cJSON_AddBoolToObject(root, "mlp_bias", 0);
-    cJSON_AddNumberToObject(root, "bos_token_id", 1);
-    cJSON_AddNumberToObject(root, "eos_token_id", 2);
+    add_id(root, "bos_token_id", ids.bos_id);
+    add_eos(root, ids.eos_id, ids.n_eos);
+    if (ids.pad_id >= 0) cJSON_AddNumberToObject(root, "pad_token_id", ids.pad_id);
     cJSON_AddItemToObject(root, "initializer_range", hf_json_float(0.02f));
     cJSON_AddNumberToObject(root, "pretraining_tp", 1);
     cJSON_AddBoolToObject(root, "use_cache", 1);
@@ -684,16 +799,9 @@ static int write_export(const char *dir, const HostWeights *w, const char *dtype
     cJSON_AddStringToObject(root, "dtype", torch_dtype);
     if (t->shared)
         cJSON_AddStringToObject(cJSON_AddObjectToObject(root, SHARED_KEY), "plan", "plan.json");
-    txt = cJSON_Print(root);
-    CHECK(txt, "cJSON_Print failed");
-    size_t n = strlen(txt);
-    txt = xrealloc(txt, n + 2);
-    txt[n] = '\n';
-    txt[n + 1] = 0;
-    if (ps_write_file_atomic(cfg_path, txt, n + 1) != 0) goto done;
+    if (ps_json_write(cfg_path, root) != 0) goto done;
     rc = 0;
 done:
-    free(txt);
     cJSON_Delete(root);
     free(cfg_path);
     free(st_path);
@@ -703,12 +811,25 @@ done:
 // The export is written beside dir (dir.tmp.<pid>) and swapped in only when it is
 // complete: a failed save (a full disk) leaves the previous model/ as it was.
 int hf_save(const char *dir, const HostWeights *w, const char *dtype) {
+    return hf_save_export(dir, w, dtype, NULL);
+}
+
+int hf_save_export(const char *dir, const HostWeights *w, const char *dtype, const HfExport *x) {
     size_t n = strlen(dir) + 32;
     char *tmp = xmalloc(n);
     snprintf(tmp, n, "%s.tmp.%d", dir, (int)getpid());
-    static const char *const weights[] = {".safetensors", ".safetensors.index.json", NULL};
+    // not carried over from a previous export: stale weights, and a tokenizer or
+    // generation config that this export does not have would belong to another model
+    static const char *const weights[] = {".safetensors",
+                                          ".safetensors.index.json",
+                                          "tokenizer.json",
+                                          "tokenizer_config.json",
+                                          "special_tokens_map.json",
+                                          "tokenizer.model",
+                                          "generation_config.json",
+                                          NULL};
     int rc = ps_remove_tree(tmp);
-    if (rc == 0) rc = write_export(tmp, w, dtype);
+    if (rc == 0) rc = write_export(tmp, w, dtype, x);
     if (rc != 0) {
         char msg[2048];
         snprintf(msg, sizeof msg, "%s", ps_err_msg());

@@ -49,6 +49,25 @@ int hf_map(const char *dir, HfMapped *m);
 const StTensor *hf_mapped_find(const HfMapped *m, const char *name, const StFile **file);
 void hf_unmap(HfMapped *m);
 
+// What an export carries besides the weights: the special token ids of the
+// model it came from, that model's generation_config.json, and the tokenizer
+// written beside it (modelsrc.h's model_export_info fills it from a MODEL spec).
+#define HF_MAX_EOS 8
+typedef struct {
+    int bos_id, pad_id;      // -1: unknown (null in config.json)
+    int eos_id[HF_MAX_EOS];  // n_eos ids: a number in config.json, a list when more than one
+    int n_eos;
+    char tokenizer[1024];   // a tokenizer spec (tok_export_hf: its HF files); "": none
+    char gen_config[1024];  // a generation_config.json copied byte for byte; "": one is written
+    char from[1024];        // where the ids came from (messages)
+} HfExport;
+void hf_export_init(HfExport *x);
+// The export info of an HF model folder (plain or compact shared): the ids from
+// its config.json (bos_token_id, eos_token_id: a number or a list,
+// pad_token_id), its generation_config.json, and the folder itself as the
+// tokenizer when it holds tokenizer.json or tokenizer.model. 0, or -1 with ps_err set.
+int hf_export_info(const char *dir, HfExport *x);
+
 // Write DIR/config.json and DIR/model.safetensors; dtype is "float32" or
 // "bfloat16" ("f32"/"fp32"/"bf16" also accepted). DIR is created if needed.
 // Crash safety: an existing DIR/config.json is removed first, the weights are
@@ -58,6 +77,14 @@ void hf_unmap(HfMapped *m);
 // config.json, and the "postshare_shared" marker in config.json.
 // 0, or -1 with ps_err set.
 int hf_save(const char *dir, const HostWeights *w, const char *dtype);
+// hf_save that also writes what x describes (x NULL: the same as hf_save, no
+// tokenizer and no ids): the tokenizer's HF files (tok_export_hf; a tokenizer
+// that has no HF form, or fails to export, is a warning on stderr: the weights
+// are still written), generation_config.json (x->gen_config copied, else
+// written from the ids), and bos/eos/pad_token_id in config.json: x's, and
+// where x has none, the tokenizer's (-1 everywhere: null). Every file is in
+// place before config.json, and the whole folder is swapped in at once.
+int hf_save_export(const char *dir, const HostWeights *w, const char *dtype, const HfExport *x);
 
 // Describe every tensor of w (table order, HF names and shapes, fp32 source) for
 // st_write in dtype dt; out has room for w->t.n entries. Returns w->t.n.

@@ -64,3 +64,15 @@ cJSON *ps_json_parse(const char *txt, size_t len, const char *what) {
     }
     return root;
 }
+
+int ps_json_write(const char *path, const cJSON *root) {
+    char *txt = cJSON_Print(root);
+    CHECK(txt, "cJSON_Print failed");
+    size_t n = strlen(txt);
+    txt = xrealloc(txt, n + 2);
+    txt[n] = '\n';
+    txt[n + 1] = 0;
+    int rc = ps_write_file_atomic(path, txt, n + 1);
+    free(txt);
+    return rc;
+}

@@ -16,3 +16,7 @@
 // near byte N)", "<what>: duplicate key: 'k' appears twice in \"<object>\"", "<what>:
 // invalid UTF-8 in ...", "<what>: not valid JSON: unexpected text after the value ...".
 cJSON *ps_json_parse(const char *txt, size_t len, const char *what);
+
+// Write root to path (cJSON_Print, indented, with a final newline) atomically
+// (ps_write_file_atomic). 0, or -1 with ps_err set.
+int ps_json_write(const char *path, const cJSON *root);

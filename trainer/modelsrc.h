@@ -9,6 +9,7 @@
 // as GGUF, .h5 as a checkpoint.
 #pragma once
 
+#include "hf_io.h"
 #include "params.h"
 
 // Always a full model: a compact shared model is materialized (share_materialize).
@@ -17,3 +18,12 @@ int model_load_any(const char *spec, HostWeights *w);
 // The same, but a compact shared model stays compact (w->t.shared set);
 // for inference (eval, generate), which runs it without materializing it.
 int model_load_any_shared(const char *spec, HostWeights *w);
+
+// What an HF export of the model `spec` carries besides its weights
+// (hf_save_export): the special ids and generation_config.json of an HF folder,
+// the ids and the tokenizer of a GGUF file (tokenizer.ggml.*), llama2.c's ids
+// 1/2 (its tokenizer is a separate file: pass it as `tokenizer`), and for a
+// training checkpoint those of its job's model.init with its data.tokenizer.
+// tokenizer (NULL or ""): the tokenizer spec to export instead of the source's.
+// 0, or -1 with ps_err set.
+int model_export_info(const char *spec, const char *tokenizer, HfExport *x);

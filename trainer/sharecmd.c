@@ -29,6 +29,7 @@
 #include "hf_io.h"
 #include "loader.h"
 #include "modelsrc.h"
+#include "tokenizer.h"
 #include "model.h"
 #include "plot.h"
 #include "share.h"
@@ -601,12 +602,14 @@ static void share_usage(FILE *f) {
             "                     (source and targets share the slice that serves them all\n"
             "                     best on calibration data: needs --calib), prune (targets\n"
             "                     removed: their slices zeroed; writes a plain HF folder)\n"
-            "  --calib FILE       calibration Grams from postshare calibrate\n");
+            "  --calib FILE       calibration Grams from postshare calibrate\n"
+            "  --tokenizer SPEC   the tokenizer written beside the model (default: MODEL's own:\n"
+            "                     an HF folder's files, a GGUF's metadata)\n");
 }
 
 int sharecmd_main(int argc, char **argv) {
     const char *model = NULL, *plan_path = NULL, *out = NULL, *dtype = "float32";
-    const char *combine = "copy", *calib = NULL;
+    const char *combine = "copy", *calib = NULL, *tok = NULL;
     int materialize = 0, force = 0, align = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -622,6 +625,8 @@ int sharecmd_main(int argc, char **argv) {
             dtype = argv[++i];
         } else if (!strcmp(a, "--materialize")) {
             materialize = 1;
+        } else if (!strcmp(a, "--tokenizer") && has_next) {
+            tok = argv[++i];
         } else if (!strcmp(a, "--force")) {
             force = 1;
         } else if (!strcmp(a, "--align")) {
@@ -654,7 +659,11 @@ int sharecmd_main(int argc, char **argv) {
     SharePlan plan;
     if (share_plan_read(plan_path, &plan) != 0) ps_die("share: %s", ps_err_msg());
     HostWeights full;
+    HfExport x;
+    if (model_export_info(model, tok, &x) != 0) ps_die("share: %s", ps_err_msg());
     if (model_load_any(model, &full) != 0) ps_die("%s", ps_err_msg());
+    if (tok && tok_check_vocab(tok, full.t.cfg.vocab_size) != 0)
+        ps_die("share: --tokenizer: %s", ps_err_msg());
     char fp[40];
     share_fingerprint(&full.t, full.params, fp);
     if (share_plan_check(&plan, &full.t.cfg, fp, force, plan_path) != 0)
@@ -696,7 +705,7 @@ int sharecmd_main(int argc, char **argv) {
             for (int r = 0; r < C; r++)
                 memset(o + (size_t)r * qd, 0, sizeof(float) * (size_t)G * hd);
         }
-        if (hf_save(out, &full, dtype) != 0) ps_die("share: %s", ps_err_msg());
+        if (hf_save_export(out, &full, dtype, &x) != 0) ps_die("share: %s", ps_err_msg());
         ShareCounts k = share_counts(&plan);
         printf(
             "share: pruned %d units of %s (plan %s): their slices are zero; parameters as if "
@@ -711,7 +720,7 @@ int sharecmd_main(int argc, char **argv) {
     share_compact(&full, &plan, &compact);
     share_materialize(&compact, &mat);
     const HostWeights *save = materialize ? &mat : &compact;
-    if (hf_save(out, save, dtype) != 0) ps_die("share: %s", ps_err_msg());
+    if (hf_save_export(out, save, dtype, &x) != 0) ps_die("share: %s", ps_err_msg());
 
     char a[32], b[32];
     const LlamaConfig *c = &full.t.cfg;
