@@ -34,8 +34,8 @@ static void print_config_summary(const char *yaml, const char *path) {
            j.data.shuffle ? "on" : "off");
     printf("        steps %d | lr %g -> %g, warmup %d | weight_decay %g | clip %g\n", j.train.steps,
            j.train.lr, j.train.min_lr, j.train.warmup, j.train.weight_decay, j.train.clip);
-    printf("        checkpoint every %d, keep %d, keep_every %d\n", j.checkpoint.every,
-           j.checkpoint.keep, j.checkpoint.keep_every);
+    printf("        checkpoint every %d, keep %d, keep_every %d, final %s\n", j.checkpoint.every,
+           j.checkpoint.keep, j.checkpoint.keep_every, j.checkpoint.final ? "on" : "off");
 }
 
 // The plan is opaque JSON here: summarize its top-level members.

@@ -101,6 +101,7 @@ static const JobKey KEYS[] = {
     {"checkpoint.every",     JT_INT,    FIELD(checkpoint.every),   "1000", 0, "[0,inf)", "steps between checkpoints; 0: only at the end and on a signal"},
     {"checkpoint.keep",      JT_INT,    FIELD(checkpoint.keep),    "3",    0, "[0,inf)", "newest checkpoints kept; 0: keep all"},
     {"checkpoint.keep_every", JT_INT,   FIELD(checkpoint.keep_every), "0", 0, "[0,inf)", "also keep every checkpoint whose step is a multiple of this; 0: none"},
+    {"checkpoint.final",     JT_BOOL,   FIELD(checkpoint.final),   "true", 0, NULL, "also write a checkpoint at the last step (the final model/ export is separate); false: none unless checkpoint.every divides train.steps"},
     {"checkpoint.resume",    JT_STRING, FIELD(checkpoint.resume),  "auto", JK_NONEMPTY, NULL, "auto (newest valid checkpoint of the run), none, or a checkpoint path"},
 
     {"share.ratio",          JT_FLOAT,  FIELD(share.ratio),       "0",     JK_FIXED, "[0,1)", "fraction of attention units (KV groups) to share; > 0 (or a plan) turns PostShare on"},
@@ -116,6 +117,8 @@ static const JobKey KEYS[] = {
     {"eval.tasks",           JT_STRING, FIELD(eval.tasks),        "",      JK_STRLIST, NULL, "tasks scored for every model of the results table at the end (docs/tasks.md), e.g. piqa,arc_easy; empty: none"},
     {"eval.limit",           JT_INT,    FIELD(eval.limit),        "0",     0, "[0,inf)", "documents per task (per subject for mmlu), the first N; 0: all"},
     {"eval.num_fewshot",     JT_INT,    FIELD(eval.num_fewshot),  "0",     0, "[0,64]", "mmlu: examples from its dev split in each prompt"},
+    {"eval.test",            JT_STRING, FIELD(eval.test),         "",      0, NULL, "a test set evaluated for every model of the results table, beside data.val: a glob of token shards, or a .txt file tokenized with data.tokenizer; empty: none"},
+    {"eval.test_batches",    JT_INT,    FIELD(eval.test_batches), "0",     0, "[0,inf)", "micro-batches of eval.test evaluated; 0: all of it"},
     {"eval.data_dir",        JT_STRING, FIELD(eval.data_dir),     "",      0, NULL, "folder of the task data; empty: $POSTSHARE_EVAL_DATA or ../shared/data/eval"},
 
     {"backend",              JT_STRING, FIELD(backend),            "auto", JK_NONEMPTY | JK_NOTE, "cpu|cuda|auto", "cpu, cuda or auto (cuda when available)"},
@@ -1016,7 +1019,11 @@ static void emit_level(Buf *b, const JobConfig *cfg, const char *prefix, int dep
             bprintf(b, "%*s%s: ", 2 * depth, "", rest);
             fmt_value(cfg, i, b);
             size_t w = b->len - start;
-            bprintf(b, "%*s# %s\n", w < 40 ? (int)(40 - w) : 1, "", KEYS[i].doc);
+            // with a plan file, the plan decides what is shared, not share.ratio
+            int by_plan = !strcmp(KEYS[i].key, "share.ratio") && cfg->share.plan[0];
+            bprintf(b, "%*s# %s\n", w < 40 ? (int)(40 - w) : 1, "",
+                    by_plan ? "not used: share.plan decides (its ratio is in results.json)"
+                            : KEYS[i].doc);
         }
     }
 }

@@ -64,6 +64,7 @@ typedef struct {
     int every;                  // steps between checkpoints; 0: only at the end (and on a signal)
     int keep;                   // newest checkpoints kept; 0: all
     int keep_every;             // also keep checkpoints whose step is a multiple of this; 0: none
+    int final;                  // bool: a checkpoint at the last step (resume, inspect)
     char resume[JOB_PATH_MAX];  // "auto" | "none" | a checkpoint path
 } JobCheckpoint;
 
@@ -88,6 +89,8 @@ typedef struct {
     int limit;                    // documents per task (per subject for mmlu); 0: all
     int num_fewshot;              // mmlu's few-shot examples
     char data_dir[JOB_PATH_MAX];  // "": $POSTSHARE_EVAL_DATA or ../shared/data/eval
+    char test[JOB_PATH_MAX];      // a test set: token shards (glob) or a .txt file; "": none
+    int test_batches;             // micro-batches of the test set; 0: all of it
 } JobEval;
 
 typedef struct {

@@ -39,16 +39,19 @@ RegStats postshare_stats(const PostShare *ps, const Model *M);
 // the starting model (start), DirectShare of it, the post-trained model
 // (final), and PostShare (the plan applied to final); write
 // run_dir/results.json and results.md, save run_dir/shared/ (compact) and, with
-// share.materialize, run_dir/shared_hf/ (plain HF); print the table.
+// share.materialize, run_dir/shared_hf/ (plain HF) with what x describes
+// (train_export_info: ids, generation config, tokenizer); print the table.
 void postshare_handoff(const PostShare *ps, const JobConfig *job, const char *run_dir,
                        const HostWeights *start, const HostWeights *final, Loader *val, int B,
-                       int T, RegStats last);
+                       int T, RegStats last, const HfExport *x);
 
-// The job's eval.tasks loaded (data read, tokenizer opened) for the results
-// table; *out NULL when the job names none. 0, or -1 with ps_err set. Runs call
-// it once at the start too, so that a bad task list fails before training.
+// The job's eval.tasks loaded (data read, tokenizer opened) and its eval.test
+// set opened (shards for a model of `vocab` tokens, windows of data.seq_len; a
+// .txt file tokenized with data.tokenizer first) for the results table; *out
+// NULL when the job names neither. 0, or -1 with ps_err set. Runs call it once
+// at the start too, so that a bad task list or test set fails before training.
 typedef struct JobTasks JobTasks;
-int postshare_tasks_open(const JobConfig *job, JobTasks **out);
+int postshare_tasks_open(const JobConfig *job, int vocab, JobTasks **out);
 void postshare_tasks_close(JobTasks *jt);
 
 // results.json for a run without a share section: the trained model's row.

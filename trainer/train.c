@@ -118,10 +118,25 @@ static void final_weights(const Zero1 *z, const Model *M, const Optim *opt, Host
         zero1_gather_state(z, opt, w->params, NULL, NULL, 0);
 }
 
+// What the run's exports carry besides the weights: the special ids (and
+// generation_config.json) of model.init, and data.tokenizer, the tokenizer the
+// run trained with. Never fatal: the run's weights are what matters.
+void train_export_info(const JobConfig *job, HfExport *x) {
+    hf_export_init(x);
+    if (strcmp(job->model.init, "scratch") != 0 &&
+        model_export_info(job->model.init, NULL, x) != 0) {
+        fprintf(stderr, "postshare: warning: the special ids of %s are unknown: %s\n",
+                job->model.init, ps_err_msg());
+        hf_export_init(x);
+    }
+    snprintf(x->tokenizer, sizeof x->tokenizer, "%s", job->data.tokenizer);
+}
+
 // run_dir/model in HF format, from the run's fp32 weights w.
-static void save_model(const char *run_dir, const HostWeights *w) {
+static void save_model(const char *run_dir, const HostWeights *w, const HfExport *x) {
     char *model_dir = ps_path_join(run_dir, "model");
-    if (hf_save(model_dir, w, "float32") != 0) ps_die("saving the model: %s", ps_err_msg());
+    if (hf_save_export(model_dir, w, "float32", x) != 0)
+        ps_die("saving the model: %s", ps_err_msg());
     printf("saved %s (HF format)\n", model_dir);
     free(model_dir);
 }
@@ -135,9 +150,11 @@ static void finish_run(const JobConfig *job, const char *run_dir, const PostShar
     int B = job->data.batch_size, T = job->data.seq_len;
     final_weights(z, M, opt, w);
     if (z->comm->rank != 0) return;
-    if (job->train.save_final) save_model(run_dir, w);
+    HfExport x;
+    train_export_info(job, &x);
+    if (job->train.save_final) save_model(run_dir, w, &x);
     if (ps->active && job->share.apply_after)
-        postshare_handoff(ps, job, run_dir, w0, w, val, B, T, postshare_stats(ps, M));
+        postshare_handoff(ps, job, run_dir, w0, w, val, B, T, postshare_stats(ps, M), &x);
     else
         postshare_results_plain(job, run_dir, w, ev);
 }
@@ -355,7 +372,8 @@ static int run_steps(const JobConfig *job, const char *run_dir, const PostShare 
         sig = stop_signal_agreed(comm);
         stopped = step + 1 == stop_after && !last;
         int every = job->checkpoint.every;
-        if (last || sig || stopped || (every > 0 && (step + 1) % every == 0)) {
+        int final_ckpt = last && job->checkpoint.final;
+        if (final_ckpt || sig || stopped || (every > 0 && (step + 1) % every == 0)) {
             prog->step = step + 1;
             prog->elapsed_s = ps_now() - t_start;
             t_log += save_checkpoint(job, run_dir, z, M, opt, train, prog, plan_json);
@@ -461,9 +479,9 @@ int train_run(const JobConfig *job) {
             memcpy(w0.params, w.params, sizeof(float) * w.t.total);
         }
     }
-    // eval.tasks: read the task data now, so that a bad list fails before training
+    // eval.tasks and eval.test: read them now, so that a bad list fails before training
     JobTasks *jt;
-    if (postshare_tasks_open(job, &jt)) ps_die("%s", ps_err_msg());
+    if (postshare_tasks_open(job, w.t.cfg.vocab_size, &jt)) ps_die("%s", ps_err_msg());
     postshare_tasks_close(jt);
     // PostShare: the plan (a resumed run keeps its checkpoint's) and the regularizer
     PostShare ps;
