@@ -67,3 +67,5 @@ int tok_gguf_export_hf(const GgufFile *g, const char *path, const Tokenizer *t, 
 // tokexport.c: write tokenizer_config.json and special_tokens_map.json for t's
 // special tokens (bos/eos/unk/pad ids, -1 none); extra: more tokenizer_config keys (taken).
 int tok_write_hf_side(const Tokenizer *t, const char *dir, const int ids[3], cJSON *extra);
+// tokenizer.json's ByteLevel pre-tokenizer/decoder object (no prefix space).
+cJSON *tok_json_byte_level(int use_regex);

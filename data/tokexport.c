@@ -47,6 +47,15 @@ static int copy_hf_files(const char *src, const char *json, const char *dir) {
     return 1;
 }
 
+cJSON *tok_json_byte_level(int use_regex) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "ByteLevel");
+    cJSON_AddBoolToObject(o, "add_prefix_space", 0);
+    cJSON_AddBoolToObject(o, "trim_offsets", 1);
+    cJSON_AddBoolToObject(o, "use_regex", use_regex);
+    return o;
+}
+
 static void add_token(cJSON *o, const char *key, const Tokenizer *t, int id) {
     if (id >= 0 && id < t->vocab_size && t->piece[id])
         cJSON_AddStringToObject(o, key, t->piece[id]);
@@ -81,14 +90,9 @@ static int write_byte(const Tokenizer *t, const char *dir) {
     cJSON_AddNullToObject(root, "padding");
     cJSON_AddArrayToObject(root, "added_tokens");
     cJSON_AddNullToObject(root, "normalizer");
-    cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
-    cJSON_AddStringToObject(pre, "type", "ByteLevel");
-    cJSON_AddBoolToObject(pre, "add_prefix_space", 0);
-    cJSON_AddBoolToObject(pre, "trim_offsets", 1);
-    cJSON_AddBoolToObject(pre, "use_regex", 0);
+    cJSON_AddItemToObject(root, "pre_tokenizer", tok_json_byte_level(0));
     cJSON_AddNullToObject(root, "post_processor");
-    cJSON *dec = cJSON_AddObjectToObject(root, "decoder");
-    cJSON_AddStringToObject(dec, "type", "ByteLevel");
+    cJSON_AddItemToObject(root, "decoder", tok_json_byte_level(1));
     cJSON *m = cJSON_AddObjectToObject(root, "model");
     cJSON_AddStringToObject(m, "type", "BPE");
     cJSON_AddBoolToObject(m, "byte_fallback", 0);

@@ -210,20 +210,11 @@ Tokenizer *tok_open_gguf(const char *path) {
 // ---------------------------------------------------------------------------
 // export: tokenizer.json from the metadata (tok_export_hf)
 
-static cJSON *byte_level(int use_regex) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "type", "ByteLevel");
-    cJSON_AddBoolToObject(o, "add_prefix_space", 0);
-    cJSON_AddBoolToObject(o, "trim_offsets", 1);
-    cJSON_AddBoolToObject(o, "use_regex", use_regex);
-    return o;
-}
-
 // The pre-tokenizer of a PRE row, as HF writes it for those models: GPT-2
 // (ByteLevel with its regex), SmolLM (Digits individual, then that), Llama 3
 // (a Split by its regex, then ByteLevel without one).
 static cJSON *pre_json(const PreKind *pk) {
-    if (!pk->digits && !pk->llama3) return byte_level(1);
+    if (!pk->digits && !pk->llama3) return tok_json_byte_level(1);
     cJSON *seq = cJSON_CreateObject(), *arr;
     cJSON_AddStringToObject(seq, "type", "Sequence");
     arr = cJSON_AddArrayToObject(seq, "pretokenizers");
@@ -239,7 +230,7 @@ static cJSON *pre_json(const PreKind *pk) {
         cJSON_AddBoolToObject(first, "invert", 0);
     }
     cJSON_AddItemToArray(arr, first);
-    cJSON_AddItemToArray(arr, byte_level(pk->digits));
+    cJSON_AddItemToArray(arr, tok_json_byte_level(pk->digits));
     return seq;
 }
 
@@ -329,7 +320,7 @@ int tok_gguf_export_hf(const GgufFile *g, const char *path, const Tokenizer *t, 
         cJSON_AddItemToObject(root, "post_processor", bos_template(t->piece[t->bos_id], t->bos_id));
     else
         cJSON_AddNullToObject(root, "post_processor");
-    cJSON_AddItemToObject(root, "decoder", byte_level(1));
+    cJSON_AddItemToObject(root, "decoder", tok_json_byte_level(1));
     cJSON *m = cJSON_AddObjectToObject(root, "model");
     cJSON_AddStringToObject(m, "type", "BPE");
     cJSON_AddNullToObject(m, "dropout");

@@ -9,6 +9,7 @@
 #   - the tokenizer.json that `postshare convert` writes into the HF export of the
 #     SmolLM2 GGUF (HF tokenizers loads it, against our tokenizer on the GGUF),
 #     and the export's config.json/generation_config.json ids (the GGUF's);
+#   - the byte tokenizer's tokenizer.json (as a run's model/ gets it);
 #   - the same for a Llama 3 GGUF tokenizer (llama-bpe) that
 #     tests/make_gguf_tokenizer.py makes from Llama 3's tokenizer.json.
 # tokenizers and gguf go into a venv of this test's own under the build
@@ -58,6 +59,13 @@ CHECK=("$VENV/bin/python" "$SRC/tests/bpe_hf_check.py" "$PS" "$TMP/work")
 # already checked on every text (tiktoken, the tokenizer.json files we write)
 ONE=()
 [ -f "$DATA/text/tinystories/tinystories_val.txt" ] && ONE=(--text "$DATA/text/tinystories/tinystories_val.txt")
+
+# the byte tokenizer's export (what a run with data.tokenizer byte writes into
+# model/): HF tokenizers loads it and gives our ids (test_export.sh: the same ids
+# as the byte tokenizer on valid UTF-8)
+"$PS" tokenize --tokenizer byte --export "$TMP/byte" > /dev/null
+"${CHECK[@]}" "${ONE[@]}" "byte-export=$TMP/byte=$TMP/byte/tokenizer.json"
+check '[ $? -eq 0 ]' "the byte tokenizer's tokenizer.json differs in HF tokenizers"
 
 if [ -f "$T3/tokenizer.json" ]; then
   "${CHECK[@]}" "${TEXTS[@]}" "llama3=$T3/tokenizer.json=$T3/tokenizer.json"
