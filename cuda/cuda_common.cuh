@@ -163,7 +163,7 @@ void cuda_classifier_fwd(float *losses, void *dlnf, void *dWh, const void *lnf, 
 double cuda_sumsq(const void *x, size_t n);
 void cuda_adamw(float *master, void *params, const void *grad, float *m, float *v, size_t n,
                 float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
-                int t);
+                int t, const float *lr_scale);
 
 // cuda_share.cu
 double cuda_share_reg(void *grads, const void *params, const ParamSlice *a, const ParamSlice *b,

@@ -392,14 +392,22 @@ double cuda_sumsq(const void *x, size_t n) {
 // PyTorch AdamW, the same fp32 expression order as cpu_adamw.
 __global__ void adamw_kernel(float *master, bf16 *params, const float *grad, float *m, float *v,
                              size_t n, float beta1, float beta2, float eps, float grad_scale,
-                             float step, float sbc2, float decay) {
+                             float step, float sbc2, float decay, float lrwd,
+                             const float *lr_scale) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float g = grad[i] * grad_scale;
     float mi = beta1 * m[i] + (1.0f - beta1) * g;
     float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
-    float p = master[i] * decay;
-    p -= step * mi / (sqrtf(vi) / sbc2 + eps);
+    float p;
+    if (lr_scale) {  // as cpu_ops.c's adamw_scaled_k
+        float sc = lr_scale[i];
+        p = master[i] * (1.0f - lrwd * sc);
+        p -= step * sc * mi / (sqrtf(vi) / sbc2 + eps);
+    } else {
+        p = master[i] * decay;
+        p -= step * mi / (sqrtf(vi) / sbc2 + eps);
+    }
     m[i] = mi;
     v[i] = vi;
     master[i] = p;
@@ -408,11 +416,12 @@ __global__ void adamw_kernel(float *master, bf16 *params, const float *grad, flo
 
 void cuda_adamw(float *master, void *params, const void *grad, float *m, float *v, size_t n,
                 float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
-                int t) {
+                int t, const float *lr_scale) {
     if (n == 0) return;
     float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
-    float step = lr / bc1, sbc2 = sqrtf(bc2), decay = 1.0f - lr * weight_decay;
+    float lrwd = lr * weight_decay;
+    float step = lr / bc1, sbc2 = sqrtf(bc2), decay = 1.0f - lrwd;
     adamw_kernel<<<blocks_for(n), NT>>>(master, (bf16 *)params, (const float *)grad, m, v, n, beta1,
-                                        beta2, eps, grad_scale, step, sbc2, decay);
+                                        beta2, eps, grad_scale, step, sbc2, decay, lrwd, lr_scale);
     KERNEL_CHECK("adamw");
 }

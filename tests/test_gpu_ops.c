@@ -465,20 +465,28 @@ static void test_sumsq(size_t n) {
     pair_free(&x);
 }
 
-static void test_adamw(size_t n) {
+// scaled: a per-element learning-rate multiplier in [0, 3) (0 for every 7th element).
+static void test_adamw(size_t n, int scaled) {
     Pair master = pair(n, 1, 0.0f, 0), m = pair(n, 1, 0.0f, 0), v = pair(n, 1, 0.0f, 0);
     Pair params = output(n);
     float *h = xmalloc(4 * n);  // the same start on both: masters ~N(0, 0.1), params = bf16(master)
     for (size_t i = 0; i < n; i++) h[i] = t_bf16(0.1f * rng_normal(&rng));
     Cb->upload(master.c, h, 4 * n), G->upload(master.g, h, 4 * n);
+    Pair sc = pair(n, 1, 0.0f, 0);
+    if (scaled) {
+        for (size_t i = 0; i < n; i++) h[i] = i % 7 ? 3.0f * (float)(i % 11) / 11.0f : 0.0f;
+        Cb->upload(sc.c, h, 4 * n), G->upload(sc.g, h, 4 * n);
+    }
     for (int t = 1; t <= 3; t++) {
         Pair grad = pair(n, 1, 1e-2f, 0);  // fp32 gradients
-        Cb->adamw(master.c, master.c, grad.c, m.c, v.c, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f,
-                  t);
-        G->adamw(master.g, params.g, grad.g, m.g, v.g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f, t);
+        Cb->adamw(master.c, master.c, grad.c, m.c, v.c, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f, t,
+                  scaled ? sc.c : NULL);
+        G->adamw(master.g, params.g, grad.g, m.g, v.g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.5f, t,
+                 scaled ? sc.g : NULL);
         pair_free(&grad);
     }
-    check(&master, 1e-6, "adamw master (fp32) n %zu, 3 steps", n);
+    pair_free(&sc);
+    check(&master, 1e-6, "adamw%s master (fp32) n %zu, 3 steps", scaled ? " lr_scale" : "", n);
     check(&m, 1e-6, "adamw m (fp32) n %zu", n);
     check(&v, 1e-6, "adamw v (fp32) n %zu", n);
     float *pg = xmalloc(4 * n);
@@ -623,8 +631,9 @@ int main(int argc, char **argv) {
         test_sumsq(1);
         test_sumsq(1000);
         if (!quick) test_sumsq(3000001);
-        test_adamw(1001);
-        if (!quick) test_adamw(300000);
+        test_adamw(1001, 0);
+        test_adamw(1001, 1);
+        if (!quick) test_adamw(300000, 1);
     }
     return t_summary();
 }

@@ -12,6 +12,7 @@
 //   accum     two micro-batches of one sequence == one batch of two.
 //   shards    two half-range optimizers == one full-range one, bitwise (ZeRO-1).
 #include <math.h>
+#include <string.h>
 
 #include "backend.h"
 #include "common.h"
@@ -263,12 +264,14 @@ static void set_grads(Model *M, const float *g) {
 // Two steps, because a single first Adam step is invariant to the gradient's
 // scale (m / sqrt(v) is sign(g) up to eps): only the second step sees how the
 // first gradient was scaled against the second.
+// scale: per-parameter learning-rate multipliers (optim_set_lr_scale), or NULL.
 static float *two_steps(const Case *c, const OptimConfig *cfg, const float *g0, float n0,
-                        const float *g1, float n1) {
+                        const float *g1, float n1, const float *scale) {
     Model M;
     model_from_case(&M, c);
     Optim o;
     optim_init(&o, &M, cfg);
+    optim_set_lr_scale(&o, scale);
     set_grads(&M, g0);
     optim_step(&o, &M, 0, n0);
     set_grads(&M, g1);
@@ -304,11 +307,11 @@ static void test_clipping(const Case *c) {
     on.clip = clip;
     off.clip = 0.0f;
     above.clip = 2 * big;
-    float *clipped = two_steps(c, &on, g0, big, g1, small);
-    float *prescaled = two_steps(c, &off, g0s, clip, g1, small);
-    float *raw = two_steps(c, &off, g0, big, g1, small);
-    float *raw2 = two_steps(c, &off, g0, big, g1, small);
-    float *high = two_steps(c, &above, g0, big, g1, small);
+    float *clipped = two_steps(c, &on, g0, big, g1, small, NULL);
+    float *prescaled = two_steps(c, &off, g0s, clip, g1, small, NULL);
+    float *raw = two_steps(c, &off, g0, big, g1, small, NULL);
+    float *raw2 = two_steps(c, &off, g0, big, g1, small, NULL);
+    float *high = two_steps(c, &above, g0, big, g1, small, NULL);
     const float *p0 = c->w.params;
     double e_clip = update_err(clipped, prescaled, p0, n);
     double e_raw = update_err(raw, prescaled, p0, n);
@@ -454,6 +457,36 @@ static void test_shards(const Case *c) {
     model_free(&b);
 }
 
+// Per-parameter learning-rate multipliers (PostShare's share.reg.lr_mult and
+// rest_lr_mult): over two steps with weight decay, a parameter with scale 1
+// moves bit for bit as without scales, one with scale 2 as with lr and min_lr
+// doubled (powers of two scale floats exactly), and one with scale 0 stays put.
+static void test_lr_scale(const Case *c) {
+    size_t n = c->w.t.total;
+    float *g0 = xmalloc(sizeof(float) * n), *g1 = xmalloc(sizeof(float) * n);
+    float *sc = xmalloc(sizeof(float) * n);
+    make_grad(g0, n, 3, 2.0);
+    make_grad(g1, n, 4, 1.0);
+    for (size_t i = 0; i < n; i++) sc[i] = (float)(i % 3);
+    OptimConfig dbl = FIX_CFG;
+    dbl.lr *= 2.0f;
+    dbl.min_lr *= 2.0f;
+    float *scaled = two_steps(c, &FIX_CFG, g0, 2.0f, g1, 1.0f, sc);
+    float *plain = two_steps(c, &FIX_CFG, g0, 2.0f, g1, 1.0f, NULL);
+    float *twice = two_steps(c, &dbl, g0, 2.0f, g1, 1.0f, NULL);
+    size_t bad[3] = {0, 0, 0}, moved = 0;
+    for (size_t i = 0; i < n; i++) {
+        float want = i % 3 == 0 ? c->w.params[i] : i % 3 == 1 ? plain[i] : twice[i];
+        bad[i % 3] += memcmp(&scaled[i], &want, sizeof(float)) != 0;
+        moved += plain[i] != c->w.params[i];
+    }
+    T_CHECK(moved > n / 2, "the plain steps move the parameters (%zu of %zu)", moved, n);
+    T_CHECK(bad[0] == 0, "lr scale 0: %zu parameters moved", bad[0]);
+    T_CHECK(bad[1] == 0, "lr scale 1: %zu parameters differ from no scale", bad[1]);
+    T_CHECK(bad[2] == 0, "lr scale 2: %zu parameters differ from lr x 2", bad[2]);
+    free(scaled), free(plain), free(twice), free(g0), free(g1), free(sc);
+}
+
 int main(void) {
     Case c;
     case_load(&c);
@@ -461,6 +494,7 @@ int main(void) {
     test_schedule();
     test_decay(&c);
     test_clipping(&c);
+    test_lr_scale(&c);
     test_accum(&c);
     test_shards(&c);
     case_free(&c);

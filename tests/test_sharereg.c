@@ -42,7 +42,8 @@ static double direct_pair(const float *p, ParamSlice a, ParamSlice b, RegType ty
     return type == REG_L2 ? sqrt(dd) : dd / (double)n;
 }
 
-static void check(RegType type, unsigned targets, const char *tname, int identical) {
+// normalize: the pairs weighted by reg_pairs_normalize at the (random) start.
+static void check(RegType type, unsigned targets, const char *tname, int identical, int normalize) {
     ParamTable t;
     param_table_build(&t, &CFG);
     float *p = xmalloc(sizeof(float) * t.total);
@@ -52,6 +53,11 @@ static void check(RegType type, unsigned targets, const char *tname, int identic
     SharePlan plan = {.cfg = CFG, .match = MATCH_QK, .ratio = 0.5, .n = 3, .e = e};
     RegPairs rp;
     reg_pairs_build(&rp, &t, &plan, targets, type);
+    if (normalize) {
+        T_CHECK(reg_pairs_normalize(&rp, p) == 0, "%s: normalize", reg_type_name(type));
+        // the weights are the start's, fixed: move the params off the start
+        for (size_t i = 0; i < t.total; i++) p[i] *= 1.0f + 0.1f * (float)(i % 5);
+    }
     if (identical)  // make the first pair's slices coincide exactly
         for (int i = 0; i < rp.n; i++)
             if (rp.pair[i] == 0)
@@ -70,7 +76,8 @@ static void check(RegType type, unsigned targets, const char *tname, int identic
 
     if (type == REG_L2 || type == REG_MSE) {  // value against a direct computation
         double direct = 0.0;
-        for (int i = 0; i < rp.n; i++) direct += direct_pair(p, rp.a[i], rp.b[i], type);
+        for (int i = 0; i < rp.n; i++)
+            direct += direct_pair(p, rp.a[i], rp.b[i], type) * (rp.w ? rp.w[i] : 1.0);
         direct /= rp.n_pairs;
         T_CHECK(fabs(direct - st.R) <= 1e-9 * (1 + fabs(direct)), "%s/%s: R %.9g vs direct %.9g",
                 reg_type_name(type), tname, st.R, direct);
@@ -108,6 +115,9 @@ static void check(RegType type, unsigned targets, const char *tname, int identic
     }
     T_CHECK(bad == 0, "%s/%s%s: %d of %d gradient coordinates off", reg_type_name(type), tname,
             identical ? "/identical" : "", bad, checked);
+    if (normalize)
+        printf("  %s/%s%s normalized: %d coordinates match finite differences\n",
+               reg_type_name(type), tname, identical ? "/identical" : "", checked);
     T_CHECK(touched_a > 0 && touched_b > 0, "%s/%s: both heads of a pair get gradient",
             reg_type_name(type), tname);
     T_CHECK(st.cos_min <= st.cos_mean && st.cos_mean <= st.cos_max && st.cos_max <= 1.0 + 1e-9,
@@ -116,6 +126,95 @@ static void check(RegType type, unsigned targets, const char *tname, int identic
     reg_pairs_free(&rp);
     free(g);
     free(p);
+    param_table_free(&t);
+}
+
+// Normalized R is scale-free: the weights c * p (normalized at c * p0) give
+// the R of p (normalized at p0), for any c; the value at the start is the
+// relative distance (l2: |a - b| / sqrt((|a|^2 + |b|^2) / 2) per slice pair).
+// kl, js, kl2 are refused.
+static void check_normalize_scale_free(RegType type) {
+    ParamTable t;
+    param_table_build(&t, &CFG);
+    float *p = xmalloc(sizeof(float) * t.total), *q = xmalloc(sizeof(float) * t.total);
+    param_init_random(&t, p, 11, 0.5f);
+    ShareEntry e[2] = {{1, 0, 0, 1, 0.f}, {2, 1, 1, 0, 0.f}};
+    SharePlan plan = {.cfg = CFG, .match = MATCH_QK, .ratio = 0.3, .n = 2, .e = e};
+    RegPairs rp, rq;
+    unsigned tg = REG_Q | REG_K | REG_V | REG_O;
+    reg_pairs_build(&rp, &t, &plan, tg, type);
+    reg_pairs_build(&rq, &t, &plan, tg, type);
+    for (size_t i = 0; i < t.total; i++) q[i] = 37.0f * p[i];
+    reg_pairs_normalize(&rp, p);
+    reg_pairs_normalize(&rq, q);
+    double Rp = reg_value(&rp, p), Rq = reg_value(&rq, q);
+    T_CHECK(fabs(Rp - Rq) <= 1e-6 * Rp, "%s normalized: R(37 p) %.9g == R(p) %.9g",
+            reg_type_name(type), Rq, Rp);
+    // the start value by hand for the first slice pair
+    double aa = 0, bb = 0, dd = 0;
+    ParamSlice a = rp.a[0], b = rp.b[0];
+    for (int r = 0; r < a.rows; r++)
+        for (int c = 0; c < a.cols; c++) {
+            double x = p[a.off + (size_t)r * a.ld + c], y = p[b.off + (size_t)r * b.ld + c];
+            aa += x * x, bb += y * y, dd += (x - y) * (x - y);
+        }
+    double want = type == REG_L2 ? sqrt(dd) / sqrt(0.5 * (aa + bb)) : dd / (0.5 * (aa + bb));
+    double got = rp.w[0] * direct_pair(p, a, b, type);
+    T_CHECK(fabs(got - want) <= 1e-9 * want, "%s normalized pair: %.9g vs %.9g",
+            reg_type_name(type), got, want);
+    double raw = reg_apply(backend_cpu(),
+                           &(RegPairs){.n_pairs = rp.n_pairs,
+                                       .n = rp.n,
+                                       .a = rp.a,
+                                       .b = rp.b,
+                                       .pair = rp.pair,
+                                       .type = type},
+                           q, NULL, 1.0f)
+                     .R;
+    T_CHECK(fabs(raw - Rq) > 1.0, "%s: unnormalized R(37 p) %.4g differs from normalized %.4g",
+            reg_type_name(type), raw, Rq);
+    reg_pairs_free(&rp);
+    reg_pairs_free(&rq);
+    RegPairs rk;
+    reg_pairs_build(&rk, &t, &plan, tg, REG_KL);
+    T_CHECK(reg_pairs_normalize(&rk, p) != 0 && strstr(ps_err_msg(), "kl"), "normalize refuses kl");
+    reg_pairs_free(&rk);
+    free(p);
+    free(q);
+    param_table_free(&t);
+}
+
+// reg_pairs_lr_scale marks exactly the elements of the pairs' slices (both
+// units, the strided Wo columns included), also inside a sub-range [lo, hi).
+static void check_lr_scale(void) {
+    ParamTable t;
+    param_table_build(&t, &CFG);
+    ShareEntry e[2] = {{1, 0, 0, 1, 0.f}, {2, 1, 1, 0, 0.f}};
+    SharePlan plan = {.cfg = CFG, .match = MATCH_QK, .ratio = 0.3, .n = 2, .e = e};
+    RegPairs rp;
+    reg_pairs_build(&rp, &t, &plan, REG_Q | REG_V | REG_O, REG_L2);
+    float *mark = xcalloc(t.total, sizeof(float)), *sc = xmalloc(sizeof(float) * t.total);
+    for (int i = 0; i < rp.n; i++)
+        for (int side = 0; side < 2; side++) {
+            ParamSlice s = side ? rp.b[i] : rp.a[i];
+            for (int r = 0; r < s.rows; r++)
+                for (int c = 0; c < s.cols; c++) mark[s.off + (size_t)r * s.ld + c] = 1.0f;
+        }
+    size_t lo = t.total / 3, hi = t.total - 7, npaired = 0, bad = 0;
+    reg_pairs_lr_scale(&rp, 0, t.total, 4.0f, 0.0f, sc);
+    for (size_t i = 0; i < t.total; i++) {
+        bad += sc[i] != (mark[i] ? 4.0f : 0.0f);
+        npaired += mark[i] != 0;
+    }
+    reg_pairs_lr_scale(&rp, lo, hi, 2.0f, 0.5f, sc);
+    for (size_t i = lo; i < hi; i++) bad += sc[i - lo] != (mark[i] ? 2.0f : 0.5f);
+    // 3 distinct units (L1.G0 is a target and a source) x (q: 2 heads x 2 x 8
+    // + v: 2 x 8 + o: 8 rows x 4 columns)
+    T_CHECK(bad == 0 && npaired == 3 * (32 + 16 + 32), "lr scale: %zu wrong, %zu paired", bad,
+            npaired);
+    reg_pairs_free(&rp);
+    free(mark);
+    free(sc);
     param_table_free(&t);
 }
 
@@ -131,8 +230,14 @@ int main(void) {
                 {REG_Q | REG_K | REG_V | REG_O, "qkvo"}};
     for (int type = REG_L2; type <= REG_KL2; type++)
         for (size_t s = 0; s < sizeof sets / sizeof sets[0]; s++)
-            for (int ident = 0; ident < 2; ident++)
-                check((RegType)type, sets[s].mask, sets[s].name, ident);
+            for (int ident = 0; ident < 2; ident++) {
+                check((RegType)type, sets[s].mask, sets[s].name, ident, 0);
+                if (type == REG_L2 || type == REG_MSE)
+                    check((RegType)type, sets[s].mask, sets[s].name, ident, 1);
+            }
+    check_normalize_scale_free(REG_L2);
+    check_normalize_scale_free(REG_MSE);
+    check_lr_scale();
 
     unsigned m;
     T_CHECK(reg_targets_parse("[q, k, v]", &m) == 0 && m == (REG_Q | REG_K | REG_V), "parse qkv");

@@ -109,10 +109,13 @@ typedef struct Backend {
     double (*sumsq)(const void *x, size_t n);
     // AdamW on n elements: master_f32, m_f32, v_f32 updated from grad (fp32) * grad_scale;
     // params (compute type) receives the new master value. params may alias
-    // master on backends whose compute type is fp32.
+    // master on backends whose compute type is fp32. lr_scale (device, [n], or
+    // NULL for all 1): element i steps with lr * lr_scale[i] (its weight decay
+    // too, as AdamW's is lr * weight_decay); 0 freezes the element (m, v still
+    // move). Scale 1 gives the same bits as NULL.
     void (*adamw)(float *master, void *params, const void *grad, float *m, float *v, size_t n,
                   float lr, float beta1, float beta2, float eps, float weight_decay,
-                  float grad_scale, int t);
+                  float grad_scale, int t, const float *lr_scale);
 
     // ---- PostShare regularizer (sharereg.h) ----
     // For each of n slice pairs (a[i] of the replaced unit, b[i] of its source,

@@ -400,13 +400,36 @@ PS_CLONES static void adamw_k(float *master, float *params, const float *grad, f
     }
 }
 
+// adamw_k with a learning-rate multiplier per element (lrwd = lr * weight_decay):
+// decay 1 - lrwd * sc and step * sc, which are decay and step where sc == 1.
+PS_CLONES static void adamw_scaled_k(float *master, float *params, const float *grad, float *m,
+                                     float *v, const AdamStep *s, float lrwd, const float *lr_scale,
+                                     size_t lo, size_t hi) {
+    float b1 = s->beta1, b2 = s->beta2, eps = s->eps, gs = s->grad_scale, step = s->step,
+          sbc2 = s->sbc2;
+#pragma omp simd
+    for (size_t i = lo; i < hi; i++) {
+        float g = grad[i] * gs, sc = lr_scale[i];
+        m[i] = b1 * m[i] + (1.0f - b1) * g;
+        v[i] = b2 * v[i] + (1.0f - b2) * g * g;
+        float p = master[i] * (1.0f - lrwd * sc);
+        p -= step * sc * m[i] / (sqrtf(v[i]) / sbc2 + eps);
+        master[i] = p;
+        params[i] = p;
+    }
+}
+
 static void cpu_adamw(float *master, void *params, const void *grad, float *m, float *v, size_t n,
                       float lr, float beta1, float beta2, float eps, float weight_decay,
-                      float grad_scale, int t) {
+                      float grad_scale, int t, const float *lr_scale) {
     // PyTorch AdamW: p *= 1 - lr wd; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
     float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
-    AdamStep st = {beta1, beta2, eps, grad_scale, lr / bc1, sqrtf(bc2), 1.0f - lr * weight_decay};
-    EW_PARALLEL(n, adamw_k(master, params, grad, m, v, &st, lo, hi));
+    float lrwd = lr * weight_decay;
+    AdamStep st = {beta1, beta2, eps, grad_scale, lr / bc1, sqrtf(bc2), 1.0f - lrwd};
+    if (lr_scale)
+        EW_PARALLEL(n, adamw_scaled_k(master, params, grad, m, v, &st, lrwd, lr_scale, lo, hi));
+    else
+        EW_PARALLEL(n, adamw_k(master, params, grad, m, v, &st, lo, hi));
 }
 
 static const Backend CPU = {

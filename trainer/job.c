@@ -111,6 +111,10 @@ static const JobKey KEYS[] = {
     {"share.reg.type",       JT_STRING, FIELD(share.reg_type),    "l2",    JK_FIXED, "l2|mse|kl|js|kl2", "regularizer: l2, mse, kl, js or kl2"},
     {"share.reg.weight",     JT_FLOAT,  FIELD(share.reg_weight),  "0.5",   JK_FIXED, "[0,inf)", "weight of the regularizer R"},
     {"share.reg.targets",    JT_STRING, FIELD(share.reg_targets), "q,k,v", JK_FIXED | JK_NONEMPTY | JK_STRLIST, NULL, "slices pulled together: a subset of q, k, v, o"},
+    {"share.reg.normalize",  JT_BOOL,   FIELD(share.reg_normalize), "false", JK_FIXED, NULL, "l2/mse: divide each slice pair's distance by its scale in the starting weights (l2: relative distance), so reg.weight means the same on any model"},
+    {"share.reg.ramp_steps", JT_INT,    FIELD(share.reg_ramp_steps), "0",  JK_FIXED, "[0,inf)", "reg.weight ramps linearly from weight/N at step 1 to weight at step N; 0: constant"},
+    {"share.reg.lr_mult",    JT_FLOAT,  FIELD(share.reg_lr_mult), "1",     JK_FIXED, "[0,inf)", "learning-rate multiplier of the slices R pulls together (both units of each pair)"},
+    {"share.reg.rest_lr_mult", JT_FLOAT, FIELD(share.rest_lr_mult), "1",   JK_FIXED, "[0,inf)", "learning-rate multiplier of every parameter R does not touch; 0 freezes them"},
     {"share.apply_after",    JT_BOOL,   FIELD(share.apply_after), "true",  0, NULL, "at the end: apply the plan, evaluate, write results.json/md and the shared model"},
     {"share.materialize",    JT_BOOL,   FIELD(share.materialize), "false", 0, NULL, "also save the shared model as a plain HF directory"},
 
@@ -565,6 +569,12 @@ static int validate(const JobConfig *cfg, int *bad) {
         snprintf(msg, sizeof msg, "%s", ps_err_msg());
         return *bad = find_key("share.reg.targets"), ps_err_set("share.reg.targets: %s", msg);
     }
+    if (cfg->share.reg_normalize && strcmp(cfg->share.reg_type, "l2") &&
+        strcmp(cfg->share.reg_type, "mse"))
+        return *bad = find_key("share.reg.normalize"),
+               ps_err_set("share.reg.normalize applies to reg.type l2 and mse; %s is already "
+                          "scale-free",
+                          cfg->share.reg_type);
     if (job_share_active(cfg) && cfg->share.lm_weight == 0 && cfg->share.reg_weight == 0)
         return *bad = find_key("share.lm_weight"),
                ps_err_set("share.lm_weight and share.reg.weight are both 0: nothing to train");

@@ -78,6 +78,10 @@ typedef struct {
     char reg_type[16];        // l2 | mse | kl | js | kl2
     float reg_weight;         // weight of R
     char reg_targets[64];     // subset of q,k,v,o, e.g. "q,k,v"
+    int reg_normalize;        // bool: each slice pair's D divided by its start scale
+    int reg_ramp_steps;       // reg.weight ramps linearly from 0 over this many steps; 0: off
+    float reg_lr_mult;        // learning-rate multiplier of the paired slices
+    float rest_lr_mult;       // learning-rate multiplier of every other parameter (0 freezes)
     int apply_after;          // bool: share and evaluate at the end of the run
     int materialize;          // bool: also save the shared model as a plain HF dir
 } JobShare;

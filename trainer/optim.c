@@ -45,7 +45,16 @@ void optim_free(Optim *o) {
     o->be->free(o->m);
     o->be->free(o->v);
     if (!o->master_is_params) o->be->free(o->master);
+    if (o->lr_scale) o->be->free(o->lr_scale);
     memset(o, 0, sizeof *o);
+}
+
+void optim_set_lr_scale(Optim *o, const float *scale) {
+    if (o->lr_scale) o->be->free(o->lr_scale);
+    o->lr_scale = NULL;
+    if (!scale) return;
+    o->lr_scale = o->be->alloc((o->hi - o->lo) * 4);
+    o->be->upload(o->lr_scale, scale, (o->hi - o->lo) * 4);
 }
 
 float optim_lr(const OptimConfig *c, int step) {
@@ -86,7 +95,7 @@ float optim_step(Optim *o, Model *M, int step, float grad_norm) {
         size_t k = a - o->lo;  // index into the range's state
         o->be->adamw(o->master + k, (char *)M->params + a * e, M->grads + a, o->m + k, o->v + k,
                      b - a, lr, c->beta1, c->beta2, c->eps, pe->decay ? c->weight_decay : 0.0f,
-                     scale, o->t);
+                     scale, o->t, o->lr_scale ? o->lr_scale + k : NULL);
     }
     return lr;
 }

@@ -24,8 +24,9 @@ typedef struct {
                     // alias of the model's params + lo)
     float *m, *v;   // [hi-lo] fp32
     int master_is_params;
-    size_t lo, hi;  // the range this process updates (whole buffer for one rank)
-    int t;          // number of steps taken
+    size_t lo, hi;    // the range this process updates (whole buffer for one rank)
+    int t;            // number of steps taken
+    float *lr_scale;  // [hi-lo] per-parameter learning-rate multipliers, or NULL (all 1)
 } Optim;
 
 // The optimizer of the whole parameter buffer; on a backend whose compute type
@@ -38,6 +39,11 @@ void optim_init(Optim *o, Model *M, const OptimConfig *cfg);
 void optim_init_range(Optim *o, Model *M, const OptimConfig *cfg, size_t lo, size_t hi,
                       const float *master);
 void optim_free(Optim *o);
+// Per-parameter learning-rate multipliers for [lo, hi) (host, hi - lo floats;
+// NULL: all 1 again): parameter i steps with lr * scale[i - lo], its weight
+// decay included; 0 freezes it. Not part of the checkpointed state: a run sets
+// it from its config (PostShare's share.reg.lr_mult and share.reg.rest_lr_mult).
+void optim_set_lr_scale(Optim *o, const float *scale);
 // Learning rate at step (0-based): linear warmup to lr over `warmup` steps,
 // then cosine decay to min_lr at total_steps (and min_lr after).
 float optim_lr(const OptimConfig *cfg, int step);

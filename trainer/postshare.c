@@ -49,13 +49,40 @@ int postshare_init(PostShare *ps, const JobConfig *job, const HostWeights *w0,
     if (reg_type_parse(sh->reg_type, &type) || reg_targets_parse(sh->reg_targets, &targets))
         return -1;
     reg_pairs_build(&ps->pairs, &w0->t, &ps->plan, targets, type);
+    // the scales of the starting weights (w0 is them on a resumed run too)
+    if (sh->reg_normalize && reg_pairs_normalize(&ps->pairs, w0->params)) {
+        reg_pairs_free(&ps->pairs);
+        share_plan_free(&ps->plan);
+        return -1;
+    }
     ps->active = 1;
     ps->lm_weight = sh->lm_weight;
     ps->reg_weight = sh->reg_weight;
+    ps->ramp_steps = sh->reg_ramp_steps;
+    ps->lr_mult = sh->reg_lr_mult;
+    ps->rest_lr_mult = sh->rest_lr_mult;
     ps->plan_json = share_plan_to_json(&ps->plan);
-    printf("postshare: loss = %g * LM + %g * R (%s over %s, %d pairs)\n", ps->lm_weight,
-           ps->reg_weight, sh->reg_type, sh->reg_targets, ps->plan.n);
+    printf("postshare: loss = %g * LM + %g * R (%s%s over %s, %d pairs)", ps->lm_weight,
+           ps->reg_weight, sh->reg_type, sh->reg_normalize ? ", normalized" : "", sh->reg_targets,
+           ps->plan.n);
+    if (ps->ramp_steps > 0) printf(", weight ramped over %d steps", ps->ramp_steps);
+    if (ps->lr_mult != 1.0f || ps->rest_lr_mult != 1.0f)
+        printf(", lr x %g on the paired slices, x %g elsewhere", ps->lr_mult, ps->rest_lr_mult);
+    printf("\n");
     return 0;
+}
+
+float postshare_weight(const PostShare *ps, int step) {
+    if (ps->ramp_steps <= 0 || step + 1 >= ps->ramp_steps) return ps->reg_weight;
+    return ps->reg_weight * (float)(step + 1) / (float)ps->ramp_steps;
+}
+
+void postshare_lr_scale(const PostShare *ps, Optim *opt) {
+    if (!ps->active || (ps->lr_mult == 1.0f && ps->rest_lr_mult == 1.0f)) return;
+    float *sc = xmalloc(sizeof(float) * (opt->hi - opt->lo + 1));
+    reg_pairs_lr_scale(&ps->pairs, opt->lo, opt->hi, ps->lr_mult, ps->rest_lr_mult, sc);
+    optim_set_lr_scale(opt, sc);
+    free(sc);
 }
 
 void postshare_free(PostShare *ps) {
@@ -67,12 +94,12 @@ void postshare_free(PostShare *ps) {
     memset(ps, 0, sizeof *ps);
 }
 
-RegStats postshare_step(const PostShare *ps, Model *M) {
+RegStats postshare_step(const PostShare *ps, Model *M, int step) {
     RegStats st;
     memset(&st, 0, sizeof st);
     if (!ps->active) return st;
-    return reg_apply(M->be, &ps->pairs, M->params, ps->reg_weight > 0 ? M->grads : NULL,
-                     ps->reg_weight);
+    float w = postshare_weight(ps, step);
+    return reg_apply(M->be, &ps->pairs, M->params, w > 0 ? M->grads : NULL, w);
 }
 
 RegStats postshare_stats(const PostShare *ps, const Model *M) {
@@ -382,6 +409,10 @@ void postshare_handoff(const PostShare *ps, const JobConfig *job, const char *ru
     cJSON_AddNumberToObject(s, "reg_weight", ps->reg_weight);
     cJSON_AddNumberToObject(s, "lm_weight", ps->lm_weight);
     cJSON_AddStringToObject(s, "targets", sh->reg_targets);
+    cJSON_AddBoolToObject(s, "reg_normalize", sh->reg_normalize);
+    cJSON_AddNumberToObject(s, "reg_ramp_steps", sh->reg_ramp_steps);
+    cJSON_AddNumberToObject(s, "reg_lr_mult", sh->reg_lr_mult);
+    cJSON_AddNumberToObject(s, "rest_lr_mult", sh->rest_lr_mult);
     cJSON_AddNumberToObject(s, "pairs", ps->plan.n);
     cJSON *f = cJSON_AddObjectToObject(root, "final");
     cJSON_AddNumberToObject(f, "reg_loss", last.R);
@@ -392,11 +423,12 @@ void postshare_handoff(const PostShare *ps, const JobConfig *job, const char *ru
     snprintf(head, sizeof head,
              "Sharing %d of %d attention units (ratio %.4g, match %s, plan %s); post-trained "
              "with %g * LM + %g * R "
-             "(%s over %s). Validation: %s, %ld tokens. bytes: the fp32 weights stored (each "
+             "(%s%s over %s). Validation: %s, %ld tokens. bytes: the fp32 weights stored (each "
              "shared slice once); resident bytes: what evaluation holds in memory, a compact "
              "model's one-layer scratch for assembling shared layers included.",
              ps->plan.n, units, ratio, share_match_name(ps->plan.match), plan, ps->lm_weight,
-             ps->reg_weight, sh->reg_type, sh->reg_targets, job->data.val, rows[0].ev.tokens);
+             ps->reg_weight, sh->reg_type, sh->reg_normalize ? ", normalized" : "", sh->reg_targets,
+             job->data.val, rows[0].ev.tokens);
     test_head(job, &rows[0], head, sizeof head);
     write_md(run_dir, rows, 4, head);
     write_json(run_dir, root);  // last: its presence marks the run finished (sweeps)

@@ -9,15 +9,18 @@
 #include "hf_io.h"
 #include "job.h"
 #include "model.h"
+#include "optim.h"
 #include "sharereg.h"
 
 typedef struct {
-    int active;        // the job has a share section
-    SharePlan plan;    // which units share
-    RegPairs pairs;    // the regularizer's slice pairs (full model layout)
-    float lm_weight;   // 1 when inactive
-    float reg_weight;  // 0 when inactive
-    char *plan_json;   // the plan as JSON (stored in checkpoints); NULL when inactive
+    int active;                   // the job has a share section
+    SharePlan plan;               // which units share
+    RegPairs pairs;               // the regularizer's slice pairs (full model layout)
+    float lm_weight;              // 1 when inactive
+    float reg_weight;             // 0 when inactive
+    int ramp_steps;               // share.reg.ramp_steps
+    float lr_mult, rest_lr_mult;  // share.reg.lr_mult, share.reg.rest_lr_mult
+    char *plan_json;              // the plan as JSON (stored in checkpoints); NULL when inactive
 } PostShare;
 
 // Set up from the job. The plan is, in order of precedence: resume_plan_json
@@ -29,9 +32,15 @@ int postshare_init(PostShare *ps, const JobConfig *job, const HostWeights *w0,
                    const char *resume_plan_json);
 void postshare_free(PostShare *ps);
 
-// After the step's micro-batches: add reg_weight * dR/dparams to the model's
-// gradients and return R and the pair statistics of the current weights.
-RegStats postshare_step(const PostShare *ps, Model *M);
+// The weight of R at step (0-based): reg_weight, ramped linearly over
+// share.reg.ramp_steps (reg_weight * min(1, (step + 1) / ramp_steps)).
+float postshare_weight(const PostShare *ps, int step);
+// Add postshare_weight(step) * dR/dparams to the model's gradients and return
+// R and the pair statistics of the current weights.
+RegStats postshare_step(const PostShare *ps, Model *M, int step);
+// share.reg.lr_mult / rest_lr_mult: the optimizer's per-parameter learning-rate
+// multipliers over its range (left at all 1 when both are 1).
+void postshare_lr_scale(const PostShare *ps, Optim *opt);
 // The same statistics without touching gradients.
 RegStats postshare_stats(const PostShare *ps, const Model *M);
 

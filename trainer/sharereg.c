@@ -92,7 +92,51 @@ void reg_pairs_free(RegPairs *rp) {
     free(rp->a);
     free(rp->b);
     free(rp->pair);
+    free(rp->w);
     memset(rp, 0, sizeof *rp);
+}
+
+static double slice_sumsq(const float *p, ParamSlice s) {
+    double ss = 0.0;
+    for (int r = 0; r < s.rows; r++)
+        for (int c = 0; c < s.cols; c++) {
+            double x = p[s.off + (size_t)r * s.ld + c];
+            ss += x * x;
+        }
+    return ss;
+}
+
+int reg_pairs_normalize(RegPairs *rp, const float *params0) {
+    if (rp->type != REG_L2 && rp->type != REG_MSE)
+        return ps_err_set("normalize applies to l2 and mse; %s is already scale-free",
+                          reg_type_name(rp->type));
+    free(rp->w);
+    rp->w = xcalloc((size_t)rp->n + 1, sizeof(double));
+    for (int i = 0; i < rp->n; i++) {
+        double m = 0.5 * (slice_sumsq(params0, rp->a[i]) + slice_sumsq(params0, rp->b[i]));
+        double n = (double)rp->a[i].rows * rp->a[i].cols;
+        double s = rp->type == REG_L2 ? sqrt(m) : m / n;
+        rp->w[i] = s > 0 ? 1.0 / s : 1.0;
+    }
+    return 0;
+}
+
+static void mark_slice(ParamSlice s, size_t lo, size_t hi, float v, float *out) {
+    for (int r = 0; r < s.rows; r++) {
+        size_t a = s.off + (size_t)r * s.ld, b = a + (size_t)s.cols;
+        if (a < lo) a = lo;
+        if (b > hi) b = hi;
+        for (size_t j = a; j < b; j++) out[j - lo] = v;
+    }
+}
+
+void reg_pairs_lr_scale(const RegPairs *rp, size_t lo, size_t hi, float paired, float rest,
+                        float *out) {
+    for (size_t j = lo; j < hi; j++) out[j - lo] = rest;
+    for (int i = 0; i < rp->n; i++) {
+        mark_slice(rp->a[i], lo, hi, paired, out);
+        mark_slice(rp->b[i], lo, hi, paired, out);
+    }
 }
 
 // ---------------------------------------------------------------- CPU op
@@ -259,8 +303,15 @@ RegStats reg_apply(const Backend *be, const RegPairs *rp, const void *params, vo
     memset(&st, 0, sizeof st);
     if (rp->n_pairs == 0) return st;
     double *s = xcalloc((size_t)rp->n * 4 + 1, sizeof(double));
-    double sum =
-        be->share_reg(grads, params, rp->a, rp->b, rp->n, rp->type, weight / (float)rp->n_pairs, s);
+    double sum = 0.0;
+    if (!rp->w) {
+        sum = be->share_reg(grads, params, rp->a, rp->b, rp->n, rp->type,
+                            weight / (float)rp->n_pairs, s);
+    } else {  // normalized: one call per slice pair, each with its own constant weight
+        for (int i = 0; i < rp->n; i++)
+            sum += rp->w[i] * be->share_reg(grads, params, rp->a + i, rp->b + i, 1, rp->type,
+                                            (float)(rp->w[i] * weight / rp->n_pairs), s + 4 * i);
+    }
     st.R = sum / rp->n_pairs;
     // Combine the targets of each pair, then summarize over pairs.
     double *acc = xcalloc((size_t)rp->n_pairs * 4, sizeof(double));

@@ -40,12 +40,28 @@ typedef struct {
     ParamSlice *a, *b;  // [n]: target-unit slice, source-unit slice
     int *pair;          // [n]: which plan entry slice i belongs to
     RegType type;
+    double *w;  // [n] weight of slice pair i in R (reg_pairs_normalize), or NULL: all 1
 } RegPairs;
 
 // Slice descriptors of every (plan entry, target) in the full model table t.
 void reg_pairs_build(RegPairs *rp, const ParamTable *t, const SharePlan *plan, unsigned targets,
                      RegType type);
 void reg_pairs_free(RegPairs *rp);
+
+// share.reg.normalize: weight each slice pair i by a constant taken from the
+// starting weights params0 (host fp32, full layout), so that R is scale-free
+// and reg.weight means the same on any model. With m_i = (|a_i|^2 + |b_i|^2)/2
+// at the start: l2 divides ||a - b|| by sqrt(m_i) (a relative distance), mse
+// divides ||a - b||^2 / n by m_i / n (a relative squared distance). A slice
+// pair that starts at zero keeps weight 1. kl, js, kl2 (already scale-free)
+// are refused: -1 with ps_err set.
+int reg_pairs_normalize(RegPairs *rp, const float *params0);
+
+// Per-parameter learning-rate multipliers for [lo, hi) of the full layout into
+// out[hi - lo]: `paired` on every element of a slice the pairs touch (either
+// side), `rest` elsewhere.
+void reg_pairs_lr_scale(const RegPairs *rp, size_t lo, size_t hi, float paired, float rest,
+                        float *out);
 
 // Convergence of the planned pairs (over the chosen targets together).
 typedef struct {
@@ -55,7 +71,8 @@ typedef struct {
 } RegStats;
 
 // R (and its stats) of the params; with grads != NULL also adds
-// weight * dR/dparams into grads.
+// weight * dR/dparams into grads. R = (1/#pairs) sum_i w_i D_i (w_i = 1 unless
+// normalized); the stats are of the raw slices either way.
 RegStats reg_apply(const Backend *be, const RegPairs *rp, const void *params, void *grads,
                    float weight);
 // The CPU implementation of Backend.share_reg (also the reference for others).

@@ -286,7 +286,7 @@ static int run_steps(const JobConfig *job, const char *run_dir, const PostShare 
         // starts.
         // (Only rank 0 logs R; a non-finite R stops rank 0, which ends the job.)
         RegStats rs = {0};
-        if (root) rs = postshare_step(ps, M);
+        if (root) rs = postshare_step(ps, M, step);
         uint64_t base = loader_get_state(train).sample;
         double loss_sum = 0.0;
         for (int micro = 0; micro < accum; micro++) {
@@ -308,7 +308,8 @@ static int run_steps(const JobConfig *job, const char *run_dir, const PostShare 
         loader_skip(train, global_batch);
         comm->host_allreduce(comm, &loss_sum, 1, COMM_F64, COMM_SUM);
         float lm_loss = (float)(loss_sum / ((double)accum * world));
-        float loss = ps->active ? ps->lm_weight * lm_loss + ps->reg_weight * (float)rs.R : lm_loss;
+        float loss = ps->active ? ps->lm_weight * lm_loss + postshare_weight(ps, step) * (float)rs.R
+                                : lm_loss;
         // ZeRO-1: sum the gradients into each rank's shard; the true global norm
         float gnorm = zero1_reduce_grads(z, M, opt);
         if (!isfinite(loss) || !isfinite(gnorm))
@@ -349,10 +350,11 @@ static int run_steps(const JobConfig *job, const char *run_dir, const PostShare 
                     step + 1, loss, lr, gnorm, tps, elapsed, ps_cpu_seconds());
             if (ps->active)
                 fprintf(metrics,
-                        ",\"lm_loss\":%.9g,\"reg_loss\":%.9g,\"cos_mean\":%.6f,\"cos_min\":%.6f,"
-                        "\"cos_max\":%.6f,\"dist_mean\":%.6f,\"dist_min\":%.6f,\"dist_max\":%.6f",
-                        lm_loss, rs.R, rs.cos_mean, rs.cos_min, rs.cos_max, rs.dist_mean,
-                        rs.dist_min, rs.dist_max);
+                        ",\"lm_loss\":%.9g,\"reg_loss\":%.9g,\"reg_weight\":%.9g,"
+                        "\"cos_mean\":%.6f,\"cos_min\":%.6f,\"cos_max\":%.6f,\"dist_mean\":%.6f,"
+                        "\"dist_min\":%.6f,\"dist_max\":%.6f",
+                        lm_loss, rs.R, postshare_weight(ps, step), rs.cos_mean, rs.cos_min,
+                        rs.cos_max, rs.dist_mean, rs.dist_min, rs.dist_max);
             fprintf(metrics, "}\n");
             fflush(metrics);
             t_log = now;
@@ -504,6 +506,7 @@ int train_run(const JobConfig *job) {
     OptimConfig oc = train_optim_config(job);
     Optim opt;
     optim_init_range(&opt, &M, &oc, z.lo, z.hi, w.params);
+    postshare_lr_scale(&ps, &opt);  // share.reg.lr_mult, share.reg.rest_lr_mult
 
     // data
     int B = job->data.batch_size, T = job->data.seq_len;
