@@ -233,7 +233,8 @@ static void nc_finalize(Comm *c) {
 
 // ---------------------------------------------------------------- creation
 
-extern "C" Comm *comm_nccl(Comm *host, const char **why) {
+// comm_nccl (comm.c) loads the CUDA module on first use and calls this.
+extern "C" Comm *ps_cuda_module_comm_nccl(Comm *host, const char **why) {
     static char msg[512];
     int ndev = 0;
     cudaError_t err = cudaGetDeviceCount(&ndev);

@@ -261,7 +261,9 @@ extern "C" int cuda_device_cc(void) {
     return g_device_cc;
 }
 
-extern "C" const Backend *backend_cuda_probe(const char **why) {
+// The module's entry point: backend_cuda_probe (backend.c) loads this library
+// on first use and calls it.
+extern "C" const Backend *ps_cuda_module_probe(const char **why) {
     static int probed = 0;
     static const char *reason = NULL;
     static char msg[512];

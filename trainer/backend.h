@@ -153,9 +153,22 @@ typedef struct Backend {
 const Backend *backend_cpu(void);
 // Pick a backend by name: "cpu", "cuda" or "auto" (CUDA when built and a GPU is
 // present, else CPU). Dies with a clear message if "cuda" is asked and absent.
+// "auto" loads the CUDA module only where ps_nvidia_driver_present().
 const Backend *backend_get(const char *name);
 // The CUDA backend when this build has one and a usable GPU (compute capability
 // 8.0+) is present; else NULL, with the reason in *why (when why is not NULL).
-// The first call initializes the GPU; only a GPU that fails while being set up
-// makes it die.
+// The first call loads the CUDA module and initializes the GPU; only a GPU that
+// fails while being set up makes it die.
 const Backend *backend_cuda_probe(const char **why);
+// The CUDA backend (cuda/*.cu) is a shared module, libpostshare_cuda.so, built
+// beside the programs and loaded only when a program first asks for CUDA, so
+// that CPU runs never map the CUDA libraries (about 200 MB of RSS). Returns
+// the module's symbol `name`, loading the module first; NULL with the reason in
+// *why when the build has no CUDA backend or the module cannot be loaded
+// (PS_CUDA_MODULE=/path/to/libpostshare_cuda.so overrides where it is looked for).
+void *ps_cuda_module_sym(const char *name, const char **why);
+// Whether this machine shows an NVIDIA driver: /dev/nvidiactl (also inside GPU
+// containers), /proc/driver/nvidia/version or WSL2's /dev/dxg. Where none exists
+// "auto" (backend, communicator) does not load the CUDA module at all; an
+// explicit "cuda" or "nccl" still does, and reports what it finds.
+int ps_nvidia_driver_present(void);

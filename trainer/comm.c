@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "common.h"
 
 #ifdef PS_HAVE_MPI
@@ -315,7 +316,16 @@ Comm *comm_mpi(void) {
 }
 #endif
 
-#ifndef PS_HAVE_NCCL
+#ifdef PS_HAVE_NCCL
+// In the CUDA module (cuda/comm_nccl.cu), loaded on first use (backend.h).
+Comm *comm_nccl(Comm *host, const char **why) {
+    void *sym = ps_cuda_module_sym("ps_cuda_module_comm_nccl", why);
+    if (!sym) return NULL;
+    Comm *(*create)(Comm *, const char **);
+    memcpy(&create, &sym, sizeof create);
+    return create(host, why);
+}
+#else
 Comm *comm_nccl(Comm *host, const char **why) {
     (void)host;
     if (why)
@@ -359,8 +369,9 @@ Comm *comm_init(const char *kind, const char *backend_name) {
             Comm *host = comm_mpi();
             install(host);
             const char *why = NULL;
-            Comm *c = comm_nccl(host, &why);
-            if (!c && !strcmp(backend_name, "cuda")) ps_die("comm: nccl: %s", why);
+            int cuda = !strcmp(backend_name, "cuda");
+            Comm *c = cuda || ps_nvidia_driver_present() ? comm_nccl(host, &why) : NULL;
+            if (!c && cuda) ps_die("comm: nccl: %s", why);
             if (c) install(c);
             return c ? c : host;
         }
