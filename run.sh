@@ -8,10 +8,22 @@
 #      regularizer, then share the same heads;
 #   4. print the results table (checkpoints/postshare/results.md).
 # Extra arguments go to the pretraining run (step 1).
+#
+# ./run.sh smollm2 [--gpu] [--set KEY=VALUE ...]: the second job instead
+# (scripts/smollm2_job.sh, docs/smollm2-job.md): SmolLM2-135M-Instruct, DirectShare,
+# the best training-free method and PostShare at 10% and 30% of its KV groups, one
+# results table (checkpoints/smollm2/results.md) and a plot. configs/smollm2.yaml
+# (CPU budgets, under an hour on 2 cores), with --gpu configs/smollm2-gpu.yaml.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bash "$ROOT/scripts/setup.sh"
 cd "$ROOT"
+if [ "${1:-}" = smollm2 ]; then
+  shift
+  CONFIG=configs/smollm2.yaml
+  if [ "${1:-}" = --gpu ]; then CONFIG=configs/smollm2-gpu.yaml; shift; fi
+  exec bash scripts/smollm2_job.sh "$CONFIG" "$@"
+fi
 PS=./build/postshare
 source scripts/kjv_data.sh
 kjv_data $PS
