@@ -80,6 +80,11 @@ typedef struct {
 // rename). Every string in c->meta may be NULL (plan_json: no plan). 0, or -1
 // with ps_err set and the temp file removed. st may be NULL.
 int ckpt_write(const char *path, const Checkpoint *c, CkptIoStats *st);
+// Append the whole-file checksum trailer (what ckpt_write ends with) to the
+// closed file at path: its bytes so far become the covered data, so ckpt_read
+// takes them as intact and walks them in this process. The fuzzer seals its
+// mutated files with it to reach the in-process reader. 0, or -1 with ps_err.
+int ckpt_seal(const char *path);
 
 // Called by ckpt_read for every tensor dataset it checks: err is NULL when the
 // dataset read back intact, else what is wrong with it.
