@@ -14,7 +14,7 @@ FILES = {
     "data/dev/anatomy_dev.csv": 'Dev one?,a1,b1,c1,d1,B\r\n"Dev\r\ntwo?",a2,"b2, with comma",c2,d2,D\r\n',
     "data/test/anatomy_test.csv": '  What is x?  ,x1,x2,x3,x4,C\n"Quoted ""q""",p,q,r,s,A\n',
     "data/dev/high_school_biology_dev.csv": "Bio dev?,e,f,g,h,A\nBio dev 2?,i,j,k,l,B\n",
-    "data/test/high_school_biology_test.csv": "Cells?,one,two,three,four,D\n",
+    "data/test/high_school_biology_test.csv": "Cells?,one,two,three,four,D\nGenes?,five,six,seven,eight,B\n",
     "data/dev/philosophy_dev.csv": "Phil dev?,m,n,o,p,C\nPhil dev 2?,q,r,s,t,D\n",
     "data/test/philosophy_test.csv": "Being?,is,is not,both,neither,A\nKnow?,yes,no,maybe,never,B\n"
     "Ought?,can,must,may,will,C\n",

@@ -267,14 +267,17 @@ static double ppl_bootstrap_stderr(const double *ll, int n, int iters) {
 }
 
 // lm-eval's pooled_sample_stderr of groups of sizes n[g] with stderrs se[g]:
-// sqrt(sum (n_g - 1) n_g se_g^2 / (N - G) / N). Groups with n_g = 0 are skipped.
+// sqrt(sum (n_g - 1) n_g se_g^2 / (N - G) / N). Groups with n_g = 0 are skipped;
+// one without a stderr (a single document: lm-eval's "N/A") makes the pooled
+// one N/A too, as lm-eval's group aggregation does.
 static double pooled_stderr(const int *n, const double *se, int G) {
     double num = 0;
     long N = 0;
     int used = 0;
     for (int g = 0; g < G; g++) {
         if (n[g] == 0) continue;
-        num += (double)(n[g] - 1) * (isnan(se[g]) ? 0 : se[g] * se[g]) * n[g];
+        if (isnan(se[g])) return NAN;
+        num += (double)(n[g] - 1) * se[g] * se[g] * n[g];
         N += n[g];
         used++;
     }
