@@ -17,7 +17,9 @@
 #               copy, align-copy, merge or align-merge. PostShare starts from its plan.
 #   VARIANTS    PostShare runs per ratio (default "knobs"): knobs = CONFIG's share.reg
 #               as written; plain = the reference's pull (0.5 LM + 0.5 l2, not
-#               normalized, no ramp, one learning rate)
+#               normalized, no ramp, one learning rate); any other NAME ([a-z0-9_]+)
+#               = CONFIG with the KEY=VALUE words of the variable VARIANT_NAME, e.g.
+#               VARIANTS="knobs fast" VARIANT_fast="share.reg.lr_mult=200 train.min_lr=1e-4"
 #   CALIB_TOKENS (2048) and IMP_TOKENS (512, TF=importance only): calibration tokens
 #   W           work folder (default checkpoints/CONFIG-NAME, e.g. checkpoints/smollm2);
 #               results in W/results.md,
@@ -55,7 +57,16 @@ case $TF_COMB in copy | align-copy | merge | align-merge) ;;
 *) echo "smollm2 job: TF=$TF: COMBINE must be copy, align-copy, merge or align-merge" >&2; exit 1 ;;
 esac
 for v in $VARIANTS; do
-  case $v in knobs | plain) ;; *) echo "smollm2 job: VARIANTS: '$v' is not knobs or plain" >&2; exit 1 ;; esac
+  case $v in
+  knobs | plain) ;;
+  *)
+    var=VARIANT_$v
+    if [[ ! $v =~ ^[a-z0-9_]+$ ]] || [ -z "${!var:-}" ]; then
+      echo "smollm2 job: VARIANTS: '$v' is not knobs, plain or a NAME with VARIANT_NAME set" >&2
+      exit 1
+    fi
+    ;;
+  esac
 done
 
 # cfg SECTION KEY: a scalar of CONFIG (two-level YAML as in configs/smollm2*.yaml;
@@ -190,9 +201,15 @@ for r in $RATIOS; do
     name=postshare-$v
     have_row "$name" "$r" && continue
     VS=()
-    [ "$v" = plain ] && VS=(--set share.lm_weight=0.5 --set share.reg.weight=0.5
-      --set share.reg.normalize=false --set share.reg.ramp_steps=0 --set share.reg.lr_mult=1
-      --set share.reg.rest_lr_mult=1)
+    case $v in
+    knobs) ;;
+    plain) VS=(--set share.lm_weight=0.5 --set share.reg.weight=0.5 --set share.reg.normalize=false
+      --set share.reg.ramp_steps=0 --set share.reg.lr_mult=1 --set share.reg.rest_lr_mult=1) ;;
+    *)
+      var=VARIANT_$v
+      for kv in ${!var}; do VS+=(--set "$kv"); done
+      ;;
+    esac
     run $PS train "$CONFIG" --set run.out_dir="$W/runs" --set run.name="$v-r$r" --set model.init="hf:$M" \
       --set data.train="$D/ts_train_*.bin" --set data.val="$D/ts_val_*.bin" --set data.tokenizer="$TOK" \
       --set share.plan="$P/tf.json" --set eval.tasks= --set eval.test= "${SETS[@]}" "${VS[@]}" \

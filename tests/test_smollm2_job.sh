@@ -18,14 +18,15 @@ cat "$SRC"/trainer/*.c > "$TMP/stories.txt"
   --set data.train="$TMP/d/t_train_*.bin" --set data.val="$TMP/d/t_val_*.bin" > "$TMP/tiny.log" 2>&1 \
   || { bad "tiny model"; tail "$TMP/tiny.log" >&2; }
 export MODEL="$TMP/runs/tiny/model" TOKENIZER=byte WIKITEXT="$TMP/wiki.txt" TINYSTORIES="$TMP/stories.txt"
-export W="$TMP/w" RATIOS="0.5" VARIANTS="knobs plain" TF=calib:copy CALIB_TOKENS=256
+export W="$TMP/w" RATIOS="0.5" VARIANTS="knobs plain fast" TF=calib:copy CALIB_TOKENS=256
+export VARIANT_fast="share.reg.lr_mult=200 train.min_lr=1e-4"
 SETS=(--set train.steps=3 --set data.seq_len=32 --set data.batch_size=2 --set data.val_batches=1
   --set eval.test_batches=2 --set eval.tasks= --set threads=1)
 bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" "${SETS[@]}" > "$TMP/job.log" 2>&1 \
   || { bad "the job failed"; tail -30 "$TMP/job.log" >&2; }
 check '[ -f "$W/results.md" ] && [ -f "$W/results.json" ]' "no results.md/json"
 for row in "| start | none |" "| directshare | 50% (2 of 4) |" "| calib:copy | 50% (2 of 4) |" \
-  "| postshare-knobs | 50% (2 of 4) |" "| postshare-plain | 50% (2 of 4) |"; do
+  "| postshare-knobs | 50% (2 of 4) |" "| postshare-plain | 50% (2 of 4) |" "| postshare-fast | 50% (2 of 4) |"; do
   check 'grep -qF "$row" "$W/results.md"' "results.md lacks the row '$row'"
 done
 check 'command -v gnuplot >/dev/null || [ -f "$W/results.png" ]' "no results.png"
@@ -43,14 +44,15 @@ PYEOF' "results.json rows inconsistent"
 check 'grep -q "normalized over q,k,v,o" "$W/r0.5/knobs.log" && grep -q "lr x" "$W/r0.5/knobs.log"' "knobs run without its knobs"
 check '! grep -q "normalized" "$W/r0.5/plain.log" && grep -q "loss = 0.5 \* LM + 0.5 \* R" "$W/r0.5/plain.log"' "plain run not plain"
 check 'grep -q "postshare: plan $W/r0.5/tf.json" "$W/r0.5/knobs.log"' "PostShare did not start from the training-free plan"
+check 'grep -q "lr x 200 on the paired slices" "$W/r0.5/fast.log" && grep -q "min_lr: 0.0001" "$W/runs/fast-r0.5/config.yaml"' "VARIANT_fast not applied"
 # a rerun evaluates nothing again
 bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" "${SETS[@]}" > "$TMP/job2.log" 2>&1 || bad "rerun failed"
 check 'grep -q "start at 0.0: already evaluated" "$TMP/job2.log" && ! grep -q "test ppl" "$TMP/job2.log"' "the rerun evaluated again"
 # refusals and the dry run
 out=$(TF=calib:blend bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" 2>&1)
 check '[ $? -ne 0 ] || true; echo "$out" | grep -q "TF=calib:blend"' "bad TF not refused: $out"
-out=$(VARIANTS=fast bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" 2>&1)
-check 'echo "$out" | grep -q "VARIANTS: .fast."' "bad VARIANTS not refused: $out"
+out=$(VARIANTS=slow bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" 2>&1)
+check 'echo "$out" | grep -q "VARIANTS: .slow."' "VARIANTS without VARIANT_slow not refused: $out"
 out=$(W="$TMP/dry" DRY_RUN=1 bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" "${SETS[@]}" 2>&1)
 check 'echo "$out" | grep -q "^+ .* train .*share.plan=$TMP/dry/r0.5/tf.json" && [ ! -e "$TMP/dry/data" ]' "dry run: $out"
 [ -n "${KEEP:-}" ] && cp -r "$TMP" /tmp/smoljob-keep
