@@ -178,6 +178,8 @@ def compare_saved(a):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, help="HF model folder (with --gguf: the GGUF's folder)")
+    ap.add_argument("--tokenizer", help="the tokenizer folder for lm-eval (default: the model's); "
+                    "e.g. postshare tokenize --export DIR of the same GGUF")
     ap.add_argument("--gguf", help="a GGUF file name inside --model: transformers loads it itself "
                     "(its own dequantization and tokenizer), as lm-eval's gguf_file= does")
     ap.add_argument("--ours", required=True, help="postshare eval --samples files, comma-separated")
@@ -212,7 +214,7 @@ def main():
         else:
             make_yaml(t, a.data, a.work)
     lm = HFLM(pretrained=a.model, dtype=a.dtype, device="cpu", batch_size=a.batch_size,
-              gguf_file=a.gguf)
+              gguf_file=a.gguf, tokenizer=a.tokenizer)
     timing = {"seconds": 0.0, "requests": 0}
     orig = lm.loglikelihood
 
@@ -279,7 +281,7 @@ def main():
         print(f"{t:12s} {n:5d} {dmax:10.2e} {rmax:9.1e} {tmax:10.1e} {r['ours_acc']:.4f}/{r['lm_acc']:.4f} "
               f"{r['ours_acc_norm']:.4f}/{r['lm_acc_norm']:.4f} {acc_diff}")
     if a.ours_summary:  # summary metrics and their standard errors, task by task
-        summ = {r["task"]: r for r in json.load(open(a.ours_summary))}
+        summ = {r["task"]: r for r in json.load(open(a.ours_summary))["results"]}
         print(f"{'task':12s} {'metric':18s} {'postshare':>12s} {'lm-eval':>12s}")
         for t in tasks:
             met = res["results"].get(f"ps_{t}", {})
