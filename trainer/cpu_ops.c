@@ -80,6 +80,14 @@ static void cpu_matmul_fwd(void *out, const void *inp, const void *W, int N, int
     // the GEMM accumulates onto it (beta 1; OpenBLAS runs a separate pass over C
     // for any beta != 1, zeroing it for beta 0)
     if (res && res != out) memcpy(out, res, sizeof(float) * (size_t)N * OC);
+    if (N == 1) {
+        // one row (generate's cached decode step): a matrix-vector product. OpenBLAS's
+        // sgemm would first pack all of W, doubling the memory traffic of a step
+        // that is bound by reading the weights once.
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, OC, IC, 1.0f, W, IC, inp, 1, res ? 1.0f : 0.0f,
+                    out, 1);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, W, IC,
                 res ? 1.0f : 0.0f, out, OC);
 }
