@@ -16,15 +16,30 @@
 #define PS_CLONES
 #endif
 
+// c ? a : b through bit masks. Written as a ternary on floats, GCC 12 turns the
+// clamps below into branches (it threads the jumps and then will not execute a
+// multiply that "could trap" unconditionally), and the loops around them stay
+// scalar: every caller compiled to vmovss/vdivss before this was used.
+static inline float ps_select(int c, float a, float b) {
+    int32_t m = -(int32_t)(c != 0), ab, bb;
+    memcpy(&ab, &a, 4);
+    memcpy(&bb, &b, 4);
+    int32_t r = (ab & m) | (bb & ~m);
+    float f;
+    memcpy(&f, &r, 4);
+    return f;
+}
+
 // exp(x) for x <= 88.3 in float, branch-free so that loops over it vectorize
 // (libm's expf does not without -ffast-math). Range reduction x = n ln2 + r,
 // |r| <= ln2/2, degree-6 polynomial: relative error below 2e-7 (about 2 ulp);
-// underflows to 0 below -87.3 (where expf returns denormals).
+// underflows to 0 below -87.3 (where expf returns denormals); NaN gives NaN.
 static inline float ps_expf(float x) {
     const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
-    float xc = x < -87.3f ? -87.3f : x;
-    xc = xc > 88.3f ? 88.3f : xc;
-    float n = (float)(int)(xc * log2e + (xc >= 0.0f ? 0.5f : -0.5f));  // round to nearest
+    float xc = ps_select(x < -87.3f, -87.3f, x);
+    xc = ps_select(xc > 88.3f, 88.3f, xc);
+    // round to nearest
+    float n = (float)(int32_t)(xc * log2e + ps_select(xc >= 0.0f, 0.5f, -0.5f));
     float r = xc - n * ln2_hi - n * ln2_lo;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -36,7 +51,7 @@ static inline float ps_expf(float x) {
     int32_t bits = ((int32_t)n + 127) << 23;
     float s;
     memcpy(&s, &bits, 4);
-    return x < -87.3f ? 0.0f : p * s;
+    return ps_select(x < -87.3f, 0.0f, p * s);
 }
 
 // The reference attention: the scalar loops the backend ran before its BLAS
