@@ -112,6 +112,7 @@ static void check_tokenizer(const JobConfig *job, int vocab) {
 // optimizer's master weights, gathered from the ranks' shards (on an fp32
 // backend the model's replicated params are the masters).
 static void final_weights(const Zero1 *z, const Model *M, const Optim *opt, HostWeights *w) {
+    if (z->comm->rank == 0 && !w->params) w->params = xmalloc(sizeof(float) * w->t.total);
     if (opt->master_is_params) {
         if (z->comm->rank == 0) model_get_params(M, w->params);  // replicated
     } else
@@ -167,6 +168,15 @@ static double save_checkpoint(const JobConfig *job, const char *run_dir, const Z
     double t0 = ps_now();
     int root = z->comm->rank == 0;
     size_t n = M->t.total;
+    if (z->comm->world == 1 && opt->be == backend_cpu() && opt->lo == 0 && opt->hi >= n) {
+        // One rank on the CPU: the optimizer's state is already whole in host memory
+        // (its fp32 masters are the params); write it from there. Gathering would
+        // hold five more copies of it at once (12 bytes per parameter of outputs, 8 of
+        // staging: 2.7 GB for SmolLM2-135M), the peak of the whole run.
+        CkptState st = {&M->t, opt->master, opt->m, opt->v, opt->t, 1};
+        resume_save(job, run_dir, &st, train, prog, plan_json);
+        return ps_now() - t0;
+    }
     float *master = root ? xmalloc(n * 4) : NULL, *m = root ? xmalloc(n * 4) : NULL,
           *v = root ? xmalloc(n * 4) : NULL;
     zero1_gather_state(z, opt, master, m, v, 0);
@@ -551,13 +561,12 @@ int train_run(const JobConfig *job) {
             free(results);
         }
     }
-    if (comm->rank != 0) {
-        // Only rank 0 writes the model and the results: the others drop their
-        // host copies of the weights (4 bytes per parameter each; their fp32
-        // masters live in the optimizer's shard now).
-        free(w.params), w.params = NULL;
-        free(w0.params), w0.params = NULL;
-    }
+    // The host copy of the weights is not needed while training (the model and the
+    // optimizer hold them; 4 bytes per parameter): final_weights allocates it again
+    // on rank 0 at the end. Only rank 0 writes the model and the results: the others
+    // also drop w0 (their fp32 masters live in the optimizer's shard now).
+    free(w.params), w.params = NULL;
+    if (comm->rank != 0) free(w0.params), w0.params = NULL;
     if (prog.step < tr->steps) {
         status = run_steps(job, run_dir, &ps, &w0, &rp, &w, &z, &M, &opt, train, val, &prog);
     }
