@@ -179,6 +179,8 @@ def ps_train(args, name, threads, workdir):
            "--set", f"train.steps={steps}", "--set", "train.log_every=1",
            "--set", "train.eval_every=0", "--set", "train.save_final=false",
            "--set", "checkpoint.every=0", "--set", "checkpoint.keep=1",
+           # no checkpoint at the end either: the torch runs save nothing
+           "--set", "checkpoint.final=false",
            "--set", f"data.train={workdir}/rand{V}_train_*.bin",
            "--set", f"data.val={workdir}/rand{V}_val_*.bin", "--set", "data.val_batches=1",
            "--set", f"data.batch_size={B}", "--set", f"data.seq_len={T}",
