@@ -433,6 +433,110 @@ static void test_importance(void) {
     host_weights_free(&w2);
 }
 
+// Measured sharing damage: every unit of layers >= 1 equals the loss increase of a
+// copy of the model in which that unit's Wq/Wk/Wv rows and Wo columns are those of
+// its recorded source (copied here by plain index arithmetic), that source is the
+// calibration score's best, the file keeps both, a file whose source points at a
+// later layer is refused, and match 'measured' replaces the cheapest unit first.
+static void test_damage(void) {
+    LlamaConfig c = cfg_of(3, 4, 2, 16);
+    int C = c.dim, U = c.n_kv_heads, N = c.n_layers * U, hd = cfg_head_dim(&c);
+    int G = c.n_heads / U, qd = c.n_heads * hd;
+    HostWeights w, w2;
+    make_model(&w, &c, 43);
+    make_model(&w2, &c, 43);
+    const char *path = random_shard(40, c.vocab_size, 8);
+    Loader *ld = loader_open(path, 8, c.vocab_size, 0, 0);
+    CHECK(ld, "%s", ps_err_msg());
+    CalibGrams g = {0}, h;
+    T_CHECK(calib_collect(&w, ld, 32, &g) == 0, "grams: %s", ps_err_msg());
+    T_CHECK(calib_damage(&w, ld, 24, 0, &g) == 0 && g.dmg_tokens == 24, "damage: %s",
+            ps_err_msg());
+    ShareLayerView views[3];
+    share_layer_views(&w.t, w.params, views);
+    ShareSim sim;
+    calib_match(&c, views, &g, CALIB_SCORE_ERROR, &sim);
+    int in[24], tg[24];
+    loader_read_batch(ld, 0, 3, in, tg);
+    double worst = 0, base = 0;
+    for (int i = -1; i < N; i++) {
+        if (i >= 0 && i < U) continue;
+        memcpy(w2.params, w.params, sizeof(float) * w.t.total);
+        if (i >= 0) {
+            int l = i / U, u = i % U, sl = g.dmg_src[i] / U, su = g.dmg_src[i] % U;
+            T_CHECK(g.dmg_src[i] == sim.best[i] && sl < l, "damage source of %d: %d, best %d", i,
+                    g.dmg_src[i], sim.best[i]);
+            const ParamKind kinds[3] = {P_WQ, P_WK, P_WV};
+            for (int k = 0; k < 3; k++) {  // rows
+                int rows = (k == 0 ? G : 1) * hd;
+                float *dst = w2.params + param_layer(&w2.t, l, kinds[k])->offset;
+                const float *src = w.params + param_layer(&w.t, sl, kinds[k])->offset;
+                memcpy(dst + (size_t)u * rows * C, src + (size_t)su * rows * C,
+                       sizeof(float) * (size_t)rows * C);
+            }
+            float *o = w2.params + param_layer(&w2.t, l, P_WO)->offset;  // columns
+            const float *so = w.params + param_layer(&w.t, sl, P_WO)->offset;
+            for (int r = 0; r < C; r++)
+                for (int j = 0; j < G * hd; j++)
+                    o[(size_t)r * qd + u * G * hd + j] = so[(size_t)r * qd + su * G * hd + j];
+        }
+        Model M;
+        model_init_table(&M, backend_cpu(), &w2.t);
+        model_set_params(&M, w2.params);
+        model_reserve(&M, 3, 8);
+        double loss = model_forward(&M, in, tg, 3, 8);
+        model_free(&M);
+        if (i < 0)
+            base = loss;
+        else
+            worst = fmax(worst, fabs(g.dmg[i] - (loss - base)));
+    }
+    printf("damage: base %.6f; units 1.0 .. 2.1: %+.5f %+.5f %+.5f %+.5f, max err vs direct %.2g\n",
+           g.dmg_base, g.dmg[2], g.dmg[3], g.dmg[4], g.dmg[5], worst);
+    T_CHECK(fabs(g.dmg_base - base) < 1e-5 && worst < 1e-5 && g.dmg_src[0] == -1,
+            "damage vs direct: base %.6f vs %.6f, max err %.3g", g.dmg_base, base, worst);
+    // match 'measured': the unit of least measured damage is replaced first, by its source
+    int cheapest = U;
+    for (int t = U; t < N; t++)
+        if (g.dmg[t] < g.dmg[cheapest]) cheapest = t;
+    ShareSim ms;
+    CalibGrams nod = g;
+    nod.dmg = NULL;
+    EXPECT_FAIL(share_sim_compute(&w, MATCH_MEASURED, &nod, 0, &ms), "--damage-tokens");
+    T_CHECK(share_sim_compute(&w, MATCH_MEASURED, &g, 0, &ms) == 0, "measured: %s", ps_err_msg());
+    float top = -1;
+    int arg = -1;
+    for (int t = U; t < N; t++)
+        if (ms.sim[(size_t)t * N + ms.best[t]] > top) top = ms.sim[(size_t)t * N + ms.best[t]], arg = t;
+    T_CHECK(arg == cheapest && ms.best[arg] == g.dmg_src[arg],
+            "measured: top unit %d (source %d), cheapest %d (source %d)", arg, ms.best[arg],
+            cheapest, g.dmg_src[cheapest]);
+    share_sim_free(&ms);
+    // the file keeps it, with and without importance
+    char fpath[80];
+    snprintf(fpath, sizeof fpath, "/tmp/ps_calib_dmg_%d.grams", (int)getpid());
+    for (int with_imp = 0; with_imp < 2; with_imp++) {
+        if (with_imp) T_CHECK(calib_importance(&w, ld, 16, 0, &g) == 0, "imp: %s", ps_err_msg());
+        T_CHECK(calib_write(fpath, &g) == 0, "write: %s", ps_err_msg());
+        T_CHECK(calib_read(fpath, &c, &h) == 0 && h.dmg && !memcmp(h.dmg, g.dmg, 8 * (size_t)N) &&
+                    !memcmp(h.dmg_src, g.dmg_src, sizeof(int) * (size_t)N) &&
+                    h.dmg_base == g.dmg_base && h.dmg_tokens == 24 && (h.imp != NULL) == with_imp,
+                "damage round trip (importance %d): %s", with_imp, ps_err_msg());
+        calib_free(&h);
+    }
+    // a source in a later layer: refused, naming the file
+    g.dmg_src[U] = N - 1;
+    T_CHECK(calib_write(fpath, &g) == 0, "write: %s", ps_err_msg());
+    EXPECT_FAIL(calib_read(fpath, &c, &h), fpath, "invalid");
+    unlink(fpath);
+    unlink(path);
+    loader_close(ld);
+    share_sim_free(&sim);
+    calib_free(&g);
+    host_weights_free(&w);
+    host_weights_free(&w2);
+}
+
 // A unit's slice k (0..3) as a dense [rows, cols] float64 copy (Wo: its columns).
 static double *slice(const HostWeights *w, int l, int u, int k, int *rows, int *cols) {
     const LlamaConfig *c = &w->t.cfg;
@@ -663,6 +767,7 @@ int main(void) {
     test_grams();
     test_align_grams();
     test_importance();
+    test_damage();
     test_calib_score();
     test_merge(1);
     test_merge(0);

@@ -83,16 +83,23 @@ int calib_collect(const HostWeights *w, Loader *ld, long max_tokens, CalibGrams 
     return 0;
 }
 
-int calib_importance(const HostWeights *w, Loader *ld, long max_tokens, int verbose,
-                     CalibGrams *g) {
-    CHECK(!w->t.shared, "head importance needs a full model");
+static float *slice_at(HostWeights *w, int layer, int u, int k, size_t *ld, int *rows, int *cols);
+static const ParamKind k_slice_kinds[4] = {P_WQ, P_WK, P_WV, P_WO};
+
+// The mean loss on the loader's first windows (max_tokens tokens, at least one
+// window) of the intact model (*base) and, for every unit t of layers >= 1 in
+// turn, of the model with t changed (delta[t] = that loss - *base; 0 in layer 0):
+// src NULL: t removed (its Wo columns zeroed: it adds nothing to the residual);
+// else t's four slices replaced by those of unit src[t] (a copy share). Only the
+// changed tensors of t's layer are uploaded (from scratch buffers: w is never
+// written), one forward pass per unit on the CPU backend, all on the same tokens.
+static long unit_sweep(const HostWeights *w, Loader *ld, long max_tokens, const int *src,
+                       const char *what, double *delta, double *base) {
     const LlamaConfig *c = &w->t.cfg;
-    int L = c->n_layers, U = c->n_kv_heads, C = c->dim, hd = cfg_head_dim(c),
-        T = loader_seq_len(ld);
-    int W = c->n_heads / U * hd, qd = c->n_heads * hd;
+    int L = c->n_layers, U = c->n_kv_heads, T = loader_seq_len(ld);
     Model M;
     int B = 1;
-    long want = open_model(w, ld, max_tokens, "head importance", &M, &B);
+    long want = open_model(w, ld, max_tokens, what, &M, &B);
     if (want < 0) return -1;
     const Backend *be = backend_cpu();
     int *inp = xmalloc(sizeof(int) * (size_t)want * T),
@@ -100,20 +107,35 @@ int calib_importance(const HostWeights *w, Loader *ld, long max_tokens, int verb
     for (long k = 0; k < want; k++)
         loader_read_batch(ld, (uint64_t)k, 1, inp + (size_t)k * T, tgt + (size_t)k * T);
     long counted = model_count_targets(tgt, (int)(want * T));
-    free(g->imp);
-    g->imp = xcalloc((size_t)L * U, sizeof(double));
-    g->imp_tokens = want * T;
-    double base = 0;
-    float *wo = xmalloc(sizeof(float) * (size_t)C * qd);
+    size_t biggest = 0;
+    for (int k = 0; k < 4; k++) {
+        size_t n = param_layer(&w->t, 0, k_slice_kinds[k])->numel;
+        biggest = n > biggest ? n : biggest;
+    }
+    float *tmp = xmalloc(sizeof(float) * biggest);
+    HostWeights *wm = (HostWeights *)w;  // slice_at only computes addresses here
     for (int i = -1; i < L * U; i++) {
         int l = i < 0 ? 0 : i / U, u = i < 0 ? 0 : i % U;
-        if (i >= 0 && l == 0) continue;  // layer 0 is never replaced
-        size_t off = param_layer(&w->t, l, P_WO)->offset;
-        if (i >= 0) {  // the unit removed: its Wo columns zeroed (uploaded: that tensor only)
-            memcpy(wo, w->params + off, sizeof(float) * (size_t)C * qd);
-            for (int r = 0; r < C; r++)
-                memset(wo + (size_t)r * qd + (size_t)u * W, 0, 4 * (size_t)W);
-            be->upload_f32((char *)M.params + off * be->act_bytes, wo, (size_t)C * qd);
+        if (i >= 0 && l == 0) {
+            delta[i] = 0;
+            continue;  // layer 0 is never replaced
+        }
+        for (int k = 0; i >= 0 && k < 4; k++) {
+            if (!src && k < 3) continue;  // removal touches Wo only
+            const ParamEntry *pe = param_layer(&w->t, l, k_slice_kinds[k]);
+            memcpy(tmp, w->params + pe->offset, sizeof(float) * pe->numel);
+            size_t ldw;
+            int rows, cols;
+            float *t = slice_at(wm, l, u, k, &ldw, &rows, &cols);
+            float *d = tmp + (t - (w->params + pe->offset));
+            const float *s = src ? slice_at(wm, src[i] / U, src[i] % U, k, &ldw, &rows, &cols) : NULL;
+            for (int r = 0; r < rows; r++) {
+                if (s)
+                    memcpy(d + (size_t)r * ldw, s + (size_t)r * ldw, sizeof(float) * (size_t)cols);
+                else
+                    memset(d + (size_t)r * ldw, 0, sizeof(float) * (size_t)cols);
+            }
+            be->upload_f32((char *)M.params + pe->offset * be->act_bytes, tmp, pe->numel);
         }
         double sum = 0;  // loss summed over counted targets
         for (long k0 = 0; k0 < want; k0 += B) {
@@ -123,21 +145,70 @@ int calib_importance(const HostWeights *w, Loader *ld, long max_tokens, int verb
             if (cnt) sum += (double)model_forward(&M, inp + (size_t)k0 * T, tg, b, T) * cnt;
         }
         double loss = counted ? sum / (double)counted : 0;
-        if (i < 0)
-            base = loss;
-        else {
-            g->imp[i] = loss - base;
-            be->upload_f32((char *)M.params + off * be->act_bytes, w->params + off, (size_t)C * qd);
-            if (verbose)
-                fprintf(stderr, "importance: layer %d unit %d: loss %.5f (+%.5f)\n", l, u, loss,
-                        loss - base);
+        if (i < 0) {
+            *base = loss;
+            continue;
+        }
+        delta[i] = loss - *base;
+        for (int k = 0; k < 4; k++) {  // restore t's layer
+            const ParamEntry *pe = param_layer(&w->t, l, k_slice_kinds[k]);
+            be->upload_f32((char *)M.params + pe->offset * be->act_bytes, w->params + pe->offset,
+                           pe->numel);
         }
     }
-    g->imp_base = base;
-    free(wo);
+    free(tmp);
     free(inp);
     free(tgt);
     model_free(&M);
+    return want * T;
+}
+
+int calib_importance(const HostWeights *w, Loader *ld, long max_tokens, int verbose,
+                     CalibGrams *g) {
+    CHECK(!w->t.shared, "head importance needs a full model");
+    const LlamaConfig *c = &w->t.cfg;
+    int L = c->n_layers, U = c->n_kv_heads;
+    double *imp = xcalloc((size_t)L * U, sizeof(double)), base = 0;
+    long n = unit_sweep(w, ld, max_tokens, NULL, "head importance", imp, &base);
+    if (n < 0) {
+        free(imp);
+        return -1;
+    }
+    free(g->imp);
+    g->imp = imp, g->imp_base = base, g->imp_tokens = n;
+    for (int i = U; verbose && i < L * U; i++)
+        fprintf(stderr, "importance: layer %d unit %d: loss %.5f (%+.5f)\n", i / U, i % U,
+                base + imp[i], imp[i]);
+    return 0;
+}
+
+int calib_damage(const HostWeights *w, Loader *ld, long max_tokens, int verbose, CalibGrams *g) {
+    CHECK(!w->t.shared, "measured sharing damage needs a full model");
+    const LlamaConfig *c = &w->t.cfg;
+    int L = c->n_layers, U = c->n_kv_heads;
+    CHECK(g->gin && g->L == L && g->U == U && g->C == c->dim,
+          "measured sharing damage needs the model's calibration Grams first");
+    ShareLayerView *views = xcalloc((size_t)L, sizeof *views);
+    share_layer_views(&w->t, w->params, views);
+    ShareSim sim;
+    calib_match(c, views, g, CALIB_SCORE_ERROR, &sim);
+    free(views);
+    double *dmg = xcalloc((size_t)L * U, sizeof(double)), base = 0;
+    long n = unit_sweep(w, ld, max_tokens, sim.best, "measured sharing damage", dmg, &base);
+    if (n < 0) {
+        free(dmg);
+        share_sim_free(&sim);
+        return -1;
+    }
+    free(g->dmg);
+    free(g->dmg_src);
+    g->dmg = dmg, g->dmg_base = base, g->dmg_tokens = n;
+    g->dmg_src = xmalloc(sizeof(int) * (size_t)L * U);
+    memcpy(g->dmg_src, sim.best, sizeof(int) * (size_t)L * U);
+    for (int i = U; verbose && i < L * U; i++)
+        fprintf(stderr, "damage: layer %d unit %d <- layer %d unit %d: loss %.5f (%+.5f)\n", i / U,
+                i % U, sim.best[i] / U, sim.best[i] % U, base + dmg[i], dmg[i]);
+    share_sim_free(&sim);
     return 0;
 }
 
@@ -145,6 +216,8 @@ void calib_free(CalibGrams *g) {
     free(g->gin);
     free(g->gout);
     free(g->imp);
+    free(g->dmg);
+    free(g->dmg_src);
     memset(g, 0, sizeof *g);
 }
 
@@ -261,11 +334,16 @@ static void slice_errors(const LlamaConfig *cfg, const ShareLayerView *views, co
 }
 
 void calib_match(const LlamaConfig *cfg, const ShareLayerView *views, const CalibGrams *g,
-                 int importance, ShareSim *out) {
+                 CalibScore score, ShareSim *out) {
     int L = cfg->n_layers, U = cfg->n_kv_heads, N = L * U, C = cfg->dim;
+    int importance = score == CALIB_SCORE_IMPORTANCE, measured = score == CALIB_SCORE_MEASURED;
     CHECK(g->L == L && g->U == U && g->C == C, "calibration Grams of another model shape");
     CHECK(!importance || g->imp, "match 'importance' without head importance");
-    share_views_need_all(views, L, importance ? "match 'importance'" : "match 'calib'");
+    CHECK(!measured || (g->dmg && g->dmg_src), "match 'measured' without measured damage");
+    share_views_need_all(views, L,
+                         importance ? "match 'importance'"
+                         : measured ? "match 'measured'"
+                                    : "match 'calib'");
     share_sim_alloc(cfg, out);
     double *d = xcalloc((size_t)N * N, sizeof(double)),
            *e = xmalloc(sizeof(double) * (size_t)N * N);
@@ -289,20 +367,29 @@ void calib_match(const LlamaConfig *cfg, const ShareLayerView *views, const Cali
     }
     // importance: predicted loss increase imp+(t) * d(t, s) / d(t, 0), imp+ = max(imp, eps),
     // reported as 1 / (1 + increase / mean imp+).
-    double eps = 0, mimp = 0;
-    if (importance) {
-        for (int t = U; t < N; t++) mimp += fabs(g->imp[t]) / (N - U);
+    // measured: the same with the loss increase measured for t's calibration-best
+    // source s* in place of the removal's: D(t, s) = dmg+(t) * d(t, s) / d(t, s*).
+    // A measured sharing that lowers the loss (dmg < 0) ranks before one that costs
+    // nothing: the damages are shifted by their minimum when it is negative, so
+    // their order survives the floor (a removal's negative importance is floored).
+    const double *meas = importance ? g->imp : measured ? g->dmg : NULL;
+    double eps = 0, mimp = 0, shift = 0;
+    if (meas) {
+        for (int t = U; t < N; t++) mimp += fabs(meas[t]) / (N - U);
         eps = 1e-3 * mimp + 1e-30;
+        for (int t = U; measured && t < N; t++) shift = fmin(shift, meas[t]);
         mimp = 0;
-        for (int t = U; t < N; t++) mimp += fmax(g->imp[t], eps) / (N - U);
+        for (int t = U; t < N; t++) mimp += fmax(meas[t] - shift, eps) / (N - U);
     }
-    for (int t = U; t < N; t++)
+    for (int t = U; t < N; t++) {
+        double ref = importance ? d0[t] : measured ? d[(size_t)t * N + g->dmg_src[t]] : 1;
         for (int s = 0; s < (t / U) * U; s++) {
             double v = d[(size_t)t * N + s];
             v = v > 0 ? v : 0;
-            if (importance) v = fmax(g->imp[t], eps) * v / (d0[t] > 0 ? d0[t] : 1) / mimp;
+            if (meas) v = fmax(meas[t] - shift, eps) * v / (ref > 0 ? ref : 1) / mimp;
             out->sim[(size_t)t * N + s] = (float)(1.0 / (1.0 + v));
         }
+    }
     share_sim_best(out);
     free(gl);
     free(H);
@@ -371,8 +458,7 @@ int calib_spd_solve(double *A, int n, double *B, int m) {
 // (Wq/Wk/Wv) are contiguous [rows, C]; Wo columns have leading dimension nh*hd.
 static float *slice_at(HostWeights *w, int layer, int u, int k, size_t *ld, int *rows, int *cols) {
     const LlamaConfig *c = &w->t.cfg;
-    static const ParamKind kinds[4] = {P_WQ, P_WK, P_WV, P_WO};
-    float *base = w->params + param_layer(&w->t, layer, kinds[k])->offset;
+    float *base = w->params + param_layer(&w->t, layer, k_slice_kinds[k])->offset;
     int qd = c->n_heads * cfg_head_dim(c), W = qd / c->n_kv_heads;
     if (k < 3) {
         *rows = unit_rows(c, k), *cols = c->dim, *ld = (size_t)c->dim;
@@ -441,11 +527,13 @@ void calib_merge(HostWeights *w, const SharePlan *plan, const CalibGrams *g) {
 
 static const char k_calib_magic[8] = {'P', 'S', 'C', 'A', 'L', 'I', 'B', '1'};
 static const char k_imp_magic[8] = {'P', 'S', 'I', 'M', 'P', '0', '0', '1'};
+static const char k_dmg_magic[8] = {'P', 'S', 'D', 'M', 'G', '0', '0', '1'};
 
 int calib_write(const char *path, const CalibGrams *g) {
     size_t nin = (size_t)g->L * g->C * g->C, nout = (size_t)g->L * g->U * g->W * g->W;
     size_t n0 = 8 + 5 * 8 + 8 * (nin + nout), nimp = (size_t)g->L * g->U;
-    size_t n = n0 + (g->imp ? 24 + 8 * nimp : 0);
+    size_t n1 = n0 + (g->imp ? 24 + 8 * nimp : 0);
+    size_t n = n1 + (g->dmg ? 24 + 12 * nimp : 0);
     char *buf = xmalloc(n);
     memcpy(buf, k_calib_magic, 8);
     int64_t h[5] = {g->L, g->U, g->C, g->W, g->tokens};
@@ -458,6 +546,17 @@ int calib_write(const char *path, const CalibGrams *g) {
         memcpy(buf + n0 + 8, &it, 8);
         memcpy(buf + n0 + 16, &g->imp_base, 8);
         memcpy(buf + n0 + 24, g->imp, 8 * nimp);
+    }
+    if (g->dmg) {
+        int64_t dt = g->dmg_tokens;
+        memcpy(buf + n1, k_dmg_magic, 8);
+        memcpy(buf + n1 + 8, &dt, 8);
+        memcpy(buf + n1 + 16, &g->dmg_base, 8);
+        memcpy(buf + n1 + 24, g->dmg, 8 * nimp);
+        for (size_t i = 0; i < nimp; i++) {
+            int32_t v = g->dmg_src[i];
+            memcpy(buf + n1 + 24 + 8 * nimp + 4 * i, &v, 4);
+        }
     }
     int rc = ps_write_file_atomic(path, buf, n);
     free(buf);
@@ -481,15 +580,45 @@ int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g) {
         free(buf);
         return ps_err_set("%s: bad calibration header", path);
     }
-    size_t nin = (size_t)h[0] * h[2] * h[2], nout = (size_t)h[0] * h[1] * h[3] * h[3];
-    size_t n0 = 48 + 8 * (nin + nout), nimp = (size_t)h[0] * h[1];
-    int has_imp = len == n0 + 24 + 8 * nimp && !memcmp(buf + n0, k_imp_magic, 8);
-    if (len != n0 && !has_imp) {
+    // each count at most 2^40 by the bounds above; their products can overflow
+    size_t nimp = (size_t)h[0] * h[1], nin, nout;
+    if (ps_mul_size((size_t)h[0], (size_t)h[2] * h[2], &nin) ||
+        ps_mul_size(nimp, (size_t)h[3] * h[3], &nout) || nin > len / 8 || nout > len / 8) {
+        free(buf);
+        return ps_err_set("%s: its header (%lld layers x %lld units, dim %lld, unit width %lld) "
+                          "implies more Gram data than the file's %zu bytes",
+                          path, (long long)h[0], (long long)h[1], (long long)h[2],
+                          (long long)h[3], len);
+    }
+    size_t n0 = 48 + 8 * (nin + nout);
+    // optional sections after the Grams, in this order: importance, damage
+    size_t at = n0;
+    int has_imp = len >= at + 24 + 8 * nimp && !memcmp(buf + at, k_imp_magic, 8);
+    size_t at_imp = at;
+    if (has_imp) at += 24 + 8 * nimp;
+    int has_dmg = len >= at + 24 + 12 * nimp && !memcmp(buf + at, k_dmg_magic, 8);
+    size_t at_dmg = at;
+    if (has_dmg) at += 24 + 12 * nimp;
+    if (len != at) {
         free(buf);
         return ps_err_set(
-            "%s: %zu bytes, but its header implies %zu, or %zu with head importance "
-            "(truncated?)",
-            path, len, n0, n0 + 24 + 8 * nimp);
+            "%s: %zu bytes, but its header implies %zu, %zu with head importance, %zu with "
+            "measured damage, %zu with both (truncated?)",
+            path, len, n0, n0 + 24 + 8 * nimp, n0 + 24 + 12 * nimp, n0 + 48 + 20 * nimp);
+    }
+    for (size_t i = 0; has_dmg && i < nimp; i++) {
+        int32_t v;
+        double d;
+        memcpy(&v, buf + at_dmg + 24 + 8 * nimp + 4 * i, 4);
+        memcpy(&d, buf + at_dmg + 24 + 8 * i, 8);
+        long layer = (long)(i / (size_t)h[1]);
+        if (layer == 0 ? v != -1 : (v < 0 || v >= layer * h[1]) || !isfinite(d)) {
+            free(buf);
+            return ps_err_set(
+                "%s: measured damage of unit %zu (layer %ld): source %d or value %g is invalid "
+                "(sources are units of earlier layers, -1 in layer 0)",
+                path, i, layer, (int)v, d);
+        }
     }
     if (cfg) {
         int hd = cfg_head_dim(cfg), W = cfg->n_heads / cfg->n_kv_heads * hd;
@@ -509,11 +638,25 @@ int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g) {
     memcpy(g->gout, buf + 48 + 8 * nin, 8 * nout);
     if (has_imp) {
         int64_t it;
-        memcpy(&it, buf + n0 + 8, 8);
-        memcpy(&g->imp_base, buf + n0 + 16, 8);
+        memcpy(&it, buf + at_imp + 8, 8);
+        memcpy(&g->imp_base, buf + at_imp + 16, 8);
         g->imp_tokens = (long)it;
         g->imp = xmalloc(8 * nimp);
-        memcpy(g->imp, buf + n0 + 24, 8 * nimp);
+        memcpy(g->imp, buf + at_imp + 24, 8 * nimp);
+    }
+    if (has_dmg) {
+        int64_t dt;
+        memcpy(&dt, buf + at_dmg + 8, 8);
+        memcpy(&g->dmg_base, buf + at_dmg + 16, 8);
+        g->dmg_tokens = (long)dt;
+        g->dmg = xmalloc(8 * nimp);
+        memcpy(g->dmg, buf + at_dmg + 24, 8 * nimp);
+        g->dmg_src = xmalloc(sizeof(int) * nimp);
+        for (size_t i = 0; i < nimp; i++) {
+            int32_t v;
+            memcpy(&v, buf + at_dmg + 24 + 8 * nimp + 4 * i, 4);
+            g->dmg_src[i] = v;
+        }
     }
     free(buf);
     return 0;

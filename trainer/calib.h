@@ -24,6 +24,10 @@ typedef struct CalibGrams {
     double *imp;      // [L*U] or NULL: head importance (calib_importance), 0 for layer 0
     double imp_base;  // the intact model's mean loss on the importance tokens
     long imp_tokens;  // tokens the importance was measured on
+    double *dmg;      // [L*U] or NULL: measured sharing damage (calib_damage), 0 for layer 0
+    int *dmg_src;     // [L*U]: the source each unit was measured with (-1 in layer 0)
+    double dmg_base;  // the intact model's mean loss on the damage tokens
+    long dmg_tokens;  // tokens the damage was measured on
 } CalibGrams;
 
 // Run the full model w (on the CPU backend) over the loader's first windows
@@ -40,6 +44,13 @@ void calib_free(CalibGrams *g);
 // 0, or -1 with ps_err set (no window).
 int calib_importance(const HostWeights *w, Loader *ld, long max_tokens, int verbose, CalibGrams *g);
 
+// Measured sharing damage (needs g's Grams): for every unit t of layers >= 1, its
+// calibration-best source s* (calib_match's best), and the increase of the mean
+// loss on the loader's first windows when t's four slices are replaced by s*'s
+// (a copy share of that one pair), one forward per unit as for the importance.
+// Fills g->dmg, g->dmg_src, g->dmg_base, g->dmg_tokens. 0, or -1 with ps_err set.
+int calib_damage(const HostWeights *w, Loader *ld, long max_tokens, int verbose, CalibGrams *g);
+
 // Calibration-aware similarities: for a target unit t (layer >= 1) and a unit s
 // of an earlier layer, the output error of t's slices if they were s's,
 //   e_k(t, s) = tr((A_s - A_t) G (A_s - A_t)^T)
@@ -53,8 +64,14 @@ int calib_importance(const HostWeights *w, Loader *ld, long max_tokens, int verb
 // the target's measured loss increase when removed times the part of its removal
 // error that s leaves (d(t, 0): t's own slice energies relative to its layer's
 // mean, i.e. the error if s were all zeros); sim = 1 / (1 + D / mean imp+).
+// measured (needs g->dmg): the same with the loss increase measured for the pair
+// (t, s*) itself, extrapolated to other sources by their errors,
+//   D(t, s) = dmg+(t) * d(t, s) / d(t, s*),  dmg+ = max(dmg - min(0, min dmg), 1e-3 * mean |dmg|),
+// so the selection replaces first the units whose measured sharing costs least
+// (or helps most: the shift keeps the order of negative damages).
+typedef enum { CALIB_SCORE_ERROR, CALIB_SCORE_IMPORTANCE, CALIB_SCORE_MEASURED } CalibScore;
 void calib_match(const LlamaConfig *cfg, const ShareLayerView *views, const CalibGrams *g,
-                 int importance, ShareSim *out);
+                 CalibScore score, ShareSim *out);
 
 // Output energy of every unit per calibration token, energy[L*U]:
 // tr(Wo_u H_u Wo_u^T) / tokens, the mean squared norm it adds to the residual.
@@ -78,7 +95,9 @@ int calib_spd_solve(double *A, int n, double *B, int m);
 // Calibration file (postshare calibrate): the 8 bytes "PSCALIB1", then int64
 // L, U, C, W, tokens (little-endian), then gin and gout as float64; with head
 // importance, then the 8 bytes "PSIMP001", int64 imp_tokens, float64 imp_base
-// and imp[L*U] as float64. Written atomically. calib_read checks the header, the size and (cfg !=
+// and imp[L*U] as float64; with measured damage, then the 8 bytes "PSDMG001",
+// int64 dmg_tokens, float64 dmg_base, dmg[L*U] as float64 and dmg_src[L*U] as
+// int32 (each in [0, l*U) for a unit of layer l >= 1, -1 in layer 0). Written atomically. calib_read checks the header, the size and (cfg !=
 // NULL) the model shape. 0, or -1 with ps_err naming the file.
 int calib_write(const char *path, const CalibGrams *g);
 int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g);

@@ -109,7 +109,8 @@ typedef struct {
 // MATCH_QK..MATCH_QKV: cosine of concatenated slices; MATCH_CIRCUIT: the
 // symmetry-aware circuit similarity (align.h); MATCH_CALIB: the calibration-aware
 // output-error score (calib.h); MATCH_IMPORTANCE: that error scaled by the
-// target's measured head importance (calib.h).
+// target's measured head importance (calib.h); MATCH_MEASURED: that error scaled
+// by the loss increase measured when the target shares its best source (calib.h).
 typedef enum {
     MATCH_QK = 0,
     MATCH_Q,
@@ -118,7 +119,8 @@ typedef enum {
     MATCH_QKV,
     MATCH_CIRCUIT,
     MATCH_CALIB,
-    MATCH_IMPORTANCE
+    MATCH_IMPORTANCE,
+    MATCH_MEASURED
 } ShareMatchFn;
 
 // One replaced unit: (layer, unit) uses the weights of (src_layer, src_unit).

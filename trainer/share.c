@@ -19,7 +19,8 @@
 // ---------------------------------------------------------------------------
 // match functions
 
-static const char *k_match_names[] = {"qk", "q", "k", "v", "qkv", "circuit", "calib", "importance"};
+static const char *k_match_names[] = {"qk",      "q",     "k",          "v",       "qkv",
+                                      "circuit", "calib", "importance", "measured"};
 
 const char *share_match_name(ShareMatchFn fn) {
     return k_match_names[fn];
@@ -31,8 +32,10 @@ int share_match_parse(const char *s, ShareMatchFn *fn) {
             *fn = (ShareMatchFn)i;
             return 0;
         }
-    return ps_err_set("unknown match function '%s' (expected qk, q, k, v, qkv, circuit or calib)",
-                      s);
+    return ps_err_set(
+        "unknown match function '%s' (expected qk, q, k, v, qkv, circuit, calib, importance or "
+        "measured)",
+        s);
 }
 
 // The slices a match function reads, in order: 0 = Wq, 1 = Wk, 2 = Wv (its name
@@ -393,7 +396,8 @@ int share_select_parse(const char *s, ShareSelect *sel) {
 int share_sim_compute(const HostWeights *w, ShareMatchFn fn, const CalibGrams *grams, int verbose,
                       ShareSim *s) {
     const ParamTable *t = &w->t;
-    if ((fn == MATCH_CALIB || fn == MATCH_IMPORTANCE) && !grams)
+    int calib = fn == MATCH_CALIB || fn == MATCH_IMPORTANCE || fn == MATCH_MEASURED;
+    if (calib && !grams)
         return ps_err_set(
             "match '%s' needs calibration data (postshare match --match %s --calib FILE)",
             share_match_name(fn), share_match_name(fn));
@@ -401,10 +405,18 @@ int share_sim_compute(const HostWeights *w, ShareMatchFn fn, const CalibGrams *g
         return ps_err_set(
             "match 'importance' needs head importance in the calibration file (postshare "
             "calibrate --importance-tokens N)");
+    if (fn == MATCH_MEASURED && !grams->dmg)
+        return ps_err_set(
+            "match 'measured' needs measured sharing damage in the calibration file (postshare "
+            "calibrate --damage-tokens N)");
     ShareLayerView *views = xcalloc((size_t)t->cfg.n_layers, sizeof *views);
     share_layer_views(t, w->params, views);
-    if (fn == MATCH_CALIB || fn == MATCH_IMPORTANCE)
-        calib_match(&t->cfg, views, grams, fn == MATCH_IMPORTANCE, s);
+    if (calib)
+        calib_match(&t->cfg, views, grams,
+                    fn == MATCH_IMPORTANCE ? CALIB_SCORE_IMPORTANCE
+                    : fn == MATCH_MEASURED ? CALIB_SCORE_MEASURED
+                                           : CALIB_SCORE_ERROR,
+                    s);
     else if (fn == MATCH_CIRCUIT)
         align_match_circuit(&t->cfg, views, s);
     else

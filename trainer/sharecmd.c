@@ -341,7 +341,10 @@ static void match_usage(FILE *f) {
             "                     circuit (QK and OV circuits, symmetry-aware); calib (the\n"
             "                     output error on calibration data: needs --calib);\n"
             "                     importance (that error times the target's measured head\n"
-            "                     importance: needs --calib from calibrate --importance-tokens)\n"
+            "                     importance: needs --calib from calibrate --importance-tokens);\n"
+            "                     measured (that error times the loss increase measured with\n"
+            "                     the target sharing its calib-best source: needs --calib from\n"
+            "                     calibrate --damage-tokens)\n"
             "  --calib FILE       calibration Grams from postshare calibrate\n"
             "  --select S         greedy (default: the selection rule), random (a baseline,\n"
             "                     --seed), prune (the units of lowest calibrated output energy,\n"
@@ -467,13 +470,17 @@ static void calib_usage(FILE *f) {
             "                     importance): the loss increase when each unit of layers >= 1\n"
             "                     is removed, on the first N of these tokens, one forward pass\n"
             "                     per unit (default 0: none)\n"
+            "  --damage-tokens N  also measure the sharing damage (for match --match\n"
+            "                     measured): the loss increase when each unit of layers >= 1\n"
+            "                     takes the slices of its calib-best source, on the first N\n"
+            "                     tokens, one forward pass per unit (default 0: none)\n"
             "  --seq-len T        tokens per sequence (default: min(256, max_seq_len))\n"
             "  --threads N        CPU threads (default: all)\n");
 }
 
 int calibcmd_main(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *data = NULL;
-    long tokens = 4096, imp_tokens = 0;
+    long tokens = 4096, imp_tokens = 0, dmg_tokens = 0;
     int threads = 0, T = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -489,6 +496,8 @@ int calibcmd_main(int argc, char **argv) {
             tokens = cli_int("calibrate", a, argv[++i], 1, 1L << 40);
         } else if (!strcmp(a, "--importance-tokens") && has_next) {
             imp_tokens = cli_int("calibrate", a, argv[++i], 0, 1L << 40);
+        } else if (!strcmp(a, "--damage-tokens") && has_next) {
+            dmg_tokens = cli_int("calibrate", a, argv[++i], 0, 1L << 40);
         } else if (!strcmp(a, "--seq-len") && has_next) {
             T = (int)cli_int("calibrate", a, argv[++i], 1, 1 << 20);
         } else if (!strcmp(a, "--threads") && has_next) {
@@ -524,6 +533,17 @@ int calibcmd_main(int argc, char **argv) {
             "calibrate: head importance of %d units on %ld tokens (loss %.4f): loss increase "
             "%.5f .. %.5f, in %.1f s\n",
             (L - 1) * U, g.imp_tokens, g.imp_base, lo, hi, ps_now() - t1);
+    }
+    if (dmg_tokens > 0) {
+        double t2 = ps_now();
+        if (calib_damage(&w, ld, dmg_tokens, 1, &g) != 0) ps_die("calibrate: %s", ps_err_msg());
+        int L = c->n_layers, U = c->n_kv_heads;
+        double lo = INFINITY, hi = -INFINITY;
+        for (int i = U; i < L * U; i++) lo = fmin(lo, g.dmg[i]), hi = fmax(hi, g.dmg[i]);
+        printf(
+            "calibrate: measured sharing damage of %d units on %ld tokens (loss %.4f): loss "
+            "increase %.5f .. %.5f, in %.1f s\n",
+            (L - 1) * U, g.dmg_tokens, g.dmg_base, lo, hi, ps_now() - t2);
     }
     if (calib_write(out, &g) != 0) ps_die("calibrate: %s", ps_err_msg());
     printf(

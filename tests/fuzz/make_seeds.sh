@@ -8,7 +8,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 build="$(cd "${1:?usage: make_seeds.sh BUILD_DIR}" && pwd)"
 c="$here/corpus"
-mkdir -p "$c"/{safetensors,config,index,plan,job,shard,llama2c,tokbin,spm,ckpt,tasks}
+mkdir -p "$c"/{safetensors,config,index,plan,job,shard,llama2c,tokbin,spm,ckpt,tasks,calib}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -100,5 +100,21 @@ seed("user", 3, b'{"query": "Q: sky", "choices": ["blue", "green"], "gold": 0}\n
 seed("mmlu", 4, open(f"{fx}/mmlu/mmlu.zip", "rb").read())
 seed("defs", 5, b'[{"name": "mine", "file": "mine.jsonl", "strip": "Q: ", "prefix": "<", '
      b'"suffix": ">", "metrics": ["acc", "acc_norm"]}]')
+PY
+# calibration files (trainer/calib.h's layout): 2 layers x 2 units, dim 4, unit width 2;
+# Grams only, + head importance, + importance and measured damage
+python3 - "$c/calib" <<'PY'
+import struct, sys
+d = sys.argv[1]
+L, U, C, W = 2, 2, 4, 2
+grams = b"PSCALIB1" + struct.pack("<5q", L, U, C, W, 64)
+grams += struct.pack(f"<{L*C*C}d", *[float(i % 5) for i in range(L * C * C)])
+grams += struct.pack(f"<{L*U*W*W}d", *[float(i % 3) for i in range(L * U * W * W)])
+imp = b"PSIMP001" + struct.pack("<qd", 16, 3.5) + struct.pack(f"<{L*U}d", 0, 0, 0.1, -0.2)
+dmg = b"PSDMG001" + struct.pack("<qd", 16, 3.5) + struct.pack(f"<{L*U}d", 0, 0, 0.05, -0.01)
+dmg += struct.pack(f"<{L*U}i", -1, -1, 1, 0)
+for name, data in (("grams", grams), ("imp", grams + imp), ("imp_dmg", grams + imp + dmg),
+                   ("dmg", grams + dmg)):
+    open(f"{d}/{name}.grams", "wb").write(data)
 PY
 ls -la "$c"/*
