@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # DirectShare on SmolLM2-135M-Instruct: WikiText-2 validation perplexity at 5,
 # 10, 20 and 30% of the KV groups replaced, for random plans (3 seeds), head
-# pruning, and pairs chosen by cosine (qk), by circuit, by the calibration score
-# and by that score times the measured head importance, each applied by copy,
+# pruning, and pairs chosen by cosine (qk), by circuit, by the calibration score,
+# by that score times the measured head importance, and by the loss increase
+# measured with each unit sharing its calibration-best source, each applied by copy,
 # merge and align + merge (align + copy once, as a check: the same as copy).
 #
 # usage: experiments/smollm2/run.sh          (from the repository root, after a build)
 # env:   WORK (default experiments/smollm2/work), EVAL_TOKENS (default 20480: the
 #        first tokens of valid.txt), CALIB_TOKENS (default 4096: the first of the
 #        last 13,349 tokens of valid.txt, disjoint from the evaluated ones),
-#        IMP_TOKENS (default 1024: the first calibration tokens, for head importance), SEQ (512),
+#        IMP_TOKENS (default 1024: the first calibration tokens, for head importance),
+#        DMG_TOKENS (default 1024: the same, for the measured sharing damage), SEQ (512),
 #        THREADS (2),
 #        RATIOS ("0.05 0.1 0.2 0.3"), VARIANTS (default: all, in the order below),
 #        SKIP_BASE (set: no unshared evaluation), NO_TABLE (set: no table at the end),
@@ -25,6 +27,7 @@ WORK=${WORK:-experiments/smollm2/work}
 EVAL_TOKENS=${EVAL_TOKENS:-20480}
 CALIB_TOKENS=${CALIB_TOKENS:-4096}
 IMP_TOKENS=${IMP_TOKENS:-1024}
+DMG_TOKENS=${DMG_TOKENS:-1024}
 SEQ=${SEQ:-512}
 THREADS=${THREADS:-2}
 RATIOS=${RATIOS:-0.05 0.1 0.2 0.3}
@@ -58,12 +61,15 @@ M=hf:$WORK/hf
 EVAL=(--data "$WORK/data/wt2_train_*.bin" --seq-len "$SEQ" --batch-size 1
       --batches $((EVAL_TOKENS / SEQ)) --threads "$THREADS" --backend cpu)
 
-# 2. Calibration Grams (one forward pass over CALIB_TOKENS tokens) and head importance
+# 2. Calibration Grams (one forward pass over CALIB_TOKENS tokens), head importance
 # (the loss increase when each unit is removed, on the first IMP_TOKENS of them: one
-# forward pass per unit of layers >= 1, 87 on SmolLM2).
-[ -f "$WORK/calib.bin" ] || $P calibrate "$M" --data "$WORK/data/wt2_val_*.bin" \
-    --tokens "$CALIB_TOKENS" --importance-tokens "$IMP_TOKENS" --seq-len "$SEQ" \
-    --threads "$THREADS" -o "$WORK/calib.bin" 2> "$WORK/importance.log"
+# forward pass per unit of layers >= 1, 87 on SmolLM2) and the measured sharing
+# damage (the same with each unit taking its calibration-best source's slices).
+# A calibration file from before the damage existed is made again (same Grams).
+[ -f "$WORK/calib.bin" ] && grep -q PSDMG001 "$WORK/calib.bin" ||
+    $P calibrate "$M" --data "$WORK/data/wt2_val_*.bin" \
+    --tokens "$CALIB_TOKENS" --importance-tokens "$IMP_TOKENS" --damage-tokens "$DMG_TOKENS" \
+    --seq-len "$SEQ" --threads "$THREADS" -o "$WORK/calib.bin" 2> "$WORK/importance.log"
 
 CSV=$WORK/results.csv
 [ -f "$CSV" ] || echo "ratio,selection,combine,replaced,ppl,loss,tokens" > "$CSV"
@@ -81,7 +87,7 @@ evaluate() {  # ratio selection combine model-spec replaced
 
 [ -n "${SKIP_BASE:-}" ] || done_already 0 none none || evaluate 0 none none "$M" 0
 
-# One variant: SELECTION is random1..3, prune, qk, circuit, calib or importance; COMBINE is
+# One variant: SELECTION is random1..3, prune, qk, circuit, calib, importance or measured; COMBINE is
 # copy, align-copy, merge, align-merge or prune.
 variant() {  # ratio selection combine
     local r=$1 sel=$2 comb=$3
@@ -94,7 +100,7 @@ variant() {  # ratio selection combine
                      --no-plot -o "$d/plan.json" > "$d/match.log" ;;
         prune) $P match "$M" --ratio "$r" --select prune --calib "$WORK/calib.bin" \
                    --no-plot -o "$d/plan.json" > "$d/match.log" ;;
-        calib | importance) $P match "$M" --ratio "$r" --match "$sel" --calib "$WORK/calib.bin" \
+        calib | importance | measured) $P match "$M" --ratio "$r" --match "$sel" --calib "$WORK/calib.bin" \
                    -o "$d/plan.json" > "$d/match.log" ;;
         *) $P match "$M" --ratio "$r" --match "$sel" -o "$d/plan.json" > "$d/match.log" ;;
         esac
@@ -118,7 +124,8 @@ variant() {  # ratio selection combine
 # In order of what the verdict needs first (a run cut short still answers it).
 DEFAULT_VARIANTS="random1:copy prune:prune calib:copy importance:copy random2:copy random3:copy
 calib:align-merge importance:align-merge calib:merge qk:copy circuit:copy importance:merge
-qk:merge circuit:merge qk:align-merge circuit:align-merge calib:align-copy"
+qk:merge circuit:merge qk:align-merge circuit:align-merge calib:align-copy measured:copy
+measured:merge measured:align-merge"
 for v in ${VARIANTS:-$DEFAULT_VARIANTS}; do
     for r in $RATIOS; do variant "$r" "${v%%:*}" "${v##*:}"; done
 done
