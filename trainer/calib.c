@@ -586,7 +586,7 @@ int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g) {
         ps_mul_size(nimp, (size_t)h[3] * h[3], &nout) || nin > len / 8 || nout > len / 8) {
         free(buf);
         return ps_err_set("%s: its header (%lld layers x %lld units, dim %lld, unit width %lld) "
-                          "implies more Gram data than the file's %zu bytes",
+                          "implies more Gram data than the file's %zu bytes (truncated?)",
                           path, (long long)h[0], (long long)h[1], (long long)h[2],
                           (long long)h[3], len);
     }
