@@ -147,7 +147,8 @@ static void test_matmul_res(int N, int IC, int OC) {
     for (int i = 0; i < N; i++)  // plain loops in double (N == 1 runs sgemv, else sgemm)
         for (int o = 0; o < OC; o++) {
             double acc = res[(size_t)i * OC + o];
-            for (int k = 0; k < IC; k++) acc += (double)x[(size_t)i * IC + k] * W[(size_t)o * IC + k];
+            for (int k = 0; k < IC; k++)
+                acc += (double)x[(size_t)i * IC + k] * W[(size_t)o * IC + k];
             ref[(size_t)i * OC + o] = (float)acc;
         }
     be->matmul_fwd(out, x, W, N, IC, OC, res);

@@ -450,8 +450,7 @@ static void test_damage(void) {
     CHECK(ld, "%s", ps_err_msg());
     CalibGrams g = {0}, h;
     T_CHECK(calib_collect(&w, ld, 32, &g) == 0, "grams: %s", ps_err_msg());
-    T_CHECK(calib_damage(&w, ld, 24, 0, &g) == 0 && g.dmg_tokens == 24, "damage: %s",
-            ps_err_msg());
+    T_CHECK(calib_damage(&w, ld, 24, 0, &g) == 0 && g.dmg_tokens == 24, "damage: %s", ps_err_msg());
     ShareLayerView views[3];
     share_layer_views(&w.t, w.params, views);
     ShareSim sim;
@@ -507,7 +506,8 @@ static void test_damage(void) {
     float top = -1;
     int arg = -1;
     for (int t = U; t < N; t++)
-        if (ms.sim[(size_t)t * N + ms.best[t]] > top) top = ms.sim[(size_t)t * N + ms.best[t]], arg = t;
+        if (ms.sim[(size_t)t * N + ms.best[t]] > top)
+            top = ms.sim[(size_t)t * N + ms.best[t]], arg = t;
     T_CHECK(arg == cheapest && ms.best[arg] == g.dmg_src[arg],
             "measured: top unit %d (source %d), cheapest %d (source %d)", arg, ms.best[arg],
             cheapest, g.dmg_src[cheapest]);

@@ -128,7 +128,8 @@ static long unit_sweep(const HostWeights *w, Loader *ld, long max_tokens, const 
             int rows, cols;
             float *t = slice_at(wm, l, u, k, &ldw, &rows, &cols);
             float *d = tmp + (t - (w->params + pe->offset));
-            const float *s = src ? slice_at(wm, src[i] / U, src[i] % U, k, &ldw, &rows, &cols) : NULL;
+            const float *s =
+                src ? slice_at(wm, src[i] / U, src[i] % U, k, &ldw, &rows, &cols) : NULL;
             for (int r = 0; r < rows; r++) {
                 if (s)
                     memcpy(d + (size_t)r * ldw, s + (size_t)r * ldw, sizeof(float) * (size_t)cols);
@@ -585,10 +586,10 @@ int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g) {
     if (ps_mul_size((size_t)h[0], (size_t)h[2] * h[2], &nin) ||
         ps_mul_size(nimp, (size_t)h[3] * h[3], &nout) || nin > len / 8 || nout > len / 8) {
         free(buf);
-        return ps_err_set("%s: its header (%lld layers x %lld units, dim %lld, unit width %lld) "
-                          "implies more Gram data than the file's %zu bytes (truncated?)",
-                          path, (long long)h[0], (long long)h[1], (long long)h[2],
-                          (long long)h[3], len);
+        return ps_err_set(
+            "%s: its header (%lld layers x %lld units, dim %lld, unit width %lld) "
+            "implies more Gram data than the file's %zu bytes (truncated?)",
+            path, (long long)h[0], (long long)h[1], (long long)h[2], (long long)h[3], len);
     }
     size_t n0 = 48 + 8 * (nin + nout);
     // optional sections after the Grams, in this order: importance, damage

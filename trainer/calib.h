@@ -97,7 +97,8 @@ int calib_spd_solve(double *A, int n, double *B, int m);
 // importance, then the 8 bytes "PSIMP001", int64 imp_tokens, float64 imp_base
 // and imp[L*U] as float64; with measured damage, then the 8 bytes "PSDMG001",
 // int64 dmg_tokens, float64 dmg_base, dmg[L*U] as float64 and dmg_src[L*U] as
-// int32 (each in [0, l*U) for a unit of layer l >= 1, -1 in layer 0). Written atomically. calib_read checks the header, the size and (cfg !=
-// NULL) the model shape. 0, or -1 with ps_err naming the file.
+// int32 (each in [0, l*U) for a unit of layer l >= 1, -1 in layer 0). Written atomically.
+// calib_read checks the header, the size and (cfg != NULL) the model shape. 0, or -1 with ps_err
+// naming the file.
 int calib_write(const char *path, const CalibGrams *g);
 int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g);
