@@ -530,6 +530,27 @@ static const char k_calib_magic[8] = {'P', 'S', 'C', 'A', 'L', 'I', 'B', '1'};
 static const char k_imp_magic[8] = {'P', 'S', 'I', 'M', 'P', '0', '0', '1'};
 static const char k_dmg_magic[8] = {'P', 'S', 'D', 'M', 'G', '0', '0', '1'};
 
+// A per-unit loss sweep section (importance, damage) at p: magic, int64 tokens,
+// float64 base loss, float64 values[n].
+static void write_sweep(char *p, const char magic[8], long tokens, double base, const double *v,
+                        size_t n) {
+    int64_t t = tokens;
+    memcpy(p, magic, 8);
+    memcpy(p + 8, &t, 8);
+    memcpy(p + 16, &base, 8);
+    memcpy(p + 24, v, 8 * n);
+}
+
+static double *read_sweep(const char *p, size_t n, long *tokens, double *base) {
+    int64_t t;
+    memcpy(&t, p + 8, 8);
+    memcpy(base, p + 16, 8);
+    *tokens = (long)t;
+    double *v = xmalloc(8 * n);
+    memcpy(v, p + 24, 8 * n);
+    return v;
+}
+
 int calib_write(const char *path, const CalibGrams *g) {
     size_t nin = (size_t)g->L * g->C * g->C, nout = (size_t)g->L * g->U * g->W * g->W;
     size_t n0 = 8 + 5 * 8 + 8 * (nin + nout), nimp = (size_t)g->L * g->U;
@@ -541,19 +562,9 @@ int calib_write(const char *path, const CalibGrams *g) {
     memcpy(buf + 8, h, sizeof h);
     memcpy(buf + 48, g->gin, 8 * nin);
     memcpy(buf + 48 + 8 * nin, g->gout, 8 * nout);
-    if (g->imp) {
-        int64_t it = g->imp_tokens;
-        memcpy(buf + n0, k_imp_magic, 8);
-        memcpy(buf + n0 + 8, &it, 8);
-        memcpy(buf + n0 + 16, &g->imp_base, 8);
-        memcpy(buf + n0 + 24, g->imp, 8 * nimp);
-    }
+    if (g->imp) write_sweep(buf + n0, k_imp_magic, g->imp_tokens, g->imp_base, g->imp, nimp);
     if (g->dmg) {
-        int64_t dt = g->dmg_tokens;
-        memcpy(buf + n1, k_dmg_magic, 8);
-        memcpy(buf + n1 + 8, &dt, 8);
-        memcpy(buf + n1 + 16, &g->dmg_base, 8);
-        memcpy(buf + n1 + 24, g->dmg, 8 * nimp);
+        write_sweep(buf + n1, k_dmg_magic, g->dmg_tokens, g->dmg_base, g->dmg, nimp);
         for (size_t i = 0; i < nimp; i++) {
             int32_t v = g->dmg_src[i];
             memcpy(buf + n1 + 24 + 8 * nimp + 4 * i, &v, 4);
@@ -637,21 +648,9 @@ int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g) {
     g->gout = xmalloc(8 * nout);
     memcpy(g->gin, buf + 48, 8 * nin);
     memcpy(g->gout, buf + 48 + 8 * nin, 8 * nout);
-    if (has_imp) {
-        int64_t it;
-        memcpy(&it, buf + at_imp + 8, 8);
-        memcpy(&g->imp_base, buf + at_imp + 16, 8);
-        g->imp_tokens = (long)it;
-        g->imp = xmalloc(8 * nimp);
-        memcpy(g->imp, buf + at_imp + 24, 8 * nimp);
-    }
+    if (has_imp) g->imp = read_sweep(buf + at_imp, nimp, &g->imp_tokens, &g->imp_base);
     if (has_dmg) {
-        int64_t dt;
-        memcpy(&dt, buf + at_dmg + 8, 8);
-        memcpy(&g->dmg_base, buf + at_dmg + 16, 8);
-        g->dmg_tokens = (long)dt;
-        g->dmg = xmalloc(8 * nimp);
-        memcpy(g->dmg, buf + at_dmg + 24, 8 * nimp);
+        g->dmg = read_sweep(buf + at_dmg, nimp, &g->dmg_tokens, &g->dmg_base);
         g->dmg_src = xmalloc(sizeof(int) * nimp);
         for (size_t i = 0; i < nimp; i++) {
             int32_t v;

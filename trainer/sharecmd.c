@@ -478,6 +478,18 @@ static void calib_usage(FILE *f) {
             "  --threads N        CPU threads (default: all)\n");
 }
 
+// One line for a per-unit loss sweep of calibrate (importance, damage): its range.
+static void report_sweep(const LlamaConfig *c, const char *what, const double *v, long tokens,
+                         double base, double secs) {
+    int L = c->n_layers, U = c->n_kv_heads;
+    double lo = INFINITY, hi = -INFINITY;
+    for (int i = U; i < L * U; i++) lo = fmin(lo, v[i]), hi = fmax(hi, v[i]);
+    printf(
+        "calibrate: %s of %d units on %ld tokens (loss %.4f): loss increase %.5f .. %.5f, in "
+        "%.1f s\n",
+        what, (L - 1) * U, tokens, base, lo, hi, secs);
+}
+
 int calibcmd_main(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *data = NULL;
     long tokens = 4096, imp_tokens = 0, dmg_tokens = 0;
@@ -526,24 +538,12 @@ int calibcmd_main(int argc, char **argv) {
     double t1 = ps_now();
     if (imp_tokens > 0) {
         if (calib_importance(&w, ld, imp_tokens, 1, &g) != 0) ps_die("calibrate: %s", ps_err_msg());
-        int L = c->n_layers, U = c->n_kv_heads;
-        double lo = INFINITY, hi = -INFINITY;
-        for (int i = U; i < L * U; i++) lo = fmin(lo, g.imp[i]), hi = fmax(hi, g.imp[i]);
-        printf(
-            "calibrate: head importance of %d units on %ld tokens (loss %.4f): loss increase "
-            "%.5f .. %.5f, in %.1f s\n",
-            (L - 1) * U, g.imp_tokens, g.imp_base, lo, hi, ps_now() - t1);
+        report_sweep(c, "head importance", g.imp, g.imp_tokens, g.imp_base, ps_now() - t1);
     }
     if (dmg_tokens > 0) {
         double t2 = ps_now();
         if (calib_damage(&w, ld, dmg_tokens, 1, &g) != 0) ps_die("calibrate: %s", ps_err_msg());
-        int L = c->n_layers, U = c->n_kv_heads;
-        double lo = INFINITY, hi = -INFINITY;
-        for (int i = U; i < L * U; i++) lo = fmin(lo, g.dmg[i]), hi = fmax(hi, g.dmg[i]);
-        printf(
-            "calibrate: measured sharing damage of %d units on %ld tokens (loss %.4f): loss "
-            "increase %.5f .. %.5f, in %.1f s\n",
-            (L - 1) * U, g.dmg_tokens, g.dmg_base, lo, hi, ps_now() - t2);
+        report_sweep(c, "measured sharing damage", g.dmg, g.dmg_tokens, g.dmg_base, ps_now() - t2);
     }
     if (calib_write(out, &g) != 0) ps_die("calibrate: %s", ps_err_msg());
     printf(
