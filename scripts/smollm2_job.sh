@@ -11,16 +11,17 @@
 #            PostShare runs only.
 # env:
 #   RATIOS      fractions of the KV groups shared (default "0.1 0.3")
-#   TF          the training-free method, SELECTION:COMBINE (default calib:copy, the
+#   TF          the training-free method, SELECTION:COMBINE (default measured:copy, the
 #               best sharing method of experiments/smollm2/README.md); SELECTION is a
-#               `match --match` function (qk, circuit, calib, importance), COMBINE
-#               copy, align-copy, merge or align-merge. PostShare starts from its plan.
+#               `match --match` function (qk, circuit, calib, importance, measured),
+#               COMBINE copy, align-copy, merge or align-merge. PostShare starts from its plan.
 #   VARIANTS    PostShare runs per ratio (default "knobs"): knobs = CONFIG's share.reg
 #               as written; plain = the reference's pull (0.5 LM + 0.5 l2, not
 #               normalized, no ramp, one learning rate); any other NAME ([a-z0-9_]+)
 #               = CONFIG with the KEY=VALUE words of the variable VARIANT_NAME, e.g.
 #               VARIANTS="knobs fast" VARIANT_fast="share.reg.lr_mult=200 train.min_lr=1e-4"
-#   CALIB_TOKENS (2048) and IMP_TOKENS (512, TF=importance only): calibration tokens
+#   CALIB_TOKENS (2048), IMP_TOKENS (512, TF=importance only) and DMG_TOKENS (512,
+#               TF=measured only): calibration tokens
 #   W           work folder (default checkpoints/CONFIG-NAME, e.g. checkpoints/smollm2);
 #               results in W/results.md,
 #               W/results.json, W/results.png
@@ -42,10 +43,11 @@ PS=${PS:-build/postshare}
 PY=${PS_PYTHON:-/usr/bin/python3}
 W=${W:-checkpoints/$(basename "$CONFIG" .yaml)}
 RATIOS=${RATIOS:-0.1 0.3}
-TF=${TF:-calib:copy}
+TF=${TF:-measured:copy}
 VARIANTS=${VARIANTS:-knobs}
 CALIB_TOKENS=${CALIB_TOKENS:-2048}
 IMP_TOKENS=${IMP_TOKENS:-512}
+DMG_TOKENS=${DMG_TOKENS:-512}
 WIKITEXT=${WIKITEXT:-../shared/data/text/wikitext-2-raw/valid.txt}
 TINYSTORIES=${TINYSTORIES:-../shared/data/text/tinystories/tinystories_sample.txt}
 [ -f "$CONFIG" ] || { echo "smollm2 job: $CONFIG: no such config" >&2; exit 1; }
@@ -116,9 +118,11 @@ COMMON=(--threads "$THREADS" --backend "$BACKEND")
 
 # 2. Calibration (for calib / importance plans and merges)
 CAL=$W/calib.bin
-if [ ! -f "$CAL" ] && { [ "$TF_SEL" = calib ] || [ "$TF_SEL" = importance ] || [[ $TF_COMB == *merge ]]; }; then
+if [ ! -f "$CAL" ] && { [ "$TF_SEL" = calib ] || [ "$TF_SEL" = importance ] ||
+  [ "$TF_SEL" = measured ] || [[ $TF_COMB == *merge ]]; }; then
   IMP=()
   [ "$TF_SEL" = importance ] && IMP=(--importance-tokens "$IMP_TOKENS")
+  [ "$TF_SEL" = measured ] && IMP=(--damage-tokens "$DMG_TOKENS")
   run $PS calibrate "hf:$M" --data "$D/wt2_val_*.bin" --tokens "$CALIB_TOKENS" "${IMP[@]}" \
     --seq-len "$T" --threads "$THREADS" -o "$CAL"
 fi
@@ -182,7 +186,7 @@ for r in $RATIOS; do
   fi
   # the training-free method
   MATCH=(--match "$TF_SEL")
-  [ "$TF_SEL" = calib ] || [ "$TF_SEL" = importance ] && MATCH+=(--calib "$CAL")
+  case $TF_SEL in calib | importance | measured) MATCH+=(--calib "$CAL") ;; esac
   [ -f "$P/tf.json" ] || run $PS match "hf:$M" --ratio "$r" "${MATCH[@]}" --no-plot --threads "$THREADS" \
     -o "$P/tf.json" > /dev/null
   if ! have_row "$TF" "$r"; then

@@ -2,8 +2,8 @@
 # test_smollm2_job.sh: the plumbing of the second job (scripts/smollm2_job.sh, run by
 # `./run.sh smollm2`) in seconds: the whole job on a tiny byte-level model (4 KV
 # groups, MODEL/TOKENIZER instead of the GGUF) with tiny budgets and text from the
-# repository, no tasks: prepare, calibrate, match, share, two PostShare runs (knobs and plain) from
-# the calibration plan, every row evaluated, then results.md/json and the plot.
+# repository, no tasks: prepare, calibrate (with the measured damage), match, share, PostShare runs
+# (knobs, plain, a variant) from the measured plan, every row evaluated, then results.md/json and the plot.
 # Also: bad TF and VARIANTS values are refused, and DRY_RUN prints the commands.
 # Usage: test_smollm2_job.sh POSTSHARE_BIN SOURCE_DIR
 set -uo pipefail
@@ -18,14 +18,14 @@ cat "$SRC"/trainer/*.c > "$TMP/stories.txt"
   --set data.train="$TMP/d/t_train_*.bin" --set data.val="$TMP/d/t_val_*.bin" > "$TMP/tiny.log" 2>&1 \
   || { bad "tiny model"; tail "$TMP/tiny.log" >&2; }
 export MODEL="$TMP/runs/tiny/model" TOKENIZER=byte WIKITEXT="$TMP/wiki.txt" TINYSTORIES="$TMP/stories.txt"
-export W="$TMP/w" RATIOS="0.5" VARIANTS="knobs plain fast" TF=calib:copy CALIB_TOKENS=256
+export W="$TMP/w" RATIOS="0.5" VARIANTS="knobs plain fast" TF=measured:copy CALIB_TOKENS=256 DMG_TOKENS=64
 export VARIANT_fast="share.reg.lr_mult=200 train.min_lr=1e-4"
 SETS=(--set train.steps=3 --set data.seq_len=32 --set data.batch_size=2 --set data.val_batches=1
   --set eval.test_batches=2 --set eval.tasks= --set threads=1)
 bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" "${SETS[@]}" > "$TMP/job.log" 2>&1 \
   || { bad "the job failed"; tail -30 "$TMP/job.log" >&2; }
 check '[ -f "$W/results.md" ] && [ -f "$W/results.json" ]' "no results.md/json"
-for row in "| start | none |" "| directshare | 50% (2 of 4) |" "| calib:copy | 50% (2 of 4) |" \
+for row in "| start | none |" "| directshare | 50% (2 of 4) |" "| measured:copy | 50% (2 of 4) |" \
   "| postshare-knobs | 50% (2 of 4) |" "| postshare-plain | 50% (2 of 4) |" "| postshare-fast | 50% (2 of 4) |"; do
   check 'grep -qF "$row" "$W/results.md"' "results.md lacks the row '$row'"
 done
@@ -40,7 +40,7 @@ base = [r for r in rows if r["name"] == "start"][0]
 assert all(r["params"] < base["params"] for r in rows if r["name"] != "start")
 assert all(r["test_ppl"] > 1 for r in rows)
 PYEOF' "results.json rows inconsistent"
-# the knobs run used the config's knobs, the plain one the reference pull, both from the calib plan
+# the knobs run used the config's knobs, the plain one the reference pull, all from the measured plan
 check 'grep -q "normalized over q,k,v,o" "$W/r0.5/knobs.log" && grep -q "lr x" "$W/r0.5/knobs.log"' "knobs run without its knobs"
 check '! grep -q "normalized" "$W/r0.5/plain.log" && grep -q "loss = 0.5 \* LM + 0.5 \* R" "$W/r0.5/plain.log"' "plain run not plain"
 check 'grep -q "postshare: plan $W/r0.5/tf.json" "$W/r0.5/knobs.log"' "PostShare did not start from the training-free plan"
