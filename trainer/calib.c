@@ -83,8 +83,20 @@ int calib_collect(const HostWeights *w, Loader *ld, long max_tokens, CalibGrams 
     return 0;
 }
 
-static float *slice_at(HostWeights *w, int layer, int u, int k, size_t *ld, int *rows, int *cols);
+static int unit_rows(const LlamaConfig *c, int k);
 static const ParamKind k_slice_kinds[4] = {P_WQ, P_WK, P_WV, P_WO};
+
+// Where unit u's slice of kind k starts inside its layer's tensor (elements): rows
+// (Wq/Wk/Wv) are contiguous [rows, C]; Wo columns have leading dimension nh*hd.
+static size_t slice_offset(const LlamaConfig *c, int u, int k, size_t *ld, int *rows, int *cols) {
+    int qd = c->n_heads * cfg_head_dim(c), W = qd / c->n_kv_heads;
+    if (k < 3) {
+        *rows = unit_rows(c, k), *cols = c->dim, *ld = (size_t)c->dim;
+        return (size_t)u * *rows * c->dim;
+    }
+    *rows = c->dim, *cols = W, *ld = (size_t)qd;
+    return (size_t)u * W;
+}
 
 // The mean loss on the loader's first windows (max_tokens tokens, at least one
 // window) of the intact model (*base) and, for every unit t of layers >= 1 in
@@ -113,7 +125,6 @@ static long unit_sweep(const HostWeights *w, Loader *ld, long max_tokens, const 
         biggest = n > biggest ? n : biggest;
     }
     float *tmp = xmalloc(sizeof(float) * biggest);
-    HostWeights *wm = (HostWeights *)w;  // slice_at only computes addresses here
     for (int i = -1; i < L * U; i++) {
         int l = i < 0 ? 0 : i / U, u = i < 0 ? 0 : i % U;
         if (i >= 0 && l == 0) {
@@ -126,10 +137,11 @@ static long unit_sweep(const HostWeights *w, Loader *ld, long max_tokens, const 
             memcpy(tmp, w->params + pe->offset, sizeof(float) * pe->numel);
             size_t ldw;
             int rows, cols;
-            float *t = slice_at(wm, l, u, k, &ldw, &rows, &cols);
-            float *d = tmp + (t - (w->params + pe->offset));
-            const float *s =
-                src ? slice_at(wm, src[i] / U, src[i] % U, k, &ldw, &rows, &cols) : NULL;
+            float *d = tmp + slice_offset(c, u, k, &ldw, &rows, &cols);
+            const float *s = NULL;
+            if (src)
+                s = w->params + param_layer(&w->t, src[i] / U, k_slice_kinds[k])->offset +
+                    slice_offset(c, src[i] % U, k, &ldw, &rows, &cols);
             for (int r = 0; r < rows; r++) {
                 if (s)
                     memcpy(d + (size_t)r * ldw, s + (size_t)r * ldw, sizeof(float) * (size_t)cols);
@@ -151,7 +163,7 @@ static long unit_sweep(const HostWeights *w, Loader *ld, long max_tokens, const 
             continue;
         }
         delta[i] = loss - *base;
-        for (int k = 0; k < 4; k++) {  // restore t's layer
+        for (int k = src ? 0 : 3; k < 4; k++) {  // restore what was changed
             const ParamEntry *pe = param_layer(&w->t, l, k_slice_kinds[k]);
             be->upload_f32((char *)M.params + pe->offset * be->act_bytes, w->params + pe->offset,
                            pe->numel);
@@ -455,18 +467,11 @@ int calib_spd_solve(double *A, int n, double *B, int m) {
     return 0;
 }
 
-// Pointer to element (r, c) of unit u's slice of kind k in a full model: rows
-// (Wq/Wk/Wv) are contiguous [rows, C]; Wo columns have leading dimension nh*hd.
+// Pointer to the first element of unit u's slice of kind k in a full model
+// (slice_offset gives its layout).
 static float *slice_at(HostWeights *w, int layer, int u, int k, size_t *ld, int *rows, int *cols) {
-    const LlamaConfig *c = &w->t.cfg;
-    float *base = w->params + param_layer(&w->t, layer, k_slice_kinds[k])->offset;
-    int qd = c->n_heads * cfg_head_dim(c), W = qd / c->n_kv_heads;
-    if (k < 3) {
-        *rows = unit_rows(c, k), *cols = c->dim, *ld = (size_t)c->dim;
-        return base + (size_t)u * *rows * c->dim;
-    }
-    *rows = c->dim, *cols = W, *ld = (size_t)qd;
-    return base + (size_t)u * W;
+    return w->params + param_layer(&w->t, layer, k_slice_kinds[k])->offset +
+           slice_offset(&w->t.cfg, u, k, ld, rows, cols);
 }
 
 void calib_merge(HostWeights *w, const SharePlan *plan, const CalibGrams *g) {
