@@ -185,7 +185,9 @@ static void check_normalize_scale_free(RegType type) {
 }
 
 // reg_pairs_lr_scale marks exactly the elements of the pairs' slices (both
-// units, the strided Wo columns included), also inside a sub-range [lo, hi).
+// units, the strided Wo columns included), also inside a sub-range [lo, hi);
+// with a separate source multiplier the target slices keep theirs even where
+// a unit is both (this hand-made plan's L1.G0).
 static void check_lr_scale(void) {
     ParamTable t;
     param_table_build(&t, &CFG);
@@ -193,25 +195,31 @@ static void check_lr_scale(void) {
     SharePlan plan = {.cfg = CFG, .match = MATCH_QK, .ratio = 0.3, .n = 2, .e = e};
     RegPairs rp;
     reg_pairs_build(&rp, &t, &plan, REG_Q | REG_V | REG_O, REG_L2);
-    float *mark = xcalloc(t.total, sizeof(float)), *sc = xmalloc(sizeof(float) * t.total);
-    for (int i = 0; i < rp.n; i++)
-        for (int side = 0; side < 2; side++) {
+    // mark: 0 outside the pairs, 1 on a source-only element, 2 on a target's
+    unsigned char *mark = xcalloc(t.total, 1);
+    float *sc = xmalloc(sizeof(float) * t.total);
+    for (int side = 1; side >= 0; side--)
+        for (int i = 0; i < rp.n; i++) {
             ParamSlice s = side ? rp.b[i] : rp.a[i];
             for (int r = 0; r < s.rows; r++)
-                for (int c = 0; c < s.cols; c++) mark[s.off + (size_t)r * s.ld + c] = 1.0f;
+                for (int c = 0; c < s.cols; c++) mark[s.off + (size_t)r * s.ld + c] = 2 - side;
         }
-    size_t lo = t.total / 3, hi = t.total - 7, npaired = 0, bad = 0;
-    reg_pairs_lr_scale(&rp, 0, t.total, 4.0f, 0.0f, sc);
+    size_t lo = t.total / 3, hi = t.total - 7, npaired = 0, ntarget = 0, bad = 0;
+    reg_pairs_lr_scale(&rp, 0, t.total, 4.0f, 4.0f, 0.0f, sc);
     for (size_t i = 0; i < t.total; i++) {
         bad += sc[i] != (mark[i] ? 4.0f : 0.0f);
         npaired += mark[i] != 0;
+        ntarget += mark[i] == 2;
     }
-    reg_pairs_lr_scale(&rp, lo, hi, 2.0f, 0.5f, sc);
+    reg_pairs_lr_scale(&rp, lo, hi, 2.0f, 2.0f, 0.5f, sc);
     for (size_t i = lo; i < hi; i++) bad += sc[i - lo] != (mark[i] ? 2.0f : 0.5f);
+    reg_pairs_lr_scale(&rp, lo, hi, 3.0f, 0.0f, 1.0f, sc);
+    for (size_t i = lo; i < hi; i++)
+        bad += sc[i - lo] != (mark[i] == 2 ? 3.0f : mark[i] ? 0.0f : 1.0f);
     // 3 distinct units (L1.G0 is a target and a source) x (q: 2 heads x 2 x 8
-    // + v: 2 x 8 + o: 8 rows x 4 columns)
-    T_CHECK(bad == 0 && npaired == 3 * (32 + 16 + 32), "lr scale: %zu wrong, %zu paired", bad,
-            npaired);
+    // + v: 2 x 8 + o: 8 rows x 4 columns), 2 of them targets
+    T_CHECK(bad == 0 && npaired == 3 * (32 + 16 + 32) && ntarget == 2 * (32 + 16 + 32),
+            "lr scale: %zu wrong, %zu paired, %zu in targets", bad, npaired, ntarget);
     reg_pairs_free(&rp);
     free(mark);
     free(sc);

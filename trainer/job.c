@@ -114,6 +114,7 @@ static const JobKey KEYS[] = {
     {"share.reg.normalize",  JT_BOOL,   FIELD(share.reg_normalize), "false", JK_FIXED, NULL, "l2/mse: divide each slice pair's distance by its scale in the starting weights (l2: relative distance), so reg.weight means the same on any model"},
     {"share.reg.ramp_steps", JT_INT,    FIELD(share.reg_ramp_steps), "0",  JK_FIXED, "[0,inf)", "reg.weight ramps linearly from weight/N at step 1 to weight at step N; 0: constant"},
     {"share.reg.lr_mult",    JT_FLOAT,  FIELD(share.reg_lr_mult), "1",     JK_FIXED, "[0,inf)", "learning-rate multiplier of the slices R pulls together (both units of each pair)"},
+    {"share.reg.pull",       JT_STRING, FIELD(share.reg_pull),    "both",  JK_FIXED, "both|target", "both: R moves both slices of each pair (the reference); target: only the replaced unit's slices move, its source is frozen (learning rate 0) and the hand-off copies it as pretrained"},
     {"share.reg.rest_lr_mult", JT_FLOAT, FIELD(share.rest_lr_mult), "1",   JK_FIXED, "[0,inf)", "learning-rate multiplier of every parameter R does not touch; 0 freezes them"},
     {"share.apply_after",    JT_BOOL,   FIELD(share.apply_after), "true",  0, NULL, "at the end: apply the plan, evaluate, write results.json/md and the shared model"},
     {"share.materialize",    JT_BOOL,   FIELD(share.materialize), "false", 0, NULL, "also save the shared model as a plain HF directory"},

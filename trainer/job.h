@@ -82,6 +82,7 @@ typedef struct {
     int reg_ramp_steps;       // reg.weight ramps linearly from 0 over this many steps; 0: off
     float reg_lr_mult;        // learning-rate multiplier of the paired slices
     float rest_lr_mult;       // learning-rate multiplier of every other parameter (0 freezes)
+    char reg_pull[8];         // both | target: which slices of a pair move (target: sources frozen)
     int apply_after;          // bool: share and evaluate at the end of the run
     int materialize;          // bool: also save the shared model as a plain HF dir
 } JobShare;

@@ -61,12 +61,16 @@ int postshare_init(PostShare *ps, const JobConfig *job, const HostWeights *w0,
     ps->ramp_steps = sh->reg_ramp_steps;
     ps->lr_mult = sh->reg_lr_mult;
     ps->rest_lr_mult = sh->rest_lr_mult;
+    ps->pull_target = strcmp(sh->reg_pull, "target") == 0;
     ps->plan_json = share_plan_to_json(&ps->plan);
     printf("postshare: loss = %g * LM + %g * R (%s%s over %s, %d pairs)", ps->lm_weight,
            ps->reg_weight, sh->reg_type, sh->reg_normalize ? ", normalized" : "", sh->reg_targets,
            ps->plan.n);
     if (ps->ramp_steps > 0) printf(", weight ramped over %d steps", ps->ramp_steps);
-    if (ps->lr_mult != 1.0f || ps->rest_lr_mult != 1.0f)
+    if (ps->pull_target)
+        printf(", sources frozen, lr x %g on the targets, x %g elsewhere", ps->lr_mult,
+               ps->rest_lr_mult);
+    else if (ps->lr_mult != 1.0f || ps->rest_lr_mult != 1.0f)
         printf(", lr x %g on the paired slices, x %g elsewhere", ps->lr_mult, ps->rest_lr_mult);
     printf("\n");
     return 0;
@@ -78,9 +82,11 @@ float postshare_weight(const PostShare *ps, int step) {
 }
 
 void postshare_lr_scale(const PostShare *ps, Optim *opt) {
-    if (!ps->active || (ps->lr_mult == 1.0f && ps->rest_lr_mult == 1.0f)) return;
+    if (!ps->active || (ps->lr_mult == 1.0f && ps->rest_lr_mult == 1.0f && !ps->pull_target))
+        return;
     float *sc = xmalloc(sizeof(float) * (opt->hi - opt->lo + 1));
-    reg_pairs_lr_scale(&ps->pairs, opt->lo, opt->hi, ps->lr_mult, ps->rest_lr_mult, sc);
+    reg_pairs_lr_scale(&ps->pairs, opt->lo, opt->hi, ps->lr_mult,
+                       ps->pull_target ? 0.0f : ps->lr_mult, ps->rest_lr_mult, sc);
     optim_set_lr_scale(opt, sc);
     free(sc);
 }
@@ -413,6 +419,7 @@ void postshare_handoff(const PostShare *ps, const JobConfig *job, const char *ru
     cJSON_AddNumberToObject(s, "reg_ramp_steps", sh->reg_ramp_steps);
     cJSON_AddNumberToObject(s, "reg_lr_mult", sh->reg_lr_mult);
     cJSON_AddNumberToObject(s, "rest_lr_mult", sh->rest_lr_mult);
+    cJSON_AddStringToObject(s, "reg_pull", sh->reg_pull);
     cJSON_AddNumberToObject(s, "pairs", ps->plan.n);
     cJSON *f = cJSON_AddObjectToObject(root, "final");
     cJSON_AddNumberToObject(f, "reg_loss", last.R);

@@ -20,6 +20,7 @@ typedef struct {
     float reg_weight;             // 0 when inactive
     int ramp_steps;               // share.reg.ramp_steps
     float lr_mult, rest_lr_mult;  // share.reg.lr_mult, share.reg.rest_lr_mult
+    int pull_target;              // share.reg.pull == target: the sources are frozen
     char *plan_json;              // the plan as JSON (stored in checkpoints); NULL when inactive
 } PostShare;
 
@@ -38,8 +39,10 @@ float postshare_weight(const PostShare *ps, int step);
 // Add postshare_weight(step) * dR/dparams to the model's gradients and return
 // R and the pair statistics of the current weights.
 RegStats postshare_step(const PostShare *ps, Model *M, int step);
-// share.reg.lr_mult / rest_lr_mult: the optimizer's per-parameter learning-rate
-// multipliers over its range (left at all 1 when both are 1).
+// share.reg.lr_mult / rest_lr_mult / pull: the optimizer's per-parameter
+// learning-rate multipliers over its range: lr_mult on the target units' slices,
+// on the sources' too unless pull is target (then 0), rest_lr_mult elsewhere
+// (left at all 1 when that is all 1).
 void postshare_lr_scale(const PostShare *ps, Optim *opt);
 // The same statistics without touching gradients.
 RegStats postshare_stats(const PostShare *ps, const Model *M);

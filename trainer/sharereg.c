@@ -130,13 +130,13 @@ static void mark_slice(ParamSlice s, size_t lo, size_t hi, float v, float *out) 
     }
 }
 
-void reg_pairs_lr_scale(const RegPairs *rp, size_t lo, size_t hi, float paired, float rest,
-                        float *out) {
+void reg_pairs_lr_scale(const RegPairs *rp, size_t lo, size_t hi, float paired, float source,
+                        float rest, float *out) {
     for (size_t j = lo; j < hi; j++) out[j - lo] = rest;
-    for (int i = 0; i < rp->n; i++) {
-        mark_slice(rp->a[i], lo, hi, paired, out);
-        mark_slice(rp->b[i], lo, hi, paired, out);
-    }
+    // sources first: a unit that is also a target (not in a plan share_plan_make
+    // makes, but a hand-written one) keeps the target's multiplier
+    for (int i = 0; i < rp->n; i++) mark_slice(rp->b[i], lo, hi, source, out);
+    for (int i = 0; i < rp->n; i++) mark_slice(rp->a[i], lo, hi, paired, out);
 }
 
 // ---------------------------------------------------------------- CPU op

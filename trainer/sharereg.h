@@ -58,10 +58,11 @@ void reg_pairs_free(RegPairs *rp);
 int reg_pairs_normalize(RegPairs *rp, const float *params0);
 
 // Per-parameter learning-rate multipliers for [lo, hi) of the full layout into
-// out[hi - lo]: `paired` on every element of a slice the pairs touch (either
-// side), `rest` elsewhere.
-void reg_pairs_lr_scale(const RegPairs *rp, size_t lo, size_t hi, float paired, float rest,
-                        float *out);
+// out[hi - lo]: `paired` on every element of a target-unit slice, `source` on
+// every element of a source-unit slice that is no target slice (in a plan from
+// share_plan_make a replaced unit is never a source), `rest` elsewhere.
+void reg_pairs_lr_scale(const RegPairs *rp, size_t lo, size_t hi, float paired, float source,
+                        float rest, float *out);
 
 // Convergence of the planned pairs (over the chosen targets together).
 typedef struct {
