@@ -25,6 +25,12 @@
 #   W           work folder (default checkpoints/CONFIG-NAME, e.g. checkpoints/smollm2);
 #               results in W/results.md,
 #               W/results.json, W/results.png
+#   POST_TEXT   PostShare's post-training text (default wikitext): wikitext = the
+#               WikiText-2 tokens after the first HOLDOUT (20480) of the test part,
+#               disjoint from the test tokens (the first eval.test_batches x
+#               batch_size x seq_len, at most HOLDOUT) and from the calibration
+#               tokens, validated on the calibration tokens; tinystories =
+#               TinyStories (train) with its own validation split
 #   GGUF, WIKITEXT, TINYSTORIES: the model and texts (defaults: scripts/fetch_smollm2.sh,
 #               ../shared/data/text/wikitext-2-raw/valid.txt,
 #               ../shared/data/text/tinystories/tinystories_sample.txt); MODEL (an HF
@@ -45,6 +51,8 @@ W=${W:-checkpoints/$(basename "$CONFIG" .yaml)}
 RATIOS=${RATIOS:-0.1 0.3}
 TF=${TF:-measured:copy}
 VARIANTS=${VARIANTS:-knobs}
+POST_TEXT=${POST_TEXT:-wikitext}
+HOLDOUT=${HOLDOUT:-20480}
 CALIB_TOKENS=${CALIB_TOKENS:-2048}
 IMP_TOKENS=${IMP_TOKENS:-512}
 DMG_TOKENS=${DMG_TOKENS:-512}
@@ -54,6 +62,9 @@ TINYSTORIES=${TINYSTORIES:-../shared/data/text/tinystories/tinystories_sample.tx
 for f in "$WIKITEXT" "$TINYSTORIES"; do
   [ -f "$f" ] || { echo "smollm2 job: $f: missing (see ../shared/data/README.md)" >&2; exit 1; }
 done
+case $POST_TEXT in wikitext | tinystories) ;;
+*) echo "smollm2 job: POST_TEXT=$POST_TEXT: must be wikitext or tinystories" >&2; exit 1 ;;
+esac
 TF_SEL=${TF%%:*} TF_COMB=${TF##*:}
 case $TF_COMB in copy | align-copy | merge | align-merge) ;;
 *) echo "smollm2 job: TF=$TF: COMBINE must be copy, align-copy, merge or align-merge" >&2; exit 1 ;;
@@ -114,6 +125,36 @@ if [ ! -f "$D/ts_val_000000.bin" ]; then
   run $PS prepare --tokenizer "$TOK" --out "$D" --prefix ts --val-fraction 0.05 "$TINYSTORIES"
 fi
 TEST="$D/wt2_train_*.bin"
+if [ "$POST_TEXT" = wikitext ]; then
+  # the test tokens are the first TEST_BATCHES x B x T of wt2_train: PostShare trains
+  # on what follows the first HOLDOUT, never on them (nor on the calibration tokens)
+  if [ "$TEST_BATCHES" -le 0 ] || [ $((TEST_BATCHES * B * T)) -gt "$HOLDOUT" ]; then
+    echo "smollm2 job: POST_TEXT=wikitext: the test set (eval.test_batches $TEST_BATCHES x $B x $T" \
+      "tokens; 0 = all) must lie within the first HOLDOUT=$HOLDOUT tokens, which are never trained on" >&2
+    exit 1
+  fi
+  POST_TRAIN="$D/wt2post_train_*.bin" POST_VAL="$D/wt2_val_*.bin"
+  [ -n "${DRY_RUN:-}" ] || [ -f "$D/wt2post_train_000000.bin" ] ||
+    "$PY" - "$D/wt2_train_000000.bin" "$D/wt2post_train_000000.bin" "$HOLDOUT" <<'EOF'
+# the tokens of a uint16 shard (data/shard.h: 256 int32 header, magic 20240520,
+# version 1, count) after the first `skip`, as a shard of their own
+import os, struct, sys
+src, dst, skip = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(src, "rb") as f:
+    hdr = list(struct.unpack("<256i", f.read(1024)))
+    assert hdr[0] == 20240520 and hdr[1] == 1, src + ": not a uint16 token shard"
+    toks = f.read()
+n = hdr[2]
+assert len(toks) == 2 * n and n > skip, f"{src}: {n} tokens, cannot skip {skip}"
+hdr[2] = n - skip
+with open(dst + ".tmp", "wb") as f:
+    f.write(struct.pack("<256i", *hdr) + toks[2 * skip:])
+os.replace(dst + ".tmp", dst)
+print(f"post-training text: {dst}: tokens {skip}..{n} of {src} ({n - skip} tokens)")
+EOF
+else
+  POST_TRAIN="$D/ts_train_*.bin" POST_VAL="$D/ts_val_*.bin"
+fi
 COMMON=(--threads "$THREADS" --backend "$BACKEND")
 
 # 2. Calibration (for calib / importance plans and merges)
@@ -215,7 +256,7 @@ for r in $RATIOS; do
       ;;
     esac
     run $PS train "$CONFIG" --set run.out_dir="$W/runs" --set run.name="$v-r$r" --set model.init="hf:$M" \
-      --set data.train="$D/ts_train_*.bin" --set data.val="$D/ts_val_*.bin" --set data.tokenizer="$TOK" \
+      --set data.train="$POST_TRAIN" --set data.val="$POST_VAL" --set data.tokenizer="$TOK" \
       --set share.plan="$P/tf.json" --set eval.tasks= --set eval.test= "${SETS[@]}" "${VS[@]}" \
       > "$P/$v.log" 2>&1 || { [ -z "${DRY_RUN:-}" ] && tail -20 "$P/$v.log" >&2; exit 1; }
     [ -n "${DRY_RUN:-}" ] && cat "$P/$v.log"

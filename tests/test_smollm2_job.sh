@@ -3,8 +3,10 @@
 # `./run.sh smollm2`) in seconds: the whole job on a tiny byte-level model (4 KV
 # groups, MODEL/TOKENIZER instead of the GGUF) with tiny budgets and text from the
 # repository, no tasks: prepare, calibrate (with the measured damage), match, share, PostShare runs
-# (knobs, plain, a variant) from the measured plan, every row evaluated, then results.md/json and the plot.
-# Also: bad TF and VARIANTS values are refused, and DRY_RUN prints the commands.
+# (knobs, plain, a variant) from the measured plan on the held-out WikiText-2 tokens,
+# every row evaluated, then results.md/json and the plot. Also: bad TF, VARIANTS and
+# POST_TEXT values and a test set beyond HOLDOUT are refused, and DRY_RUN prints the
+# commands (with POST_TEXT=tinystories too).
 # Usage: test_smollm2_job.sh POSTSHARE_BIN SOURCE_DIR
 set -uo pipefail
 PS="$1"; SRC="$2"
@@ -44,6 +46,15 @@ PYEOF' "results.json rows inconsistent"
 check 'grep -q "normalized over q,k,v,o" "$W/r0.5/knobs.log" && grep -q "lr x" "$W/r0.5/knobs.log"' "knobs run without its knobs"
 check '! grep -q "normalized" "$W/r0.5/plain.log" && grep -q "loss = 0.5 \* LM + 0.5 \* R" "$W/r0.5/plain.log"' "plain run not plain"
 check 'grep -q "postshare: plan $W/r0.5/tf.json" "$W/r0.5/knobs.log"' "PostShare did not start from the training-free plan"
+# POST_TEXT=wikitext (the default): trained on the WikiText-2 tokens after the
+# first HOLDOUT (the test tokens lie within them), validated on the calibration tokens
+check '"$PY" - "$W/data" "$W/runs/knobs-r0.5/config.yaml" <<PYEOF
+import os, re, sys
+d, cfg = sys.argv[1], open(sys.argv[2]).read()
+assert re.search(r"train: .*wt2post_train_\*\.bin", cfg) and re.search(r"val: .*wt2_val_\*\.bin", cfg), cfg
+a = open(d + "/wt2_train_000000.bin", "rb").read(); b = open(d + "/wt2post_train_000000.bin", "rb").read()
+assert b[1024:] == a[1024 + 2 * 20480:] and len(b) > 1024, (len(a), len(b))
+PYEOF' "the PostShare runs did not train on the held-out WikiText-2 tokens"
 check 'grep -q "lr x 200 on the paired slices" "$W/r0.5/fast.log" && grep -q "min_lr: 0.0001" "$W/runs/fast-r0.5/config.yaml"' "VARIANT_fast not applied"
 # a rerun evaluates nothing again
 bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" "${SETS[@]}" > "$TMP/job2.log" 2>&1 || bad "rerun failed"
@@ -53,6 +64,12 @@ out=$(TF=calib:blend bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.ya
 check '[ $? -ne 0 ] || true; echo "$out" | grep -q "TF=calib:blend"' "bad TF not refused: $out"
 out=$(VARIANTS=slow bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" 2>&1)
 check 'echo "$out" | grep -q "VARIANTS: .slow."' "VARIANTS without VARIANT_slow not refused: $out"
+out=$(POST_TEXT=news bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" 2>&1)
+check 'echo "$out" | grep -q "POST_TEXT=news"' "bad POST_TEXT not refused: $out"
+out=$(W="$TMP/w" HOLDOUT=100 bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" "${SETS[@]}" 2>&1)
+check 'echo "$out" | grep -q "HOLDOUT=100"' "a test set beyond HOLDOUT not refused: $out"
+out=$(W="$TMP/dryts" POST_TEXT=tinystories DRY_RUN=1 bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" "${SETS[@]}" 2>&1)
+check 'echo "$out" | grep -q "^+ .* train .*data.train=$TMP/dryts/data/ts_train_\*.bin"' "POST_TEXT=tinystories: $out"
 out=$(W="$TMP/dry" DRY_RUN=1 bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" "${SETS[@]}" 2>&1)
 check 'echo "$out" | grep -q "^+ .* train .*share.plan=$TMP/dry/r0.5/tf.json" && [ ! -e "$TMP/dry/data" ]' "dry run: $out"
 [ -n "${KEEP:-}" ] && cp -r "$TMP" /tmp/smoljob-keep
