@@ -15,8 +15,10 @@
 #               best sharing method of experiments/smollm2/README.md); SELECTION is a
 #               `match --match` function (qk, circuit, calib, importance, measured),
 #               COMBINE copy, align-copy, merge or align-merge. PostShare starts from its plan.
-#   VARIANTS    PostShare runs per ratio (default "knobs"): knobs = CONFIG's share.reg
-#               as written; plain = the reference's pull (0.5 LM + 0.5 l2, not
+#   VARIANTS    PostShare runs per ratio (default "knobs lmonly"): knobs = CONFIG's
+#               share.reg as written; lmonly = the control: the same post-training
+#               with R's weight 0 (fine-tune, then share by the plan); plain = the
+#               reference's pull (0.5 LM + 0.5 l2, not
 #               normalized, no ramp, one learning rate); any other NAME ([a-z0-9_]+)
 #               = CONFIG with the KEY=VALUE words of the variable VARIANT_NAME, e.g.
 #               VARIANTS="knobs fast" VARIANT_fast="share.reg.lr_mult=200 train.min_lr=1e-4"
@@ -50,7 +52,7 @@ PY=${PS_PYTHON:-/usr/bin/python3}
 W=${W:-checkpoints/$(basename "$CONFIG" .yaml)}
 RATIOS=${RATIOS:-0.1 0.3}
 TF=${TF:-measured:copy}
-VARIANTS=${VARIANTS:-knobs}
+VARIANTS=${VARIANTS:-knobs lmonly}
 POST_TEXT=${POST_TEXT:-wikitext}
 HOLDOUT=${HOLDOUT:-20480}
 CALIB_TOKENS=${CALIB_TOKENS:-2048}
@@ -71,11 +73,11 @@ case $TF_COMB in copy | align-copy | merge | align-merge) ;;
 esac
 for v in $VARIANTS; do
   case $v in
-  knobs | plain) ;;
+  knobs | plain | lmonly) ;;
   *)
     var=VARIANT_$v
     if [[ ! $v =~ ^[a-z0-9_]+$ ]] || [ -z "${!var:-}" ]; then
-      echo "smollm2 job: VARIANTS: '$v' is not knobs, plain or a NAME with VARIANT_NAME set" >&2
+      echo "smollm2 job: VARIANTS: '$v' is not knobs, lmonly, plain or a NAME with VARIANT_NAME set" >&2
       exit 1
     fi
     ;;
@@ -250,6 +252,8 @@ for r in $RATIOS; do
     knobs) ;;
     plain) VS=(--set share.lm_weight=0.5 --set share.reg.weight=0.5 --set share.reg.normalize=false
       --set share.reg.ramp_steps=0 --set share.reg.lr_mult=1 --set share.reg.rest_lr_mult=1) ;;
+    lmonly) VS=(--set share.reg.weight=0 --set share.reg.ramp_steps=0 --set share.reg.lr_mult=1
+      --set share.reg.rest_lr_mult=1 --set share.reg.pull=both) ;;
     *)
       var=VARIANT_$v
       for kv in ${!var}; do VS+=(--set "$kv"); done

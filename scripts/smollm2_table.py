@@ -135,19 +135,47 @@ plot for [i=0:{k - 1}] "{dat.name}" index i using 1:3 with lines title columnhea
 unset multiplot
 """, "curves.png")
     os.unlink(dat.name)
-    summary = {
-        n: {"steps": p[-1]["step"], "dist_first": p[0]["dist_mean"], "dist_last": p[-1]["dist_mean"],
-            "cos_last": p[-1]["cos_mean"],
-            "lm_first": next((q["lm_loss"] for q in p if "lm_loss" in q), math.nan),
-            "lm_last": p[-1].get("lm_loss", math.nan)}
-        for n, p in curves.items()
-    }
+    def run_info(name):
+        """Tokens of post-training (the run's config.yaml) and the hand-off's
+        data.val perplexity of the post-trained and the shared model (results.json)."""
+        d = os.path.join(out, "runs", name)
+        cfg = {}
+        try:
+            for line in open(os.path.join(d, "config.yaml")):
+                k, _, v = line.split("#")[0].partition(":")
+                if v.strip():
+                    cfg.setdefault(k.strip(), v.strip())
+            tokens = math.prod(int(cfg[k]) for k in ("steps", "batch_size", "seq_len", "grad_accum"))
+        except (OSError, KeyError, ValueError):
+            tokens = None
+        val = {}
+        try:
+            for m in json.load(open(os.path.join(d, "results.json")))["models"]:
+                val[m["name"]] = m["val_ppl"]
+        except (OSError, KeyError, ValueError):
+            pass
+        return tokens, val.get("posttrained", math.nan), val.get("postshare", math.nan)
+
+    summary = {}
+    for n, p in curves.items():
+        tokens, vpost, vshared = run_info(n)
+        summary[n] = {"steps": p[-1]["step"], "tokens": tokens, "dist_first": p[0]["dist_mean"],
+                      "dist_last": p[-1]["dist_mean"], "cos_last": p[-1]["cos_mean"],
+                      "lm_first": next((q["lm_loss"] for q in p if "lm_loss" in q), math.nan),
+                      "lm_last": p[-1].get("lm_loss", math.nan),
+                      "val_ppl_posttrained": vpost, "val_ppl_shared": vshared}
     with open(os.path.join(out, "curves.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(out, "results.md"), "a") as f:
-        f.write("\nPostShare runs (curves.png): mean relative pair distance and LM loss (train batch), first and last logged step.\n\n")
-        f.write("| run | steps | pair distance | cosine (last) | LM loss |\n|---|---|---|---|---|\n")
+        f.write("\nPostShare runs (curves.png): tokens of post-training, mean relative pair distance "
+                "and LM loss (train batch) at the first and last logged step, and the run's own "
+                "validation perplexity (data.val) of the post-trained model before and after "
+                "the hand-off's sharing.\n\n")
+        f.write("| run | steps | tokens | pair distance | cosine (last) | LM loss | val ppl post-trained -> shared |\n"
+                "|---|---|---|---|---|---|---|\n")
         for n, c in summary.items():
-            f.write(f"| {n} | {c['steps']} | {c['dist_first']:.3f} -> {c['dist_last']:.3f} | "
-                    f"{c['cos_last']:.3f} | {c['lm_first']:.3f} -> {c['lm_last']:.3f} |\n")
+            tok = f"{c['tokens']:,}" if c["tokens"] else "-"
+            f.write(f"| {n} | {c['steps']} | {tok} | {c['dist_first']:.3f} -> {c['dist_last']:.3f} | "
+                    f"{c['cos_last']:.3f} | {c['lm_first']:.3f} -> {c['lm_last']:.3f} | "
+                    f"{c['val_ppl_posttrained']:.2f} -> {c['val_ppl_shared']:.2f} |\n")
 print(f"wrote {out}/results.md, results.json, results.png" + (", curves.png" if curves else ""))

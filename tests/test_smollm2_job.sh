@@ -3,7 +3,7 @@
 # `./run.sh smollm2`) in seconds: the whole job on a tiny byte-level model (4 KV
 # groups, MODEL/TOKENIZER instead of the GGUF) with tiny budgets and text from the
 # repository, no tasks: prepare, calibrate (with the measured damage), match, share, PostShare runs
-# (knobs, plain, a variant) from the measured plan on the held-out WikiText-2 tokens,
+# (knobs, plain, lmonly, a variant) from the measured plan on the held-out WikiText-2 tokens,
 # every row evaluated, then results.md/json and the plot. Also: bad TF, VARIANTS and
 # POST_TEXT values and a test set beyond HOLDOUT are refused, and DRY_RUN prints the
 # commands (with POST_TEXT=tinystories too).
@@ -20,7 +20,7 @@ cat "$SRC"/trainer/*.c > "$TMP/stories.txt"
   --set data.train="$TMP/d/t_train_*.bin" --set data.val="$TMP/d/t_val_*.bin" > "$TMP/tiny.log" 2>&1 \
   || { bad "tiny model"; tail "$TMP/tiny.log" >&2; }
 export MODEL="$TMP/runs/tiny/model" TOKENIZER=byte WIKITEXT="$TMP/wiki.txt" TINYSTORIES="$TMP/stories.txt"
-export W="$TMP/w" RATIOS="0.5" VARIANTS="knobs plain fast" TF=measured:copy CALIB_TOKENS=256 DMG_TOKENS=64
+export W="$TMP/w" RATIOS="0.5" VARIANTS="knobs plain lmonly fast" TF=measured:copy CALIB_TOKENS=256 DMG_TOKENS=64
 export VARIANT_fast="share.reg.lr_mult=200 train.min_lr=1e-4"
 SETS=(--set train.steps=3 --set data.seq_len=32 --set data.batch_size=2 --set data.val_batches=1
   --set eval.test_batches=2 --set eval.tasks= --set threads=1)
@@ -28,7 +28,8 @@ bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" "${SETS[@]}" > "$
   || { bad "the job failed"; tail -30 "$TMP/job.log" >&2; }
 check '[ -f "$W/results.md" ] && [ -f "$W/results.json" ]' "no results.md/json"
 for row in "| start | none |" "| directshare | 50% (2 of 4) |" "| measured:copy | 50% (2 of 4) |" \
-  "| postshare-knobs | 50% (2 of 4) |" "| postshare-plain | 50% (2 of 4) |" "| postshare-fast | 50% (2 of 4) |"; do
+  "| postshare-knobs | 50% (2 of 4) |" "| postshare-plain | 50% (2 of 4) |" "| postshare-lmonly | 50% (2 of 4) |" \
+  "| postshare-fast | 50% (2 of 4) |"; do
   check 'grep -qF "$row" "$W/results.md"' "results.md lacks the row '$row'"
 done
 check 'command -v gnuplot >/dev/null || [ -f "$W/results.png" ]' "no results.png"
@@ -46,6 +47,8 @@ PYEOF' "results.json rows inconsistent"
 check 'grep -q "normalized over q,k,v,o" "$W/r0.5/knobs.log" && grep -q "lr x" "$W/r0.5/knobs.log"' "knobs run without its knobs"
 check '! grep -q "normalized" "$W/r0.5/plain.log" && grep -q "loss = 0.5 \* LM + 0.5 \* R" "$W/r0.5/plain.log"' "plain run not plain"
 check 'grep -q "postshare: plan $W/r0.5/tf.json" "$W/r0.5/knobs.log"' "PostShare did not start from the training-free plan"
+check 'grep -q "loss = 1 \* LM + 0 \* R" "$W/r0.5/lmonly.log" && ! grep -q "lr x" "$W/r0.5/lmonly.log"' "lmonly run is not LM only"
+check 'grep -qF "| knobs-r0.5 | 3 | 192 |" "$W/results.md"' "results.md lacks the knobs run's steps and tokens"
 # POST_TEXT=wikitext (the default): trained on the WikiText-2 tokens after the
 # first HOLDOUT (the test tokens lie within them), validated on the calibration tokens
 check '"$PY" - "$W/data" "$W/runs/knobs-r0.5/config.yaml" <<PYEOF
