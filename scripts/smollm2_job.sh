@@ -243,7 +243,9 @@ for r in $RATIOS; do
     eval_row "$TF" "$r" "$P/tf" "$P/tf.json" "training-free: $TF_SEL pairs, $TF_COMB"
     [ -n "${DRY_RUN:-}" ] || rm -rf "$P/tf"
   fi
-  # PostShare from the training-free plan, one run per variant
+  # PostShare from the training-free plan, one run per variant. The run's hand-off also
+  # evaluates its four models (start, plan on start, post-trained, PostShare) on the
+  # test tokens (no tasks: the row below scores the shared model's)
   for v in $VARIANTS; do
     name=postshare-$v
     have_row "$name" "$r" && continue
@@ -261,7 +263,7 @@ for r in $RATIOS; do
     esac
     run $PS train "$CONFIG" --set run.out_dir="$W/runs" --set run.name="$v-r$r" --set model.init="hf:$M" \
       --set data.train="$POST_TRAIN" --set data.val="$POST_VAL" --set data.tokenizer="$TOK" \
-      --set share.plan="$P/tf.json" --set eval.tasks= --set eval.test= "${SETS[@]}" "${VS[@]}" \
+      --set share.plan="$P/tf.json" --set eval.tasks= --set eval.test="$TEST" "${SETS[@]}" "${VS[@]}" \
       > "$P/$v.log" 2>&1 || { [ -z "${DRY_RUN:-}" ] && tail -20 "$P/$v.log" >&2; exit 1; }
     [ -n "${DRY_RUN:-}" ] && cat "$P/$v.log"
     eval_row "$name" "$r" "$W/runs/$v-r$r/shared" "$W/runs/$v-r$r/shared/plan.json" \

@@ -148,34 +148,39 @@ unset multiplot
             tokens = math.prod(int(cfg[k]) for k in ("steps", "batch_size", "seq_len", "grad_accum"))
         except (OSError, KeyError, ValueError):
             tokens = None
-        val = {}
+        val, test = {}, {}
         try:
             for m in json.load(open(os.path.join(d, "results.json")))["models"]:
                 val[m["name"]] = m["val_ppl"]
+                test[m["name"]] = m.get("test_ppl", math.nan)
         except (OSError, KeyError, ValueError):
             pass
-        return tokens, val.get("posttrained", math.nan), val.get("postshare", math.nan)
+        return (tokens, val.get("posttrained", math.nan), val.get("postshare", math.nan),
+                test.get("posttrained", math.nan))
 
     summary = {}
     for n, p in curves.items():
-        tokens, vpost, vshared = run_info(n)
+        tokens, vpost, vshared, tpost = run_info(n)
         summary[n] = {"steps": p[-1]["step"], "tokens": tokens, "dist_first": p[0]["dist_mean"],
                       "dist_last": p[-1]["dist_mean"], "cos_last": p[-1]["cos_mean"],
                       "lm_first": next((q["lm_loss"] for q in p if "lm_loss" in q), math.nan),
                       "lm_last": p[-1].get("lm_loss", math.nan),
-                      "val_ppl_posttrained": vpost, "val_ppl_shared": vshared}
+                      "val_ppl_posttrained": vpost, "val_ppl_shared": vshared,
+                      "test_ppl_posttrained": tpost}
     with open(os.path.join(out, "curves.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(out, "results.md"), "a") as f:
         f.write("\nPostShare runs (curves.png): tokens of post-training, mean relative pair distance "
-                "and LM loss (train batch) at the first and last logged step, and the run's own "
+                "and LM loss (train batch) at the first and last logged step, the run's own "
                 "validation perplexity (data.val) of the post-trained model before and after "
-                "the hand-off's sharing.\n\n")
-        f.write("| run | steps | tokens | pair distance | cosine (last) | LM loss | val ppl post-trained -> shared |\n"
-                "|---|---|---|---|---|---|---|\n")
+                "the hand-off's sharing, and the WikiText-2 test perplexity of the post-trained "
+                "model before sharing (unshared; the shared one is the table's row).\n\n")
+        f.write("| run | steps | tokens | pair distance | cosine (last) | LM loss | val ppl post-trained -> shared | test ppl post-trained, unshared |\n"
+                "|---|---|---|---|---|---|---|---|\n")
         for n, c in summary.items():
             tok = f"{c['tokens']:,}" if c["tokens"] else "-"
             f.write(f"| {n} | {c['steps']} | {tok} | {c['dist_first']:.3f} -> {c['dist_last']:.3f} | "
                     f"{c['cos_last']:.3f} | {c['lm_first']:.3f} -> {c['lm_last']:.3f} | "
-                    f"{c['val_ppl_posttrained']:.2f} -> {c['val_ppl_shared']:.2f} |\n")
+                    f"{c['val_ppl_posttrained']:.2f} -> {c['val_ppl_shared']:.2f} | "
+                    f"{c['test_ppl_posttrained']:.3f} |\n")
 print(f"wrote {out}/results.md, results.json, results.png" + (", curves.png" if curves else ""))

@@ -49,6 +49,15 @@ check '! grep -q "normalized" "$W/r0.5/plain.log" && grep -q "loss = 0.5 \* LM +
 check 'grep -q "postshare: plan $W/r0.5/tf.json" "$W/r0.5/knobs.log"' "PostShare did not start from the training-free plan"
 check 'grep -q "loss = 1 \* LM + 0 \* R" "$W/r0.5/lmonly.log" && ! grep -q "lr x" "$W/r0.5/lmonly.log"' "lmonly run is not LM only"
 check 'grep -qF "| knobs-r0.5 | 3 | 192 |" "$W/results.md"' "results.md lacks the knobs run's steps and tokens"
+# the run's hand-off evaluated its models on the same test tokens: its PostShare
+# model's test perplexity is the job's row's
+check '"$PY" - "$W/results.json" "$W/runs/knobs-r0.5/results.json" <<PYEOF
+import json, sys
+row = [r for r in json.load(open(sys.argv[1]))["rows"] if r["name"] == "postshare-knobs"][0]
+run = {m["name"]: m for m in json.load(open(sys.argv[2]))["models"]}
+assert abs(run["postshare"]["test_ppl"] - row["test_ppl"]) <= 1e-3 * row["test_ppl"], (run["postshare"], row)
+assert run["posttrained"]["test_ppl"] > 1
+PYEOF' "the run's test perplexity of its PostShare model differs from the job's row"
 # POST_TEXT=wikitext (the default): trained on the WikiText-2 tokens after the
 # first HOLDOUT (the test tokens lie within them), validated on the calibration tokens
 check '"$PY" - "$W/data" "$W/runs/knobs-r0.5/config.yaml" <<PYEOF
@@ -61,7 +70,7 @@ PYEOF' "the PostShare runs did not train on the held-out WikiText-2 tokens"
 check 'grep -q "lr x 200 on the paired slices" "$W/r0.5/fast.log" && grep -q "min_lr: 0.0001" "$W/runs/fast-r0.5/config.yaml"' "VARIANT_fast not applied"
 # a rerun evaluates nothing again
 bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" "${SETS[@]}" > "$TMP/job2.log" 2>&1 || bad "rerun failed"
-check 'grep -q "start at 0.0: already evaluated" "$TMP/job2.log" && ! grep -q "test ppl" "$TMP/job2.log"' "the rerun evaluated again"
+check 'grep -q "start at 0.0: already evaluated" "$TMP/job2.log" && ! grep -q "^   test ppl" "$TMP/job2.log"' "the rerun evaluated again"
 # refusals and the dry run
 out=$(TF=calib:blend bash "$SRC/scripts/smollm2_job.sh" "$SRC/configs/smollm2.yaml" 2>&1)
 check '[ $? -ne 0 ] || true; echo "$out" | grep -q "TF=calib:blend"' "bad TF not refused: $out"
