@@ -80,7 +80,7 @@ bppl = base["test_ppl"] if base else "NaN"
 bacc = mean_acc(base) if base and tasks else "NaN"
 gp = f"""set terminal png size {1200 if tasks else 650},500
 set output "{os.path.join(out, 'results.png')}"
-set multiplot layout 1,{2 if tasks else 1} title "SmolLM2-135M: sharing KV groups (unshared: dashed)"
+set multiplot layout 1,{2 if tasks else 1} title "SmolLM2-135M: sharing KV groups (unshared: black line)"
 set xlabel "KV groups shared (%)"
 set grid
 set key top left
