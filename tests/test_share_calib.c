@@ -375,6 +375,40 @@ static double direct_loss(const HostWeights *w, const int *in, const int *tg) {
     return loss;
 }
 
+// The reference of a per-unit loss sweep (calib_importance, calib_damage): for every
+// unit i of layers >= 1, a copy w2 of w with unit i edited, its direct loss minus
+// the intact model's (*base). Returns the largest |delta[i] - that|.
+typedef void (*UnitEdit)(HostWeights *w2, const HostWeights *w, int i, const int *src);
+static double direct_sweep_err(const HostWeights *w, HostWeights *w2, const int *in, const int *tg,
+                               UnitEdit edit, const int *src, const double *delta, double *base) {
+    int U = w->t.cfg.n_kv_heads, N = w->t.cfg.n_layers * U;
+    double worst = 0;
+    *base = direct_loss(w, in, tg);
+    for (int i = U; i < N; i++) {
+        memcpy(w2->params, w->params, sizeof(float) * w->t.total);
+        edit(w2, w, i, src);
+        worst = fmax(worst, fabs(delta[i] - (direct_loss(w2, in, tg) - *base)));
+    }
+    return worst;
+}
+
+// Unit i removed: its Wo columns zeroed.
+static void remove_unit(HostWeights *w2, const HostWeights *w, int i, const int *src) {
+    (void)w, (void)src;
+    const LlamaConfig *c = &w2->t.cfg;
+    int U = c->n_kv_heads, qd = c->n_heads * cfg_head_dim(c), W = qd / U;
+    float *o = w2->params + param_layer(&w2->t, i / U, P_WO)->offset + (size_t)(i % U) * W;
+    for (int r = 0; r < c->dim; r++) memset(o + (size_t)r * qd, 0, sizeof(float) * (size_t)W);
+}
+
+// Unit i shares unit src[i] (an earlier layer's, so w2's copy of it is w's):
+// copy_unit of test_share_util.h.
+static void share_src(HostWeights *w2, const HostWeights *w, int i, const int *src) {
+    (void)w;
+    int U = w2->t.cfg.n_kv_heads;
+    copy_unit(w2, i / U, i % U, src[i] / U, src[i] % U);
+}
+
 // Head importance: every unit of layers >= 1 equals the loss increase of a copy of
 // the model with that unit removed (computed separately); a dead unit (Wo columns
 // already zero) scores exactly 0; the calibration file keeps the values.
@@ -395,20 +429,7 @@ static void test_importance(void) {
             ps_err_msg());
     int in[24], tg[24];
     loader_read_batch(ld, 0, 3, in, tg);
-    double worst = 0, base = 0;
-    for (int i = -1; i < N; i++) {
-        if (i >= 0 && i < U) continue;
-        memcpy(w2.params, w.params, sizeof(float) * w.t.total);
-        if (i >= 0) {
-            float *o = w2.params + param_layer(&w2.t, i / U, P_WO)->offset + (size_t)(i % U) * W;
-            for (int r = 0; r < C; r++) memset(o + (size_t)r * qd, 0, sizeof(float) * (size_t)W);
-        }
-        double loss = direct_loss(&w2, in, tg);
-        if (i < 0)
-            base = loss;
-        else
-            worst = fmax(worst, fabs(g.imp[i] - (loss - base)));
-    }
+    double base, worst = direct_sweep_err(&w, &w2, in, tg, remove_unit, NULL, g.imp, &base);
     printf(
         "importance: base %.6f (direct %.6f); units 1.0 .. 2.1: +%.5f +%.5f +%.5f +%.5f, max "
         "err vs direct %.2g\n",
@@ -441,13 +462,12 @@ static void test_importance(void) {
 
 // Measured sharing damage: every unit of layers >= 1 equals the loss increase of a
 // copy of the model in which that unit's Wq/Wk/Wv rows and Wo columns are those of
-// its recorded source (copied here by plain index arithmetic), that source is the
+// its recorded source (copy_unit, plain index arithmetic), that source is the
 // calibration score's best, the file keeps both, a file whose source points at a
 // later layer is refused, and match 'measured' replaces the cheapest unit first.
 static void test_damage(void) {
     LlamaConfig c = cfg_of(3, 4, 2, 16);
-    int C = c.dim, U = c.n_kv_heads, N = c.n_layers * U, hd = cfg_head_dim(&c);
-    int G = c.n_heads / U, qd = c.n_heads * hd;
+    int U = c.n_kv_heads, N = c.n_layers * U;
     HostWeights w, w2;
     make_model(&w, &c, 43);
     make_model(&w2, &c, 43);
@@ -463,34 +483,10 @@ static void test_damage(void) {
     calib_match(&c, views, &g, CALIB_SCORE_ERROR, &sim);
     int in[24], tg[24];
     loader_read_batch(ld, 0, 3, in, tg);
-    double worst = 0, base = 0;
-    for (int i = -1; i < N; i++) {
-        if (i >= 0 && i < U) continue;
-        memcpy(w2.params, w.params, sizeof(float) * w.t.total);
-        if (i >= 0) {
-            int l = i / U, u = i % U, sl = g.dmg_src[i] / U, su = g.dmg_src[i] % U;
-            T_CHECK(g.dmg_src[i] == sim.best[i] && sl < l, "damage source of %d: %d, best %d", i,
-                    g.dmg_src[i], sim.best[i]);
-            const ParamKind kinds[3] = {P_WQ, P_WK, P_WV};
-            for (int k = 0; k < 3; k++) {  // rows
-                int rows = (k == 0 ? G : 1) * hd;
-                float *dst = w2.params + param_layer(&w2.t, l, kinds[k])->offset;
-                const float *src = w.params + param_layer(&w.t, sl, kinds[k])->offset;
-                memcpy(dst + (size_t)u * rows * C, src + (size_t)su * rows * C,
-                       sizeof(float) * (size_t)rows * C);
-            }
-            float *o = w2.params + param_layer(&w2.t, l, P_WO)->offset;  // columns
-            const float *so = w.params + param_layer(&w.t, sl, P_WO)->offset;
-            for (int r = 0; r < C; r++)
-                for (int j = 0; j < G * hd; j++)
-                    o[(size_t)r * qd + u * G * hd + j] = so[(size_t)r * qd + su * G * hd + j];
-        }
-        double loss = direct_loss(&w2, in, tg);
-        if (i < 0)
-            base = loss;
-        else
-            worst = fmax(worst, fabs(g.dmg[i] - (loss - base)));
-    }
+    for (int i = U; i < N; i++)
+        T_CHECK(g.dmg_src[i] == sim.best[i] && g.dmg_src[i] / U < i / U,
+                "damage source of %d: %d, best %d", i, g.dmg_src[i], sim.best[i]);
+    double base, worst = direct_sweep_err(&w, &w2, in, tg, share_src, g.dmg_src, g.dmg, &base);
     printf("damage: base %.6f; units 1.0 .. 2.1: %+.5f %+.5f %+.5f %+.5f, max err vs direct %.2g\n",
            g.dmg_base, g.dmg[2], g.dmg[3], g.dmg[4], g.dmg[5], worst);
     T_CHECK(fabs(g.dmg_base - base) < 1e-5 && worst < 1e-5 && g.dmg_src[0] == -1,

@@ -623,6 +623,7 @@ int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g) {
             "measured damage, %zu with both (truncated?)",
             path, len, n0, n0 + 24 + 8 * nimp, n0 + 24 + 12 * nimp, n0 + 48 + 20 * nimp);
     }
+    int *dmg_src = has_dmg ? xmalloc(sizeof(int) * nimp) : NULL;
     for (size_t i = 0; has_dmg && i < nimp; i++) {
         int32_t v;
         double d;
@@ -630,16 +631,19 @@ int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g) {
         memcpy(&d, buf + at_dmg + 24 + 8 * i, 8);
         long layer = (long)(i / (size_t)h[1]);
         if (layer == 0 ? v != -1 : (v < 0 || v >= layer * h[1]) || !isfinite(d)) {
+            free(dmg_src);
             free(buf);
             return ps_err_set(
                 "%s: measured damage of unit %zu (layer %ld): source %d or value %g is invalid "
                 "(sources are units of earlier layers, -1 in layer 0)",
                 path, i, layer, (int)v, d);
         }
+        dmg_src[i] = v;
     }
     if (cfg) {
         int hd = cfg_head_dim(cfg), W = cfg->n_heads / cfg->n_kv_heads * hd;
         if (h[0] != cfg->n_layers || h[1] != cfg->n_kv_heads || h[2] != cfg->dim || h[3] != W) {
+            free(dmg_src);
             free(buf);
             return ps_err_set(
                 "%s: calibration for %lld layers x %lld units (dim %lld, unit width %lld), but "
@@ -654,15 +658,8 @@ int calib_read(const char *path, const LlamaConfig *cfg, CalibGrams *g) {
     memcpy(g->gin, buf + 48, 8 * nin);
     memcpy(g->gout, buf + 48 + 8 * nin, 8 * nout);
     if (has_imp) g->imp = read_sweep(buf + at_imp, nimp, &g->imp_tokens, &g->imp_base);
-    if (has_dmg) {
-        g->dmg = read_sweep(buf + at_dmg, nimp, &g->dmg_tokens, &g->dmg_base);
-        g->dmg_src = xmalloc(sizeof(int) * nimp);
-        for (size_t i = 0; i < nimp; i++) {
-            int32_t v;
-            memcpy(&v, buf + at_dmg + 24 + 8 * nimp + 4 * i, 4);
-            g->dmg_src[i] = v;
-        }
-    }
+    if (has_dmg) g->dmg = read_sweep(buf + at_dmg, nimp, &g->dmg_tokens, &g->dmg_base);
+    g->dmg_src = dmg_src;
     free(buf);
     return 0;
 }
