@@ -139,13 +139,16 @@ unset multiplot
         """Tokens of post-training (the run's config.yaml) and the hand-off's
         data.val perplexity of the post-trained and the shared model (results.json)."""
         d = os.path.join(out, "runs", name)
-        cfg = {}
+        cfg, sec = {}, ""  # "section.key" -> value of the resolved two-level YAML
         try:
             for line in open(os.path.join(d, "config.yaml")):
                 k, _, v = line.split("#")[0].partition(":")
-                if v.strip():
-                    cfg.setdefault(k.strip(), v.strip())
-            tokens = math.prod(int(cfg[k]) for k in ("steps", "batch_size", "seq_len", "grad_accum"))
+                if not line[:1].isspace():
+                    sec = k.strip()
+                elif v.strip():
+                    cfg[f"{sec}.{k.strip()}"] = v.strip()
+            tokens = math.prod(int(cfg[k]) for k in ("train.steps", "data.batch_size",
+                                                     "data.seq_len", "train.grad_accum"))
         except (OSError, KeyError, ValueError):
             tokens = None
         val, test = {}, {}
