@@ -139,7 +139,8 @@ if [ "$POST_TEXT" = wikitext ]; then
   [ -n "${DRY_RUN:-}" ] || [ -f "$D/wt2post_train_000000.bin" ] ||
     "$PY" - "$D/wt2_train_000000.bin" "$D/wt2post_train_000000.bin" "$HOLDOUT" <<'EOF'
 # the tokens of a uint16 shard (data/shard.h: 256 int32 header, magic 20240520,
-# version 1, count) after the first `skip`, as a shard of their own
+# version 1, count) after the first `skip`, as a shard of their own (the first
+# shard only: WikiText-2's validation text, 267K tokens, is one)
 import os, struct, sys
 src, dst, skip = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with open(src, "rb") as f:
@@ -159,7 +160,7 @@ else
 fi
 COMMON=(--threads "$THREADS" --backend "$BACKEND")
 
-# 2. Calibration (for calib / importance plans and merges)
+# 2. Calibration (for calib / importance / measured plans and merges)
 CAL=$W/calib.bin
 if [ ! -f "$CAL" ] && { [ "$TF_SEL" = calib ] || [ "$TF_SEL" = importance ] ||
   [ "$TF_SEL" = measured ] || [[ $TF_COMB == *merge ]]; }; then
@@ -253,7 +254,8 @@ for r in $RATIOS; do
     case $v in
     knobs) ;;
     plain) VS=(--set share.lm_weight=0.5 --set share.reg.weight=0.5 --set share.reg.normalize=false
-      --set share.reg.ramp_steps=0 --set share.reg.lr_mult=1 --set share.reg.rest_lr_mult=1) ;;
+      --set share.reg.ramp_steps=0 --set share.reg.lr_mult=1 --set share.reg.rest_lr_mult=1
+      --set share.reg.pull=both) ;;
     lmonly) VS=(--set share.reg.weight=0 --set share.reg.ramp_steps=0 --set share.reg.lr_mult=1
       --set share.reg.rest_lr_mult=1 --set share.reg.pull=both) ;;
     *)
